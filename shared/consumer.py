@@ -1,0 +1,190 @@
+"""The consumer loop every service uses: decode, apply in a transaction, then commit offsets.
+
+A batch is applied by the service's handler (which opens one database transaction
+and records event ids in its inbox); offsets are committed only after that, so a
+crash anywhere redelivers and the inbox drops what was already applied. Messages
+that are not Leadflow events, or that the handler rejects for good, are parked on
+the dead-letter topic with the reason, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import Counter
+
+from shared.events import TOPIC_DEADLETTER, Event, UndecodableEvent, decode_event
+
+log = logging.getLogger(__name__)
+
+EVENTS_APPLIED = Counter(
+    "leadflow_events_consumed_total", "Events handed to the service's handler", ["service", "topic"]
+)
+EVENTS_PARKED = Counter(
+    "leadflow_events_deadlettered_total", "Messages parked on the dead-letter topic", ["service"]
+)
+CONSUMER_RETRIES = Counter(
+    "leadflow_consumer_retries_total", "Batches retried after a transient failure", ["service"]
+)
+
+# Failures that say "try again later", not "this event is bad".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+    KafkaError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A decoded event with where it came from."""
+
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+
+
+BatchHandler = Callable[[Sequence[Delivered]], Awaitable[None]]
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        *,
+        service: str,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        handle_batch: BatchHandler,
+        max_records: int = 500,
+    ) -> None:
+        self._service = service
+        self._consumer = consumer
+        self._producer = producer
+        self._handle_batch = handle_batch
+        self._max_records = max_records
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._start()
+        try:
+            backoff = 0.2
+            while True:
+                batches = await self._consumer.getmany(
+                    timeout_ms=500, max_records=self._max_records
+                )
+                if not batches:
+                    continue
+                try:
+                    await self._apply(batches)
+                    backoff = 0.2
+                except TRANSIENT_ERRORS as exc:
+                    CONSUMER_RETRIES.labels(self._service).inc()
+                    log.warning("%s consumer: %s; retrying in %.1fs", self._service, exc, backoff)
+                    for tp, records in batches.items():
+                        self._consumer.seek(tp, records[0].offset)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                try:
+                    await self._consumer.commit(
+                        {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    )
+                except CommitFailedError as exc:
+                    # A rebalance moved the partitions; the new owner's inbox drops repeats.
+                    log.info("%s consumer: commit after rebalance refused: %s", self._service, exc)
+        finally:
+            await self._consumer.stop()
+
+    async def _start(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self._consumer.start()
+                self.started.set()
+                return
+            except KafkaError as exc:
+                log.warning("%s consumer: Kafka not reachable (%s); retrying", self._service, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _apply(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        delivered: list[Delivered] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    event = decode_event(record.value or b"")
+                except UndecodableEvent as exc:
+                    await self._park(record, f"undecodable: {exc}")
+                    continue
+                delivered.append(Delivered(event, record.topic, record.partition, record.offset))
+        if not delivered:
+            return
+        try:
+            await self._handle_batch(delivered)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            # Find the bad event(s): apply one by one, parking those that still fail.
+            log.exception("%s consumer: batch failed; applying one event at a time", self._service)
+            for item in delivered:
+                try:
+                    await self._handle_batch([item])
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    await self._park_delivered(item, f"handler failed: {exc!r}")
+        for item in delivered:
+            EVENTS_APPLIED.labels(self._service, item.topic).inc()
+
+    async def _park(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        await self._send_deadletter(
+            record.value or b"", record.key, record.topic, record.partition, record.offset, reason
+        )
+
+    async def _park_delivered(self, item: Delivered, reason: str) -> None:
+        await self._send_deadletter(
+            item.event.model_dump_json().encode(),
+            item.event.subject.encode(),
+            item.topic,
+            item.partition,
+            item.offset,
+            reason,
+        )
+
+    async def _send_deadletter(
+        self, value: bytes, key: bytes | None, topic: str, partition: int, offset: int, reason: str
+    ) -> None:
+        EVENTS_PARKED.labels(self._service).inc()
+        log.error(
+            "%s consumer: parked %s[%d]@%d: %s",
+            self._service,
+            topic,
+            partition,
+            offset,
+            reason[:500],
+        )
+        await self._producer.send_and_wait(
+            TOPIC_DEADLETTER,
+            value=value,
+            key=key,
+            headers=[
+                ("dlq_reason", reason[:1000].encode()),
+                ("dlq_service", self._service.encode()),
+                ("dlq_topic", topic.encode()),
+                ("dlq_partition", str(partition).encode()),
+                ("dlq_offset", str(offset).encode()),
+            ],
+        )

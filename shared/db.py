@@ -1,0 +1,118 @@
+"""Database plumbing: engines for SQLite and PostgreSQL, portable column types and upserts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp with time zone that always comes back timezone-aware in UTC.
+
+    SQLite has no time zones; storing UTC and re-attaching it on the way out gives
+    both backends the same behaviour.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Leadflow stores timezone-aware times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A result row of any shape (SQLAlchemy 2.1 types rows by their column tuple).
+AnyRow = sa.Row[*tuple[Any, ...]]
+
+# Integer primary keys that autoincrement on both backends (SQLite needs INTEGER for rowid).
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Money = sa.Numeric(18, 2)
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE below is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the lock at BEGIN, so two transactions never deadlock upgrading
+        # a read lock; this is what makes check-then-insert de-duplication safe on SQLite.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(conn: AsyncConnection | AsyncEngine) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def insert_ignoring_conflicts(conn: AsyncConnection, table: sa.Table) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` in the connection's dialect."""
+    dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def upsert_adding(
+    conn: AsyncConnection,
+    table: sa.Table,
+    key_columns: Sequence[str],
+    add_columns: Sequence[str],
+) -> Any:
+    """`INSERT ... ON CONFLICT (key) DO UPDATE SET col = col + excluded.col`.
+
+    Increments commute, so concurrent writers (KPI replicas) never lose an update.
+    """
+    dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
+    stmt = dialect_insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key_columns),
+        set_={c: table.c[c] + stmt.excluded[c] for c in add_columns},
+    )
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise unless the database answers."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

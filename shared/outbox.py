@@ -1,0 +1,183 @@
+"""The transactional outbox: events written with the state change, published after commit.
+
+A service adds its events to the outbox table inside the same transaction as the
+change they describe. The relay reads committed rows in id order, publishes them
+with the idempotent producer, and deletes them once Kafka has acknowledged them.
+A crash between the acknowledgement and the delete republishes the same event id,
+which consumers drop (inbox), so the effect is exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.db import BigIntPK, UtcDateTime, is_postgres, utcnow
+from shared.events import _Envelope, encode_event
+
+log = logging.getLogger(__name__)
+
+OUTBOX_PUBLISHED = Counter(
+    "leadflow_outbox_published_total", "Events the relay published", ["service", "topic"]
+)
+OUTBOX_PENDING = Gauge(
+    "leadflow_outbox_pending", "Events in the outbox not yet acknowledged by Kafka", ["service"]
+)
+OUTBOX_ERRORS = Counter(
+    "leadflow_outbox_publish_errors_total", "Failed publish attempts (retried)", ["service"]
+)
+
+
+def outbox_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "outbox",
+        metadata,
+        sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+        sa.Column("topic", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("event_type", sa.String(100), nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+    )
+
+
+async def add_to_outbox(
+    conn: AsyncConnection, table: sa.Table, events: Sequence[_Envelope]
+) -> None:
+    """Stage events in the caller's transaction; they go out only if it commits."""
+    if not events:
+        return
+    now = utcnow()
+    await conn.execute(
+        table.insert(),
+        [
+            {
+                "event_id": e.id,
+                "topic": e.topic,
+                "key": e.key,
+                "event_type": e.type,
+                "payload": encode_event(e),
+                "created_at": now,
+            }
+            for e in events
+        ],
+    )
+
+
+class OutboxRelay:
+    """Publishes outbox rows in order; woken on commit, polling as a safety net."""
+
+    # Any value works as long as every replica of a service uses the same one.
+    _LEADER_LOCK_KEY = 0x1EADF10
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        engine: AsyncEngine,
+        table: sa.Table,
+        producer: AIOKafkaProducer,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._service = service
+        self._engine = engine
+        self._table = table
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wakeup = asyncio.Event()
+        self._leader_conn: AsyncConnection | None = None
+
+    def wake(self) -> None:
+        """Call after committing outbox rows so they go out without waiting for a poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        try:
+            while True:
+                try:
+                    if await self._lead():
+                        while await self.publish_batch() == self._batch_size:
+                            pass
+                    backoff = 0.2
+                except (KafkaError, OSError, sa.exc.SQLAlchemyError) as exc:
+                    OUTBOX_ERRORS.labels(self._service).inc()
+                    log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
+                    await self._drop_leadership()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                try:
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+                self._wakeup.clear()
+        finally:
+            await self._drop_leadership()
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; return how many events went out."""
+        t = self._table
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.event_type, t.c.payload)
+                    .order_by(t.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            await conn.rollback()
+        if not rows:
+            OUTBOX_PENDING.labels(self._service).set(0)
+            return 0
+        # Sending outside any transaction keeps writers free while Kafka is slow or down.
+        futures = [
+            await self._producer.send(
+                r.topic,
+                value=r.payload,
+                key=r.key.encode(),
+                headers=[("ce_type", r.event_type.encode()), ("ce_id", r.event_id.encode())],
+            )
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
+        async with self._engine.begin() as conn:
+            await conn.execute(sa.delete(t).where(t.c.id.in_([r.id for r in rows])))
+        for r in rows:
+            OUTBOX_PUBLISHED.labels(self._service, r.topic).inc()
+        return len(rows)
+
+    async def _lead(self) -> bool:
+        """On PostgreSQL only one replica relays at a time, keeping per-key order."""
+        if not is_postgres(self._engine):
+            return True
+        if self._leader_conn is not None:
+            return True
+        conn = await self._engine.connect()
+        got = await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(self._LEADER_LOCK_KEY)))
+        await conn.commit()
+        if got:
+            self._leader_conn = conn
+            log.info("outbox relay of %s is the leader", self._service)
+            return True
+        await conn.close()
+        return False
+
+    async def _drop_leadership(self) -> None:
+        if self._leader_conn is not None:
+            conn, self._leader_conn = self._leader_conn, None
+            try:
+                await conn.close()
+            except Exception:  # the connection may be the thing that broke
+                log.debug("closing the relay leader connection failed", exc_info=True)

@@ -1,0 +1,211 @@
+"""What a service process owns (engine, producer, outbox relay, consumer) and its app factory.
+
+The lifespan starts these together and stops them together. Kafka being down at
+start-up does not stop a service from starting: the relay and consumer keep
+retrying in the background while the API answers (intake keeps storing leads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import Authenticator
+from shared.consumer import BatchHandler, EventConsumer
+from shared.db import create_engine, ping
+from shared.kafka import ensure_topics, kafka_reachable, make_consumer, make_producer
+from shared.observability import configure_logging, instrument
+from shared.outbox import OutboxRelay
+from shared.settings import DEV_TOKEN, ServiceSettings
+from shared.web import BodySizeLimit, health_router, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The resources of one service process."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        outbox: sa.Table | None = None,
+        consume: Sequence[str] = (),
+        handler: Callable[[Runtime], BatchHandler] | None = None,
+        relay_batch_size: int = 500,
+        relay_poll_seconds: float = 1.0,
+        consumer_max_records: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        self.engine: AsyncEngine = create_engine(settings.db_url)
+        common = settings.common
+        self.producer = make_producer(common.kafka_bootstrap_servers, f"leadflow-{self.name}")
+        self.relay = (
+            OutboxRelay(
+                service=self.name,
+                engine=self.engine,
+                table=outbox,
+                producer=self.producer,
+                batch_size=relay_batch_size,
+                poll_interval=relay_poll_seconds,
+            )
+            if outbox is not None
+            else None
+        )
+        self.consumer = (
+            EventConsumer(
+                service=self.name,
+                consumer=make_consumer(
+                    common.kafka_bootstrap_servers,
+                    group_id=settings.group_id,
+                    topics=consume,
+                    client_id=f"leadflow-{self.name}",
+                ),
+                producer=self.producer,
+                handle_batch=handler(self),
+                max_records=consumer_max_records,
+            )
+            if consume and handler is not None
+            else None
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self.producer_started = asyncio.Event()
+
+    def wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._kafka_side(), name=f"{self.name}-kafka"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.producer_started.is_set():
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        await self.engine.dispose()
+
+    async def _kafka_side(self) -> None:
+        common = self.settings.common
+        backoff = 0.5
+        while True:
+            try:
+                await ensure_topics(common.kafka_bootstrap_servers, common.topic_partitions)
+                await self.producer.start()
+                break
+            except (KafkaError, OSError) as exc:
+                log.warning("%s: Kafka not reachable yet (%s); retrying", self.name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.producer_started.set()
+        jobs: list[Coroutine[Any, Any, None]] = []
+        if self.relay is not None:
+            jobs.append(_supervised(f"{self.name} relay", self.relay.run))
+        if self.consumer is not None:
+            jobs.append(_supervised(f"{self.name} consumer", self.consumer.run))
+        await asyncio.gather(*jobs)
+
+    async def database_ready(self) -> bool:
+        await ping(self.engine)
+        return True
+
+    async def kafka_ready(self) -> bool:
+        return self.producer_started.is_set() and await kafka_reachable(self.producer)
+
+
+async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Restart a background loop that died of something unexpected, instead of going silent."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s crashed; restarting in 1s", name)
+            await asyncio.sleep(1.0)
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    runtime_factory: Callable[[], Runtime],
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    body_limits: dict[str, int] | None = None,
+    default_body_limit: int = 1024 * 1024,
+    cors_origins: Sequence[str] = (),
+    on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The FastAPI app of one service: auth, health, metrics, errors, lifespan."""
+    settings.check_secure()
+    common = settings.common
+    configure_logging(settings.service_name, common.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = runtime_factory()
+        app.state.runtime = runtime
+        if common.dev:
+            log.warning(
+                "%s runs in DEV mode: the bearer token %r holds every scope. "
+                "Set LEADFLOW_MODE=production with LEADFLOW_AUTH_TOKENS for real use.",
+                settings.service_name,
+                DEV_TOKEN,
+            )
+        if on_startup is not None:
+            await on_startup(runtime)
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url="/docs" if common.docs_enabled else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if common.docs_enabled else None,
+    )
+    app.state.settings = settings
+    app.state.authenticator = Authenticator(common.tokens())
+
+    async def database_ready() -> bool:
+        return await app.state.runtime.database_ready()
+
+    async def kafka_ready() -> bool:
+        return await app.state.runtime.kafka_ready()
+
+    app.include_router(health_router({"database": database_ready, "kafka": kafka_ready}))
+    for router in routers:
+        app.include_router(router)
+    install_error_handlers(app)
+    instrument(app, settings.service_name)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    app.add_middleware(BodySizeLimit, limits=body_limits or {}, default=default_body_limit)
+    return app

@@ -1,0 +1,108 @@
+"""Settings every service shares (run mode, data dir, Kafka, tokens) and the service base class.
+
+Each service has one Settings class with its own env prefix (`LEADFLOW_INTAKE_`...);
+what all three share is read once here under `LEADFLOW_`. Nothing else reads os.environ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.auth import ALL_SCOPES, Scope
+
+DEV_TOKEN = "dev"
+
+
+class Mode(StrEnum):
+    dev = "dev"
+    production = "production"
+
+
+class TokenSpec(BaseModel):
+    """One API client: a name for the logs, the SHA-256 of its token, and its scopes."""
+
+    name: str
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Scope]
+
+
+class InsecureSettings(ValueError):
+    """Production mode refuses to start on dev defaults."""
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", extra="ignore")
+
+    mode: Mode = Mode.dev
+    data_dir: Path = Path("var")
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    # JSON list of {"name", "token_sha256", "scopes"}; hashes, so the env never holds a token.
+    auth_tokens: list[TokenSpec] = Field(default_factory=list)
+    log_level: str = "INFO"
+    docs_enabled: bool = True
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def dev(self) -> bool:
+        return self.mode is Mode.dev
+
+    def tokens(self) -> list[TokenSpec]:
+        """Configured tokens, plus `dev` with every scope in dev mode."""
+        tokens = list(self.auth_tokens)
+        if self.dev:
+            dev_hash = hashlib.sha256(DEV_TOKEN.encode()).hexdigest()
+            tokens.append(TokenSpec(name="dev", token_sha256=dev_hash, scopes=list(ALL_SCOPES)))
+        return tokens
+
+    def check_secure(self) -> None:
+        """Raise unless production mode has real secrets; dev mode passes."""
+        if self.dev:
+            return
+        if not self.auth_tokens:
+            raise InsecureSettings(
+                "production mode needs LEADFLOW_AUTH_TOKENS "
+                "(a JSON list of name, token_sha256, scopes)"
+            )
+        dev_hash = hashlib.sha256(DEV_TOKEN.encode()).hexdigest()
+        if any(t.token_sha256 == dev_hash for t in self.auth_tokens):
+            raise InsecureSettings("production mode refuses the dev token in LEADFLOW_AUTH_TOKENS")
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's Settings: where it listens and which database it owns."""
+
+    service_name: ClassVar[str]
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int
+    database_url: str | None = None
+    # Replicas of a service share this Kafka consumer group (default `leadflow-<service>`).
+    consumer_group: str | None = None
+    common: CommonSettings = Field(default_factory=CommonSettings)
+
+    @property
+    def db_url(self) -> str:
+        """The configured URL, else the embedded default: a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.common.data_dir / f'{self.service_name}.db'}"
+
+    @property
+    def group_id(self) -> str:
+        return self.consumer_group or f"leadflow-{self.service_name}"
+
+    def check_secure(self) -> None:
+        """Services with secrets of their own extend this."""
+        self.common.check_secure()

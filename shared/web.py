@@ -1,0 +1,157 @@
+"""HTTP pieces every service mounts: health, readiness, and error bodies without internals."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+    """`/healthz`: the process is up. `/readyz`: every named dependency answers."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                ok = await check()
+            except Exception:
+                ok = False
+            results[name] = "ok" if ok else "unavailable"
+        ready = all(v == "ok" for v in results.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": results},
+            status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    return router
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """A database outage answers 503 with Retry-After, never a 5xx stack trace or a false 202."""
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        return JSONResponse(
+            {"detail": "database unavailable, nothing was stored; retry later"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "2"},
+        )
+
+    for exc_type in (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, OSError):
+        app.add_exception_handler(exc_type, database_unavailable)
+
+
+class BodySizeLimit:
+    """Refuse bodies over a limit with 413 before the app reads them.
+
+    Checks Content-Length up front and counts the bytes of chunked bodies as they
+    arrive, so a client cannot stream past the limit by leaving the header out.
+    `limits` maps a path prefix to its limit; the longest matching prefix wins.
+    """
+
+    def __init__(self, app: Any, *, limits: dict[str, int], default: int) -> None:
+        self.app = app
+        self.limits = sorted(limits.items(), key=lambda kv: -len(kv[0]))
+        self.default = default
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.limits:
+            if path.startswith(prefix):
+                return limit
+        return self.default
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _too_large(send, "invalid Content-Length header", 400)
+                    return
+                if declared > limit:
+                    await _too_large(send, f"request body over the limit of {limit} bytes")
+                    return
+        received = 0
+        refused = False
+
+        async def counting_receive() -> Any:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    raise _BodyTooLarge
+            return message
+
+        response_started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _too_large(send, f"request body over the limit of {limit} bytes")
+        except Exception:
+            if refused and not response_started:
+                await _too_large(send, f"request body over the limit of {limit} bytes")
+            else:
+                raise
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any, message: str, status_code: int = 413) -> None:
+    body = json.dumps({"detail": [{"loc": ["body"], "msg": message, "type": "too_large"}]}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def unprocessable(loc: Sequence[str | int], msg: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors, naming the bad field."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": list(loc), "msg": msg, "type": "value_error"}],
+    )
