@@ -1,0 +1,118 @@
+"""The `leadflow` command: run the stack, one service, the dev Kafka broker, or migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import kafka_broker, stack
+from shared.migrations import SERVICES, migrate
+from shared.settings import CommonSettings
+
+app = typer.Typer(help="Leadflow: intake, qualifier and KPI services on one Kafka stream.",
+                  no_args_is_help=True)  # fmt: skip
+kafka_app = typer.Typer(help="The dev Kafka broker (KRaft, one node) under the data dir.",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(kafka_app, name="kafka")
+
+
+class Service(StrEnum):
+    intake = "intake"
+    qualifier = "qualifier"
+    kpi = "kpi"
+
+
+@app.command()
+def up() -> None:
+    """Start Kafka, migrate, and run the three services until Ctrl-C (which stops them all)."""
+    raise typer.Exit(stack.up(print_fn=typer.echo))
+
+
+@app.command()
+def serve(
+    service: Service,
+    access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+) -> None:
+    """Run one service in the foreground (its database must be migrated)."""
+    import uvicorn
+
+    settings = stack.service_settings(service.value)
+    settings.check_secure()
+    uvicorn.run(
+        f"services.{service.value}.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        access_log=access_log,
+        log_level=settings.common.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("migrate")
+def migrate_command(
+    service: Annotated[Service | None, typer.Argument(help="One service; all when omitted")] = None,
+) -> None:
+    """Bring each service's database to the newest schema (Alembic)."""
+    for name in [service.value] if service else list(SERVICES):
+        url = stack.service_settings(name).db_url
+        migrate(name, url)
+        typer.echo(f"{name}: migrated")
+
+
+@app.command()
+def topics() -> None:
+    """Create the project's topics on the configured Kafka (existing ones are kept)."""
+    common = CommonSettings()
+    asyncio.run(stack.ensure_topics(common.kafka_bootstrap_servers, common.topic_partitions))
+    typer.echo("topics ready")
+
+
+@app.command()
+def asyncapi(
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+) -> None:
+    """Print the AsyncAPI document generated from the event schemas."""
+    from shared.asyncapi import asyncapi_document
+
+    text = json.dumps(asyncapi_document(), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text, nl=False)
+
+
+@kafka_app.command("fetch")
+def kafka_fetch() -> None:
+    """Fetch the broker jars from Maven Central into the cache (no-op when cached)."""
+    cfg = stack.broker_config(CommonSettings())
+    typer.echo(f"jars in {kafka_broker.fetch_jars(cfg)}")
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Start the broker in the background; returns once it answers."""
+    cfg = stack.broker_config(CommonSettings())
+    pid = kafka_broker.start(cfg)
+    typer.echo(f"kafka running on {cfg.bootstrap_servers} (pid {pid})")
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the broker; returns once it is gone."""
+    cfg = stack.broker_config(CommonSettings())
+    typer.echo("kafka stopped" if kafka_broker.stop(cfg) else "kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the broker of this data dir runs; exit 1 when it does not."""
+    st = kafka_broker.status(stack.broker_config(CommonSettings()))
+    typer.echo(f"running={st.running} pid={st.pid} port_open={st.port_open} "
+               f"bootstrap={st.bootstrap_servers} data_dir={st.data_dir}")  # fmt: skip
+    raise typer.Exit(0 if st.running else 1)

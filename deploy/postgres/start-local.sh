@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install (Debian's package) and start a local PostgreSQL for tests and benchmarks, and
+# create the role `leadflow` (password `leadflow`) that may create databases.
+# Prints the SQLAlchemy URL of its `postgres` database on the last line.
+set -euo pipefail
+
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql >&2
+fi
+
+version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -q "^$version main$"; then
+  pg_createcluster "$version" main >&2
+fi
+pg_ctlcluster "$version" main start >&2 2>/dev/null || true
+
+for _ in $(seq 1 60); do
+  if pg_isready -q -h 127.0.0.1 -p 5432; then break; fi
+  sleep 0.5
+done
+pg_isready -h 127.0.0.1 -p 5432 >&2
+
+su postgres -c "psql -q -v ON_ERROR_STOP=1" >&2 <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'leadflow') THEN
+    CREATE ROLE leadflow LOGIN PASSWORD 'leadflow' CREATEDB;
+  END IF;
+END $$;
+SQL
+echo "postgresql+asyncpg://leadflow:leadflow@127.0.0.1:5432/postgres"
