@@ -1,0 +1,119 @@
+"""Test helpers: factories, running an app with its lifespan, reading real topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from fastapi import FastAPI
+
+from shared.events import Event, LeadReceived, LeadSnapshot, decode_event
+
+DEV_AUTH = {"Authorization": "Bearer dev"}
+
+
+def lead_payload(**overrides: Any) -> dict[str, Any]:
+    """A valid `POST /v1/leads` body that the example definition routes to sales."""
+    unique = uuid.uuid4().hex[:12]
+    body: dict[str, Any] = {
+        "source": "web_form",
+        "form_id": "contact-us",
+        "name": "Анна Петрова",
+        "email": f"anna.{unique}@acme-corp.example",
+        "company": "Acme Corp",
+        "company_size": "101-500",
+        "services": ["seo"],
+        "budget": "200000",
+        "timeframe": "now",
+        "role_in_purchase": "decision_maker",
+        "industry": "ecommerce",
+        "country": "RU",
+        "consent": True,
+        "utm": {"source": "google", "medium": "cpc", "campaign": "autumn"},
+    }
+    body.update(overrides)
+    return body
+
+
+def snapshot(**overrides: Any) -> LeadSnapshot:
+    """A normalized lead as intake would publish it."""
+    now = datetime(2026, 10, 15, 12, 0, tzinfo=UTC)
+    values: dict[str, Any] = {
+        "lead_id": str(uuid.uuid4()),
+        "source": "web_form",
+        "form_id": "contact-us",
+        "name": "Anna",
+        "email": "anna@acme-corp.example",
+        "company": "Acme Corp",
+        "company_size": "101-500",
+        "services": ["seo"],
+        "budget": "200000",
+        "timeframe": "now",
+        "role_in_purchase": "decision_maker",
+        "industry": "ecommerce",
+        "country": "RU",
+        "consent": True,
+        "occurred_at": now,
+        "received_at": now,
+    }
+    values.update(overrides)
+    return LeadSnapshot.model_validate(values)
+
+
+def received(**overrides: Any) -> LeadReceived:
+    lead = snapshot(**overrides)
+    return LeadReceived(source="/intake", time=lead.occurred_at, subject=lead.lead_id, data=lead)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and a client talking to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    want: Callable[[ConsumerRecord[bytes, bytes]], bool],
+    count: int,
+    wait_seconds: float = 30.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read `topic` from the beginning until `count` records satisfy `want`."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(wait_seconds):
+            while len(found) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    found.extend(r for r in records if want(r))
+    finally:
+        await consumer.stop()
+    return found
+
+
+def event_of(record: ConsumerRecord[bytes, bytes]) -> Event:
+    return decode_event(record.value or b"")
+
+
+def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    for key, value in record.headers:
+        if key == name:
+            return value.decode()
+    return None

@@ -1,0 +1,55 @@
+"""Settings: dev mode gives the dev token; production refuses to start on dev defaults."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from services.intake.config import IntakeSettings
+from shared.auth import Authenticator, Scope
+from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
+
+REAL = TokenSpec(
+    name="crm", token_sha256=hashlib.sha256(b"s3cret-token-of-the-crm").hexdigest(),
+    scopes=[Scope.leads_write],
+)  # fmt: skip
+
+
+class TestProductionMode:
+    def test_refuses_to_start_without_tokens(self) -> None:
+        with pytest.raises(InsecureSettings, match="LEADFLOW_AUTH_TOKENS"):
+            CommonSettings(mode=Mode.production).check_secure()
+
+    def test_refuses_the_dev_token(self) -> None:
+        dev = TokenSpec(name="x", token_sha256=hashlib.sha256(b"dev").hexdigest(),
+                        scopes=[Scope.kpi_read])  # fmt: skip
+        with pytest.raises(InsecureSettings, match="dev token"):
+            CommonSettings(mode=Mode.production, auth_tokens=[dev]).check_secure()
+
+    def test_starts_with_real_tokens_and_no_dev_token(self) -> None:
+        settings = CommonSettings(mode=Mode.production, auth_tokens=[REAL])
+        settings.check_secure()
+        auth = Authenticator(settings.tokens())
+        assert auth.authenticate("dev") is None
+        principal = auth.authenticate("s3cret-token-of-the-crm")
+        assert principal is not None and principal.scopes == {Scope.leads_write}
+
+    def test_reads_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LEADFLOW_MODE", "production")
+        monkeypatch.setenv("LEADFLOW_AUTH_TOKENS", f"[{REAL.model_dump_json()}]")
+        monkeypatch.setenv("LEADFLOW_INTAKE_PORT", "9101")
+        settings = IntakeSettings()
+        settings.check_secure()
+        assert settings.port == 9101
+        assert settings.common.auth_tokens == [REAL]
+
+
+class TestDevMode:
+    def test_dev_token_holds_every_scope(self) -> None:
+        principal = Authenticator(CommonSettings().tokens()).authenticate("dev")
+        assert principal is not None and principal.scopes == set(Scope)
+
+    def test_default_database_is_a_sqlite_file_in_the_data_dir(self, tmp_path: object) -> None:
+        settings = IntakeSettings(common=CommonSettings(data_dir=tmp_path))  # type: ignore[arg-type]
+        assert settings.db_url == f"sqlite+aiosqlite:///{tmp_path}/intake.db"
