@@ -74,12 +74,17 @@ class EventConsumer:
         self._handle_batch = handle_batch
         self._max_records = max_records
         self.started = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Finish the batch under way (and commit its offsets), then return from `run`."""
+        self._stopping.set()
 
     async def run(self) -> None:
         await self._start()
         try:
             backoff = 0.2
-            while True:
+            while not self._stopping.is_set():
                 batches = await self._consumer.getmany(
                     timeout_ms=500, max_records=self._max_records
                 )
@@ -108,7 +113,7 @@ class EventConsumer:
 
     async def _start(self) -> None:
         backoff = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._consumer.start()
                 self.started.set()

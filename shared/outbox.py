@@ -10,6 +10,7 @@ which consumers drop (inbox), so the effect is exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -95,16 +96,22 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._leader_conn: AsyncConnection | None = None
 
     def wake(self) -> None:
         """Call after committing outbox rows so they go out without waiting for a poll."""
         self._wakeup.set()
 
+    def request_stop(self) -> None:
+        """Finish the batch under way, then return from `run`."""
+        self._stopping.set()
+        self._wakeup.set()
+
     async def run(self) -> None:
         backoff = 0.2
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     if await self._lead():
                         while await self.publish_batch() == self._batch_size:
@@ -114,7 +121,9 @@ class OutboxRelay:
                     OUTBOX_ERRORS.labels(self._service).inc()
                     log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
                     await self._drop_leadership()
-                    await asyncio.sleep(backoff)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(backoff):
+                            await self._stopping.wait()
                     backoff = min(backoff * 2, 5.0)
                     continue
                 try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -44,6 +45,7 @@ class Runtime:
         relay_batch_size: int = 500,
         relay_poll_seconds: float = 1.0,
         consumer_max_records: int = 500,
+        background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
@@ -78,8 +80,12 @@ class Runtime:
             if consume and handler is not None
             else None
         )
+        # Service-specific loops (named), supervised like the relay and the consumer.
+        self._background = list(background)
         self._tasks: list[asyncio.Task[None]] = []
         self.producer_started = asyncio.Event()
+        # Set when the process shuts down; background jobs return when they see it.
+        self.stopping = asyncio.Event()
 
     def wake_relay(self) -> None:
         if self.relay is not None:
@@ -87,18 +93,28 @@ class Runtime:
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._kafka_side(), name=f"{self.name}-kafka"))
+        for name, job in self._background:
+            run = functools.partial(job, self)
+            self._tasks.append(
+                asyncio.create_task(_supervised(f"{self.name} {name}", run), name=name)
+            )
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Let the loops finish what they are doing, then cancel what is left; never hang."""
+        self.stopping.set()
+        for loop in (self.relay, self.consumer):
+            if loop is not None:
+                loop.request_stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace_seconds)
         self._tasks.clear()
         if self.producer_started.is_set():
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
-        await self.engine.dispose()
+            await _bounded("stopping the Kafka producer", self.producer.stop(), grace_seconds)
+        await _bounded("closing the database pool", self.engine.dispose(), grace_seconds)
 
     async def _kafka_side(self) -> None:
         common = self.settings.common
@@ -110,7 +126,8 @@ class Runtime:
                 break
             except (KafkaError, OSError) as exc:
                 log.warning("%s: Kafka not reachable yet (%s); retrying", self.name, exc)
-                await asyncio.sleep(backoff)
+                if await self.sleep_unless_stopping(backoff):
+                    return
                 backoff = min(backoff * 2, 5.0)
         self.producer_started.set()
         jobs: list[Coroutine[Any, Any, None]] = []
@@ -120,12 +137,29 @@ class Runtime:
             jobs.append(_supervised(f"{self.name} consumer", self.consumer.run))
         await asyncio.gather(*jobs)
 
+    async def sleep_unless_stopping(self, seconds: float) -> bool:
+        """Sleep; True (at once) when the process is shutting down."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+        return self.stopping.is_set()
+
     async def database_ready(self) -> bool:
         await ping(self.engine)
         return True
 
     async def kafka_ready(self) -> bool:
         return self.producer_started.is_set() and await kafka_reachable(self.producer)
+
+
+async def _bounded(what: str, step: Awaitable[None], seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.error("%s took over %.0fs; going on with shut-down", what, seconds)
+    except Exception:
+        log.exception("%s failed; going on with shut-down", what)
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
