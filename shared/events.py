@@ -224,6 +224,17 @@ class LeadReceived(_Envelope):
     data: LeadSnapshot
 
 
+class LeadWebinarAttended(_Envelope):
+    """A registered lead attended its webinar: the same lead, now with attendance recorded.
+
+    `data` is the whole updated snapshot (`webinar_attended` true), so a consumer that keeps
+    lead state replaces it; it is not a new lead and counts as none.
+    """
+
+    type: Literal["lead.webinar_attended"] = "lead.webinar_attended"
+    data: LeadSnapshot
+
+
 class LeadRouted(_Envelope):
     type: Literal["lead.routed"] = "lead.routed"
     data: LeadRoutedData
@@ -266,6 +277,7 @@ class LeadSlaBreached(_Envelope):
 
 Event = Annotated[
     LeadReceived
+    | LeadWebinarAttended
     | LeadRouted
     | LeadContacted
     | LeadBriefFilled
@@ -281,6 +293,7 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
     cls.model_fields["type"].default: cls
     for cls in (
         LeadReceived,
+        LeadWebinarAttended,
         LeadRouted,
         LeadContacted,
         LeadBriefFilled,
@@ -294,8 +307,13 @@ EVENT_TYPES: dict[str, type[_Envelope]] = {
 
 TOPIC_OF_TYPE: dict[str, str] = {
     "lead.received": TOPIC_RECEIVED,
+    "lead.webinar_attended": TOPIC_RECEIVED,
     "lead.routed": TOPIC_ROUTED,
-    **{t: TOPIC_LIFECYCLE for t in EVENT_TYPES if t not in ("lead.received", "lead.routed")},
+    **{
+        t: TOPIC_LIFECYCLE
+        for t in EVENT_TYPES
+        if t not in ("lead.received", "lead.webinar_attended", "lead.routed")
+    },
 }
 
 SOURCE_INTAKE = "/intake"
