@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import signal
 import subprocess
@@ -134,10 +135,13 @@ def _print_banner(
     children: list[Child], common: CommonSettings, print_fn: Callable[[str], None]
 ) -> None:
     urls = {c.name: c.url for c in children}
+    today = datetime.date.today()
+    month = today.replace(day=1)
+    next_month = (month + datetime.timedelta(days=32)).replace(day=1)
     lines = ["", "Leadflow is up."]
     lines += [f"  {c.name:<10} {c.url}   (docs: {c.url}/docs)" for c in children]
-    lines.append(f"  kpi dashboard  {urls['kpi']}/dashboard")
-    lines.append(f"  kafka      {common.kafka_bootstrap_servers}")
+    lines.append(f"  {'dashboard':<10} {urls['kpi']}/dashboard")
+    lines.append(f"  {'kafka':<10} {common.kafka_bootstrap_servers}")
     if common.dev:
         lines.append("  mode       dev: the bearer token `dev` holds every scope")
     lines += [
@@ -151,7 +155,7 @@ def _print_banner(
         '"company_size":"101-500","consent":true}\'',
         "Then:",
         f"  curl -s {urls['qualifier']}/v1/leads/<lead_id> -H 'Authorization: Bearer dev'",
-        f"  curl -s '{urls['kpi']}/v1/kpi/summary?from=<YYYY-MM-01>&to=<YYYY-MM-DD>' "
+        f"  curl -s '{urls['kpi']}/v1/kpi/summary?from={month}&to={next_month}' "
         "-H 'Authorization: Bearer dev'",
         "",
         "Ctrl-C stops everything this command started.",
