@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint typecheck unit integration e2e asyncapi clean
+.PHONY: help install run test lint typecheck unit integration e2e asyncapi bench clean
 
 help:
 	@echo "make run    - venv, install, fetch Kafka, migrate, start the stack (Ctrl-C stops it)"
 	@echo "make test   - the same set-up, then ruff, mypy and the whole pytest suite"
+	@echo "make bench  - benchmarks on a stack of their own (BENCH_QUICK=1: under 3 minutes)"
 	@echo "make clean  - remove the venv and the local data dir ./var"
 
 $(STAMP): pyproject.toml
@@ -48,6 +49,11 @@ integration: install
 
 e2e: install
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+bench: install
+	bash deploy/bench/install-tools.sh
+	$(BIN)/leadflow kafka fetch
+	$(BIN)/python -m bench
 
 asyncapi: install
 	$(BIN)/leadflow asyncapi --output docs/asyncapi.json

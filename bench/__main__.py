@@ -1,0 +1,342 @@
+"""`make bench`: measure the pipeline on its own stack and write bench/results/latest.{json,md}.
+
+BENCH_QUICK=1 runs a short version (under 3 minutes); BENCH_SMOKE=1 a tiny one that only
+proves the harness works (the test suite runs it). Which database was used is printed
+and recorded: PostgreSQL when one is reachable, else SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench import events as synthetic
+from bench.load import run_wrk, steady_posts
+from bench.stack import Stack, close_stack, new_stack, wait_ready
+from cli.kafka_broker import free_port
+from shared.db import create_engine
+from shared.events import TOPIC_ROUTED, encode_event, kafka_headers
+from shared.kafka import ensure_topics
+
+RESULTS = Path(__file__).with_name("results")
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    load_seconds: int
+    e2e_seconds: int
+    e2e_rate: float
+    query_leads: int
+    query_requests: int
+
+
+def plan_from_env() -> Plan:
+    if os.environ.get("BENCH_SMOKE") == "1":
+        return Plan("smoke", 2, 2, 20, 200, 20)
+    if os.environ.get("BENCH_QUICK") == "1":
+        return Plan("quick", 10, 10, 200, 10_000, 200)
+    return Plan("full", 30, 30, 200, 1_000_000, 1000)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (as the KPI contract defines it)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def metric_total(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} ([0-9.e+]+)$", text, re.M))
+
+
+def trivial_baseline(plan: Plan) -> float:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "bench.trivial_app:create_app",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+    )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        return run_wrk(f"http://127.0.0.1:{port}", plan.load_seconds).rps
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def intake_and_e2e(stack: Stack, plan: Plan, results: dict[str, Any]) -> None:
+    say("intake: throughput with wrk (intake alone; every 202 is committed)")
+    stack.start_service("intake")
+    load = await asyncio.to_thread(run_wrk, stack.url("intake"), plan.load_seconds)
+    if load.not_accepted or load.errors:
+        say(f"WARNING: {load.not_accepted} answers were not 202, {load.errors} errors")
+    baseline = await asyncio.to_thread(trivial_baseline, plan)
+    results["intake"] = {
+        "leads_per_s": round(load.rps, 1),
+        "p50_ms": round(load.p50_ms, 2),
+        "p99_ms": round(load.p99_ms, 2),
+        "baseline_trivial_rps": round(baseline, 1),
+        "ratio_to_trivial": round(load.rps / baseline, 3),
+        "requests": load.requests,
+        "not_accepted": load.not_accepted,
+        "errors": load.errors,
+    }
+    results["rss_mb"] = {"intake": stack.rss_mb("intake")}
+    say(f"intake: {load.rps:.0f} leads/s, p99 {load.p99_ms:.1f} ms; trivial {baseline:.0f} rps")
+
+    say("e2e: qualifier and kpi catch up with the intake backlog")
+    stack.start_service("qualifier")
+    stack.start_service("kpi")
+    await wait_consumed(stack, "qualifier", load.requests, limit_s=1800)
+    say(f"e2e: steady {plan.e2e_rate:.0f} leads/s for {plan.e2e_seconds}s, POST answered -> "
+        "lead.routed received by a subscriber")  # fmt: skip
+    routed_at: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(
+        TOPIC_ROUTED, bootstrap_servers=stack.bootstrap, group_id=None,
+        auto_offset_reset="latest",
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        expected: set[str] | None = None
+        all_routed = asyncio.Event()
+
+        async def subscribe() -> None:
+            while True:
+                batches = await consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batches.values():
+                    for record in records:
+                        if record.key:
+                            routed_at.setdefault(record.key.decode(), now)
+                if expected is not None and expected <= routed_at.keys():
+                    all_routed.set()
+
+        sub = asyncio.create_task(subscribe())
+        answered = await steady_posts(
+            stack.url("intake"), plan.e2e_rate, plan.e2e_seconds, run=str(time.time_ns())
+        )
+        expected = set(answered)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await all_routed.wait()
+        sub.cancel()
+    finally:
+        await consumer.stop()
+    latencies = [(routed_at[k] - t) * 1000 for k, t in answered.items() if k in routed_at]
+    results["e2e"] = {
+        "p50_ms": round(percentile(latencies, 0.5), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+        "rate_per_s": plan.e2e_rate,
+        "leads": len(answered),
+        "routed": len(latencies),
+    }
+    results["rss_mb"]["qualifier"] = stack.rss_mb("qualifier")
+    results["rss_mb"]["kpi"] = stack.rss_mb("kpi")
+    say(f"e2e: p50 {results['e2e']['p50_ms']} ms, p99 {results['e2e']['p99_ms']} ms "
+        f"({len(latencies)}/{len(answered)} routed)")  # fmt: skip
+
+
+async def wait_consumed(stack: Stack, service: str, count: float, limit_s: float) -> float:
+    """Seconds until the service's consumer handed `count` events to its handler."""
+    start = time.monotonic()
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() - start < limit_s:
+            text = (await http.get(f"{stack.url(service)}/metrics")).text
+            if metric_total(text, "leadflow_events_consumed_total") >= count:
+                return time.monotonic() - start
+            await asyncio.sleep(0.25)
+    raise TimeoutError(f"{service} did not consume {count} events in {limit_s}s")
+
+
+async def produce_history(stack: Stack, leads: int) -> int:
+    await ensure_topics(stack.bootstrap, 6)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
+        max_batch_size=256 * 1024,
+    )  # fmt: skip
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for event in synthetic.histories(leads):
+            pending.append(
+                await producer.send(
+                    event.topic,
+                    encode_event(event),
+                    key=event.key.encode(),
+                    headers=kafka_headers(event),
+                )
+            )
+            sent += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def kpi_fold_and_query(stack: Stack, plan: Plan, results: dict[str, Any]) -> None:
+    say(f"kpi: writing the history of {plan.query_leads} leads to the topics")
+    events = await produce_history(stack, plan.query_leads)
+    say(f"kpi: {events} events on the topics; folding from cold")
+    stack.start_service("kpi")
+    seconds = await wait_consumed(stack, "kpi", events, limit_s=6 * 3600)
+    results["kpi_fold"] = {"events": events, "seconds": round(seconds, 1),
+                           "events_per_s": round(events / seconds, 1)}  # fmt: skip
+    say(f"kpi: folded {events} events at {events / seconds:.0f}/s")
+
+    engine = create_engine(stack.db_urls["kpi"])
+    async with engine.connect() as conn:
+        in_store = await conn.scalar(sa.text("SELECT count(*) FROM inbox"))
+    await engine.dispose()
+    rng = random.Random(3)
+    today = date.today()
+    timings: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=stack.url("kpi"), headers={"Authorization": "Bearer dev"}, timeout=30
+    ) as http:
+        for _ in range(plan.query_requests):
+            months_back = rng.randrange(1, 23)
+            start = (today.replace(day=1) - timedelta(days=30 * months_back)).replace(day=1)
+            end = (start + timedelta(days=rng.choice((1, 7, 32, 95)))).replace(day=1)
+            if end <= start:
+                end = start + timedelta(days=7)
+            t0 = time.perf_counter()
+            r = await http.get("/v1/kpi/summary", params={"from": str(start), "to": str(end)})
+            timings.append((time.perf_counter() - t0) * 1000)
+            r.raise_for_status()
+    results["kpi_query"] = {
+        "summary_p99_ms": round(percentile(timings, 0.99), 2),
+        "summary_p50_ms": round(percentile(timings, 0.5), 2),
+        "events_in_store": int(in_store or 0),
+        "leads": plan.query_leads,
+        "requests": plan.query_requests,
+    }
+    say(f"kpi: summary p99 {results['kpi_query']['summary_p99_ms']} ms over {in_store} events")
+
+
+GOALS = [
+    ("intake.leads_per_s", ">=", 1500),
+    ("intake.ratio_to_trivial", ">=", 0.30),
+    ("e2e.p99_ms", "<=", 250),
+    ("kpi_fold.events_per_s", ">=", 5000),
+    ("kpi_query.summary_p99_ms", "<=", 50),
+    ("rss_mb.intake", "<=", 150),
+    ("rss_mb.qualifier", "<=", 150),
+    ("rss_mb.kpi", "<=", 150),
+]
+
+
+def lookup(results: dict[str, Any], path: str) -> Any:
+    value: Any = results
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        f"Benchmark ({meta['mode']}) at {meta['commit']} on {meta['machine']}, "
+        f"database {meta['database']}, {meta['finished_at']}",
+        "",
+        "| metric | value | goal | met |",
+        "|---|---|---|---|",
+    ]
+    goals = {path: (op, target) for path, op, target in GOALS}
+    paths = [
+        "intake.leads_per_s", "intake.p50_ms", "intake.p99_ms", "intake.baseline_trivial_rps",
+        "intake.ratio_to_trivial", "e2e.p50_ms", "e2e.p99_ms", "kpi_fold.events_per_s",
+        "kpi_query.summary_p99_ms", "kpi_query.events_in_store", "rss_mb.intake",
+        "rss_mb.qualifier", "rss_mb.kpi",
+    ]  # fmt: skip
+    for path in paths:
+        value = lookup(results, path)
+        goal, met = "", ""
+        if path in goals:
+            op, target = goals[path]
+            goal = f"{op} {target}"
+            ok = value is not None and (value >= target if op == ">=" else value <= target)
+            met = "yes" if ok else "no"
+        lines.append(f"| `{path}` | {value} | {goal} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+async def run(plan: Plan) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="leadflow-bench-"))
+    results: dict[str, Any] = {}
+    started = datetime.now(UTC)
+    stack = await new_stack(root, "pipeline")
+    say(f"mode {plan.mode}; database: {stack.database}; data dir {root}")
+    try:
+        await intake_and_e2e(stack, plan, results)
+    finally:
+        await close_stack(stack)
+    stack = await new_stack(root, "kpi")
+    try:
+        await kpi_fold_and_query(stack, plan, results)
+    finally:
+        await close_stack(stack)
+    results["meta"] = {
+        "mode": plan.mode,
+        "database": stack.database,
+        "commit": git_commit(),
+        "machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor() or ''}".strip(),
+        "python": platform.python_version(),
+        "load_generator": "wrk (throughput), asyncio+httpx (steady e2e rate)",
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return results
+
+
+def main() -> int:
+    results = asyncio.run(run(plan_from_env()))
+    out = Path(os.environ.get("BENCH_RESULTS_DIR", RESULTS))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (out / "latest.md").write_text(table)
+    print(table)
+    say(f"results in {out / 'latest.json'} and {out / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""A benchmark stack of its own: Kafka, databases and services as processes on a fresh data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from cli import kafka_broker
+from shared.migrations import SERVICES, migrate
+
+DEFAULT_POSTGRES = "postgresql+asyncpg://leadflow:leadflow@127.0.0.1:5432/postgres"
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def _postgres_reachable(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+async def find_postgres() -> str | None:
+    """A PostgreSQL server where we may create databases: configured, or the local default."""
+    for url in (
+        os.environ.get("LEADFLOW_BENCH_POSTGRES_URL"),
+        os.environ.get("LEADFLOW_TEST_POSTGRES_URL"),
+        DEFAULT_POSTGRES,
+    ):
+        if url and await _postgres_reachable(url):
+            return url
+    return None
+
+
+async def create_databases(admin_url: str, names: list[str]) -> dict[str, str]:
+    conn = await asyncpg.connect(_asyncpg_dsn(admin_url))
+    try:
+        for name in names:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return {
+        n: make_url(admin_url).set(database=n).render_as_string(hide_password=False) for n in names
+    }
+
+
+async def drop_databases(admin_url: str, names: list[str]) -> None:
+    conn = await asyncpg.connect(_asyncpg_dsn(admin_url))
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Stack:
+    """Everything one benchmark phase runs against; `env` is what each service process gets."""
+
+    data_dir: Path
+    broker: kafka_broker.BrokerConfig
+    database: str  # "postgresql" or "sqlite"
+    db_urls: dict[str, str]
+    ports: dict[str, int]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    postgres_admin: str | None = None
+    pg_names: list[str] = field(default_factory=list)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "LEADFLOW_DATA_DIR": str(self.data_dir),
+            "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "LEADFLOW_LOG_LEVEL": "WARNING",
+        }
+        for name in SERVICES:
+            env[f"LEADFLOW_{name.upper()}_PORT"] = str(self.ports[name])
+            env[f"LEADFLOW_{name.upper()}_DATABASE_URL"] = self.db_urls[name]
+        env.update(extra)
+        return env
+
+    def start_service(self, name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", name],
+            env=self.env(**extra_env), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.processes[name] = proc
+        wait_ready(self.url(name), proc)
+        return proc
+
+    def stop_service(self, name: str) -> None:
+        proc = self.processes.pop(name, None)
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def rss_mb(self, name: str) -> float:
+        return rss_mb(self.processes[name].pid)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+async def new_stack(root: Path, label: str) -> Stack:
+    """Kafka and three fresh databases (PostgreSQL when reachable, else SQLite files)."""
+    data_dir = root / label
+    data_dir.mkdir(parents=True)
+    broker = kafka_broker.BrokerConfig(
+        data_dir=data_dir, port=kafka_broker.free_port(),
+        controller_port=kafka_broker.free_port(), heap_mb=512,
+    )  # fmt: skip
+    await asyncio.to_thread(kafka_broker.start, broker)
+    ports = {name: kafka_broker.free_port() for name in SERVICES}
+    admin = await find_postgres()
+    if admin:
+        suffix = uuid.uuid4().hex[:8]
+        names = [f"bench_{s}_{suffix}" for s in SERVICES]
+        urls = await create_databases(admin, names)
+        db_urls = dict(zip(SERVICES, urls.values(), strict=True))
+        stack = Stack(data_dir, broker, "postgresql", db_urls, ports, postgres_admin=admin,
+                      pg_names=names)  # fmt: skip
+    else:
+        db_urls = {s: f"sqlite+aiosqlite:///{data_dir / f'{s}.db'}" for s in SERVICES}
+        stack = Stack(data_dir, broker, "sqlite", db_urls, ports)
+    for name in SERVICES:
+        await asyncio.to_thread(migrate, name, stack.db_urls[name])
+    return stack
+
+
+async def close_stack(stack: Stack) -> None:
+    for name in list(stack.processes):
+        stack.stop_service(name)
+    await asyncio.to_thread(kafka_broker.stop, stack.broker)
+    if stack.postgres_admin:
+        await drop_databases(stack.postgres_admin, stack.pg_names)

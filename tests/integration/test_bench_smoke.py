@@ -1,0 +1,42 @@
+"""The benchmark harness runs end to end and writes every result key (numbers are not judged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KEYS = [
+    "intake.leads_per_s", "intake.p50_ms", "intake.p99_ms", "intake.baseline_trivial_rps",
+    "intake.ratio_to_trivial", "e2e.p50_ms", "e2e.p99_ms", "kpi_fold.events_per_s",
+    "kpi_query.summary_p99_ms", "kpi_query.events_in_store", "rss_mb.intake",
+    "rss_mb.qualifier", "rss_mb.kpi",
+]  # fmt: skip
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CI") and subprocess.run(["which", "wrk"], capture_output=True).returncode,
+    reason="wrk is not installed (CI installs it)",
+)
+def test_the_harness_writes_every_result(tmp_path: Path) -> None:
+    env = {**os.environ, "BENCH_SMOKE": "1", "BENCH_RESULTS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    for key in KEYS:
+        value: object = results
+        for part in key.split("."):
+            assert isinstance(value, dict) and part in value, f"missing {key}"
+            value = value[part]
+        assert isinstance(value, int | float) and value > 0, f"{key} = {value!r}"
+    assert results["meta"]["database"] in ("postgresql", "sqlite")
+    assert results["e2e"]["routed"] == results["e2e"]["leads"] > 0
+    assert results["intake"]["not_accepted"] == 0
+    table = (tmp_path / "latest.md").read_text()
+    assert "| `intake.leads_per_s` |" in table
