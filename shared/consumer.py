@@ -14,11 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
+from shared.db import is_unavailable
 from shared.events import TOPIC_DEADLETTER, Event, UndecodableEvent, decode_event
 
 log = logging.getLogger(__name__)
@@ -33,16 +33,14 @@ CONSUMER_RETRIES = Counter(
     "leadflow_consumer_retries_total", "Batches retried after a transient failure", ["service"]
 )
 
-# Failures that say "try again later", not "this event is bad".
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
-    sa.exc.DisconnectionError,
-    sa.exc.TimeoutError,
-    KafkaError,
-    OSError,
-    TimeoutError,
-)
+
+class TransientFailure(Exception):
+    """The database or Kafka cannot serve now: retry the same batch later."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures that say "try again later", not "this event is bad"."""
+    return isinstance(exc, KafkaError | TransientFailure) or is_unavailable(exc)
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,9 @@ class EventConsumer:
                 try:
                     await self._apply(batches)
                     backoff = 0.2
-                except TRANSIENT_ERRORS as exc:
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
                     CONSUMER_RETRIES.labels(self._service).inc()
                     log.warning("%s consumer: %s; retrying in %.1fs", self._service, exc, backoff)
                     for tp, records in batches.items():
@@ -105,9 +105,10 @@ class EventConsumer:
                     await self._consumer.commit(
                         {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     )
-                except CommitFailedError as exc:
-                    # A rebalance moved the partitions; the new owner's inbox drops repeats.
-                    log.info("%s consumer: commit after rebalance refused: %s", self._service, exc)
+                except KafkaError as exc:
+                    # CommitFailedError after a rebalance, or Kafka gone: the batch is applied
+                    # (inbox), so redelivery to whoever owns the partition next changes nothing.
+                    log.info("%s consumer: offset commit failed: %s", self._service, exc)
         finally:
             await self._consumer.stop()
 
@@ -139,18 +140,18 @@ class EventConsumer:
             return
         try:
             await self._handle_batch(delivered)
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception:
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientFailure(str(exc)) from exc
             # Find the bad event(s): apply one by one, parking those that still fail.
             log.exception("%s consumer: batch failed; applying one event at a time", self._service)
             for item in delivered:
                 try:
                     await self._handle_batch([item])
-                except TRANSIENT_ERRORS:
-                    raise
-                except Exception as exc:
-                    await self._park_delivered(item, f"handler failed: {exc!r}")
+                except Exception as item_exc:
+                    if is_transient(item_exc):
+                        raise TransientFailure(str(item_exc)) from item_exc
+                    await self._park_delivered(item, f"handler failed: {item_exc!r}")
         for item in delivered:
             EVENTS_APPLIED.labels(self._service, item.topic).inc()
 

@@ -108,6 +108,43 @@ def upsert_adding(
     )
 
 
+# SQLSTATE classes that mean "the server cannot serve now", not "this statement is wrong":
+# 08 connection exceptions, 57P0x shutdown / cannot connect now, 53300 too many connections.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when an error says the database is unreachable or going away: answer 503, retry.
+
+    Drivers wrap the cause differently (asyncpg's CannotConnectNowError arrives as a plain
+    DBAPIError), so the whole cause chain is inspected.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError
+            | sa.exc.TimeoutError | OSError | ConnectionError | TimeoutError,
+        ):  # fmt: skip
+            return True
+        if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        if type(current).__module__.startswith("asyncpg") and type(current).__name__ in (
+            "ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError",
+            "AdminShutdownError", "ConnectionFailureError", "TooManyConnectionsError",
+            "InternalClientError",
+        ):  # fmt: skip
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raise unless the database answers."""
     async with engine.connect() as conn:

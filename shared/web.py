@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,6 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
+
+from shared.db import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +48,24 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
 def install_error_handlers(app: FastAPI) -> None:
     """A database outage answers 503 with Retry-After, never a 5xx stack trace or a false 202."""
 
-    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.warning(
-            "database unavailable on %s %s: %s",
-            request.method,
-            request.url.path,
-            type(exc).__name__,
-        )
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            log.warning(
+                "database unavailable on %s %s: %s",
+                request.method, request.url.path, type(exc).__name__,
+            )  # fmt: skip
+            return JSONResponse(
+                {"detail": "database unavailable, nothing was stored; retry later"},
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "2"},
+            )
+        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(
-            {"detail": "database unavailable, nothing was stored; retry later"},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "2"},
+            {"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
 
-    for exc_type in (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, OSError):
-        app.add_exception_handler(exc_type, database_unavailable)
+    for exc_type in (sa.exc.SQLAlchemyError, ConnectionError, OSError):
+        app.add_exception_handler(exc_type, database_error)
 
 
 class BodySizeLimit:
@@ -67,7 +73,9 @@ class BodySizeLimit:
 
     Checks Content-Length up front and counts the bytes of chunked bodies as they
     arrive, so a client cannot stream past the limit by leaving the header out.
-    `limits` maps a path prefix to its limit; the longest matching prefix wins.
+    `limits` maps a path prefix to its limit; the longest matching prefix wins. A key
+    with `*` is a glob matched against the whole path (`/v1/webinars/*/attendees:import`),
+    for routes whose distinguishing part comes after a path parameter.
     """
 
     def __init__(self, app: Any, *, limits: dict[str, int], default: int) -> None:
@@ -77,7 +85,7 @@ class BodySizeLimit:
 
     def _limit_for(self, path: str) -> int:
         for prefix, limit in self.limits:
-            if path.startswith(prefix):
+            if fnmatch.fnmatchcase(path, prefix) if "*" in prefix else path.startswith(prefix):
                 return limit
         return self.default
 
