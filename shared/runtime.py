@@ -27,7 +27,7 @@ from shared.kafka import ensure_topics, kafka_reachable, make_consumer, make_pro
 from shared.observability import configure_logging, instrument
 from shared.outbox import OutboxRelay
 from shared.settings import DEV_TOKEN, ServiceSettings
-from shared.web import BodySizeLimit, health_router, install_error_handlers
+from shared.web import BodySizeLimit, SecurityHeaders, health_router, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,6 @@ def create_service_app(
     routers: Sequence[APIRouter],
     body_limits: dict[str, int] | None = None,
     default_body_limit: int = 1024 * 1024,
-    cors_origins: Sequence[str] = (),
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """The FastAPI app of one service: auth, health, metrics, errors, lifespan."""
@@ -234,10 +233,11 @@ def create_service_app(
         app.include_router(router)
     install_error_handlers(app)
     instrument(app, settings.service_name)
-    if cors_origins:
+    app.add_middleware(SecurityHeaders)
+    if common.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=list(cors_origins),
+            allow_origins=list(common.cors_origins),
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )

@@ -46,7 +46,10 @@ class CommonSettings(BaseSettings):
     # JSON list of {"name", "token_sha256", "scopes"}; hashes, so the env never holds a token.
     auth_tokens: list[TokenSpec] = Field(default_factory=list)
     log_level: str = "INFO"
+    # Serve /docs and /openapi.json; production deployments may switch them off.
     docs_enabled: bool = True
+    # Browser origins allowed to call the JSON APIs (CORS); none by default.
+    cors_origins: list[str] = Field(default_factory=list)
 
     @field_validator("data_dir")
     @classmethod
