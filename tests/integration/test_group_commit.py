@@ -1,0 +1,85 @@
+"""Group commit on a real database: shared commits, isolated failures, answers after commit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import create_engine
+from shared.group_commit import GroupCommitter
+
+metadata = sa.MetaData()
+items = sa.Table(
+    "items", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(50), nullable=False, unique=True),
+)  # fmt: skip
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_units_share_commits_and_fail_alone(database_url: str) -> None:
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    commits = 0
+
+    def on_commit() -> None:
+        nonlocal commits
+        commits += 1
+
+    committer = GroupCommitter(engine, service="test", on_commit=on_commit)
+
+    def insert(i: int) -> object:
+        async def work(conn: AsyncConnection) -> int:
+            await conn.execute(items.insert().values(id=i, name=f"n{i}"))
+            if i % 10 == 0:
+                raise Refused(f"unit {i} says no after writing")
+            return i
+
+        return work
+
+    results = await asyncio.gather(
+        *(committer.run(insert(i)) for i in range(1, 201)),  # type: ignore[arg-type]
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, Refused)]
+    assert len(refused) == 20
+    assert sorted(r for r in results if isinstance(r, int)) == [i for i in range(1, 201) if i % 10]
+    assert commits < 50, "units were not grouped"
+    async with engine.connect() as conn:
+        ids = set((await conn.execute(sa.select(items.c.id))).scalars())
+    # The refused units' own writes were rolled back; their neighbours' were kept.
+    assert ids == {i for i in range(1, 201) if i % 10}
+
+    # A unit that breaks a constraint fails alone too.
+    async def duplicate(conn: AsyncConnection) -> None:
+        await conn.execute(items.insert().values(id=999, name="n1"))
+
+    async def fine(conn: AsyncConnection) -> str:
+        await conn.execute(items.insert().values(id=1000, name="n1000"))
+        return "ok"
+
+    outcome = await asyncio.gather(committer.run(duplicate), committer.run(fine),
+                                   return_exceptions=True)  # fmt: skip
+    assert isinstance(outcome[0], sa.exc.IntegrityError) and outcome[1] == "ok"
+    await committer.close()
+    await engine.dispose()
+
+
+async def test_a_database_outage_fails_every_waiting_unit() -> None:
+    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    committer = GroupCommitter(engine, service="test")
+
+    async def work(conn: AsyncConnection) -> None:
+        await conn.execute(sa.text("SELECT 1"))
+
+    results = await asyncio.gather(*(committer.run(work) for _ in range(5)),
+                                   return_exceptions=True)  # fmt: skip
+    assert all(isinstance(r, OSError | sa.exc.SQLAlchemyError) for r in results), results
+    await committer.close()
+    await engine.dispose()
