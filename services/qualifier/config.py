@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import InsecureSettings, ServiceSettings
 
 DEFAULT_DEFINITION = Path(__file__).with_name("default_definition.yaml")
+# Dev mode signs webhooks of partners without a configured secret with this one (and says
+# so at start-up); production mode refuses it.
+DEV_PARTNER_SECRET = "dev"
+MIN_PARTNER_SECRET_LENGTH = 16
 
 
 class QualifierSettings(ServiceSettings):
@@ -21,3 +26,52 @@ class QualifierSettings(ServiceSettings):
     initial_definition: Path = DEFAULT_DEFINITION
     relay_batch_size: int = 500
     relay_poll_seconds: float = 1.0
+
+    # Lifecycle calls.
+    # The deployment's one currency: payments in another are refused (KPI sums one currency).
+    currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
+    # How far ahead of our clock a client's `at` may be before it counts as "in the future".
+    clock_skew_seconds: float = Field(default=300, ge=0)
+    # How long an Idempotency-Key answers the same response (at least a day of retries).
+    idempotency_ttl_hours: int = Field(default=48, ge=24)
+
+    # SLA watch: how often overdue sales leads are looked for.
+    sla_check_seconds: float = Field(default=30, gt=0)
+
+    # Partner webhooks. JSON map of partner id to its HMAC secret.
+    partner_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    partner_timeout_seconds: float = Field(default=10, gt=0)
+    partner_max_attempts: int = Field(default=8, ge=1)
+    partner_retry_base_seconds: float = Field(default=5, gt=0)
+    partner_retry_max_seconds: float = Field(default=3600, gt=0)
+    partner_poll_seconds: float = Field(default=1.0, gt=0)
+    # An attempt owns its delivery this long; a replica that died mid-attempt frees it then.
+    partner_lease_seconds: float = Field(default=120, gt=0)
+    partner_concurrency: int = Field(default=8, ge=1)
+
+    # Fault injection for the exactly-once test, dev mode only: SIGKILL the process right
+    # after the N-th consumer batch is committed to the database, before its Kafka offsets.
+    fault_kill_after_commit: int | None = Field(default=None, ge=1)
+
+    def partner_secret(self, partner_id: str) -> str | None:
+        """The partner's signing secret; the dev secret in dev mode when none is configured."""
+        secret = self.partner_secrets.get(partner_id)
+        if secret is not None:
+            return secret.get_secret_value()
+        return DEV_PARTNER_SECRET if self.common.dev else None
+
+    def check_secure(self) -> None:
+        super().check_secure()
+        if self.common.dev:
+            return
+        if self.fault_kill_after_commit is not None:
+            raise InsecureSettings(
+                "LEADFLOW_QUALIFIER_FAULT_KILL_AFTER_COMMIT is a test fault; production refuses it"
+            )
+        for partner, secret in self.partner_secrets.items():
+            value = secret.get_secret_value()
+            if value == DEV_PARTNER_SECRET or len(value) < MIN_PARTNER_SECRET_LENGTH:
+                raise InsecureSettings(
+                    f"the webhook secret of partner {partner!r} is not a real secret "
+                    f"(at least {MIN_PARTNER_SECRET_LENGTH} characters, not the dev one)"
+                )

@@ -1,28 +1,71 @@
-"""The qualifier's Kafka handler: each batch in one transaction with its inbox rows."""
+"""The qualifier's Kafka handler: each batch in one transaction with its inbox rows.
+
+From `leads.received` it takes `lead.received` (decide) and `lead.webinar_attended`
+(update, maybe decide again); from `leads.lifecycle` it takes `lead.erased` (forget
+the person). Its own lifecycle events come back on that topic too: they were applied
+when they were written, so they are skipped without an inbox row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
 
 from services.qualifier import service
 from services.qualifier.tables import inbox
 from shared.consumer import BatchHandler, Delivered
 from shared.db import utcnow
-from shared.events import LeadReceived
+from shared.events import LeadErased, LeadReceived, LeadWebinarAttended
 from shared.inbox import claim_events
 from shared.runtime import Runtime
 
+log = logging.getLogger(__name__)
 
-def make_handler(runtime: Runtime) -> BatchHandler:
+_APPLIED = (LeadReceived, LeadWebinarAttended, LeadErased)
+
+
+def make_handler(
+    runtime: Runtime,
+    *,
+    after_commit: Callable[[], None] | None = None,
+    kill_after_commit: int | None = None,
+) -> BatchHandler:
+    """`after_commit` runs once a batch's transaction has committed (to wake workers).
+
+    `kill_after_commit=N` is the exactly-once test's fault (dev mode only, refused in
+    production by the settings): the process SIGKILLs itself right after the N-th batch's
+    database commit, before the consumer loop commits the batch's Kafka offsets.
+    """
+    committed = 0
+
     async def handle(batch: Sequence[Delivered]) -> None:
-        async with runtime.engine.begin() as conn:
-            new = await claim_events(
-                conn, inbox, [(d.event.id, d.event.type, d.topic) for d in batch]
-            )
-            for item in batch:
-                event = item.event
-                if event.id in new and isinstance(event, LeadReceived):
-                    await service.qualify_lead(conn, event, now=utcnow())
+        nonlocal committed
+        mine = [d for d in batch if isinstance(d.event, _APPLIED)]
+        if mine:
+            now = utcnow()
+            async with runtime.engine.begin() as conn:
+                new = await claim_events(
+                    conn, inbox, [(d.event.id, d.event.type, d.topic) for d in mine]
+                )
+                for item in mine:
+                    event = item.event
+                    if event.id not in new:
+                        continue
+                    if isinstance(event, LeadReceived):
+                        await service.qualify_lead(conn, event, now=now)
+                    elif isinstance(event, LeadWebinarAttended):
+                        await service.record_webinar_attendance(conn, event, now=now)
+                    elif isinstance(event, LeadErased):
+                        await service.erase_lead(conn, event, now=now)
+            committed += 1
+            if kill_after_commit is not None and committed >= kill_after_commit:
+                log.warning("fault injection: SIGKILL after the database commit of batch %d, "
+                            "before its offsets are committed", committed)  # fmt: skip
+                os.kill(os.getpid(), signal.SIGKILL)
         runtime.wake_relay()
+        if after_commit is not None:
+            after_commit()
 
     return handle

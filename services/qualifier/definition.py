@@ -1,7 +1,8 @@
 """The universal lead definition: the document marketing and sales agree on, and its checks.
 
-A definition is YAML or JSON (see `default_definition.yaml`). Conditions are
-mappings of predicates that must all hold; a predicate is `<field>_<operator>`:
+A definition is YAML or JSON (see `default_definition.yaml`, and `docs/lead-definition.md`
+for the people who write it). Conditions are mappings of predicates that must all hold;
+a predicate is `<field>_<operator>`:
 
 - operators: `in`, `not_in`, `at_least`, `at_most`, `contains`, `matches`, `present`;
 - fields: any lead field (`company`, `services`, `budget`, `country`, `utm_source`...),
@@ -13,9 +14,12 @@ mappings of predicates that must all hold; a predicate is `<field>_<operator>`:
 from __future__ import annotations
 
 import re
+from datetime import time
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -30,13 +34,24 @@ LEAD_FIELDS = (
 )  # fmt: skip
 NUMERIC_FIELDS = ("budget",)
 
+Path = tuple[str | int, ...]
 
-class Predicate(BaseModel):
-    """One parsed test of a lead field, e.g. `budget_at_least: 150000`."""
 
-    field: str
-    operator: str
-    value: Any
+class ConditionError(ValueError):
+    """A bad condition, with where it sits inside the `when` mapping (for the line number)."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{dotted(('when', *path))}: {message}")
+
+
+def dotted(path: Path) -> str:
+    """`('when', 'all', 0, 'budget_at_least')` as `when.all[0].budget_at_least`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
 
 
 def parse_predicate_key(key: str) -> tuple[str, str]:
@@ -54,48 +69,55 @@ def parse_predicate_key(key: str) -> tuple[str, str]:
     )
 
 
-def check_condition(cond: Any, path: str = "when") -> None:
-    """Validate a condition mapping, naming the first bad key and its place."""
+def check_condition(cond: Any, path: Path = ()) -> None:
+    """Validate a condition mapping; raise ConditionError naming the first bad key and its place."""
     if not isinstance(cond, dict) or not cond:
-        raise ValueError(f"{path}: a condition is a non-empty mapping of predicates")
+        raise ConditionError(path, "a condition is a non-empty mapping of predicates")
     for key, value in cond.items():
-        where = f"{path}.{key}"
+        where = (*path, key)
         if key in FLAGS:
             if not isinstance(value, bool):
-                raise ValueError(f"{where}: expected true or false")
+                raise ConditionError(where, "expected true or false")
         elif key in ("all", "any"):
             if not isinstance(value, list) or not value:
-                raise ValueError(f"{where}: expected a non-empty list of conditions")
+                raise ConditionError(where, "expected a non-empty list of conditions")
             for i, sub in enumerate(value):
-                check_condition(sub, f"{where}[{i}]")
+                check_condition(sub, (*where, i))
         elif key == "not":
             check_condition(value, where)
         else:
-            field, op = parse_predicate_key(key)
-            _check_operand(field, op, value, where)
+            try:
+                _, op = parse_predicate_key(str(key))
+            except ValueError as exc:
+                raise ConditionError(where, str(exc)) from None
+            _check_operand(op, value, where)
 
 
-def _check_operand(field: str, op: str, value: Any, where: str) -> None:
+def _check_operand(op: str, value: Any, where: Path) -> None:
     if op in ("in", "not_in"):
         if not isinstance(value, list) or not value:
-            raise ValueError(f"{where}: expected a non-empty list of values")
+            raise ConditionError(where, "expected a non-empty list of values")
+        if any(isinstance(v, (list, dict)) or v is None for v in value):
+            raise ConditionError(where, "expected a list of plain values")
     elif op in ("at_least", "at_most"):
+        if isinstance(value, bool):
+            raise ConditionError(where, f"expected a number, got {value!r}")
         try:
             Decimal(str(value))
-        except (InvalidOperation, ValueError) as exc:
-            raise ValueError(f"{where}: expected a number, got {value!r}") from exc
-        if isinstance(value, bool):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+        except (InvalidOperation, ValueError):
+            raise ConditionError(where, f"expected a number, got {value!r}") from None
     elif op == "matches":
+        if not isinstance(value, str):
+            raise ConditionError(where, "expected a regular expression (a string)")
         try:
-            re.compile(str(value))
+            re.compile(value)
         except re.error as exc:
-            raise ValueError(f"{where}: not a valid regular expression: {exc}") from exc
+            raise ConditionError(where, f"not a valid regular expression: {exc}") from None
     elif op == "present":
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true or false")
+            raise ConditionError(where, "expected true or false")
     elif op == "contains" and (isinstance(value, (list, dict)) or value is None):
-        raise ValueError(f"{where}: expected one value")
+        raise ConditionError(where, "expected one value")
 
 
 class _Doc(BaseModel):
@@ -116,6 +138,7 @@ class RejectRule(_Doc):
 class ScoreRule(_Doc):
     points: int
     when: dict[str, Any]
+    # How the criterion reads in a decision's reasons; generated from `when` if absent.
     label: str | None = None
 
     @field_validator("when")
@@ -130,7 +153,19 @@ class Partner(_Doc):
     name: str
     services: list[str] = Field(min_length=1)
     regions: list[str] = Field(default_factory=lambda: ["*"])
+    # Where the partner gets its leads (signed POST); without it, the partner reads
+    # `leads.routed` itself or is sent leads by hand.
     webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return v
 
 
 class Routes(_Doc):
@@ -149,18 +184,90 @@ class Assignment(StrEnum):
     least_loaded = "least_loaded"
 
 
+class Weekday(StrEnum):
+    mon = "mon"
+    tue = "tue"
+    wed = "wed"
+    thu = "thu"
+    fri = "fri"
+    sat = "sat"
+    sun = "sun"
+
+
+WEEKDAYS = tuple(Weekday)
+_CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+class WorkingHours(_Doc):
+    """When a team works: the SLA clock runs only inside these hours."""
+
+    timezone: str = "UTC"
+    days: list[Weekday] = Field(
+        default_factory=lambda: [Weekday.mon, Weekday.tue, Weekday.wed, Weekday.thu, Weekday.fri],
+        min_length=1,
+    )
+    # Quoted "HH:MM": YAML 1.1 reads an unquoted 9:30 as the number 570.
+    start: str = Field(default="09:00", pattern=_CLOCK)
+    end: str = Field(default="18:00", pattern=_CLOCK)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name such as Europe/Moscow)"
+            ) from None
+        return v
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> WorkingHours:
+        if self.opens >= self.closes:
+            raise ValueError("start must be before end (shifts past midnight are not supported)")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def opens(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def closes(self) -> time:
+        return time.fromisoformat(self.end)
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        """Python weekday numbers (Monday 0) of the working days."""
+        return frozenset(WEEKDAYS.index(d) for d in self.days)
+
+
 class SalesTeam(_Doc):
     team: str = Field(min_length=1)
     when: dict[str, Any] | None = None
     assign: Assignment = Assignment.round_robin
     members: list[str] = Field(min_length=1)
     sla_hours: float = Field(gt=0, le=24 * 30)
+    # Without working hours the SLA clock runs around the clock.
+    working_hours: WorkingHours | None = None
 
     @field_validator("when")
     @classmethod
     def _valid(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
             check_condition(v)
+        return v
+
+    @field_validator("members")
+    @classmethod
+    def _unique_members(cls, v: list[str]) -> list[str]:
+        if len(v) != len(set(v)):
+            raise ValueError("a member is listed twice")
+        if any(not m.strip() for m in v):
+            raise ValueError("a member name is empty")
         return v
 
 
@@ -182,15 +289,30 @@ class LeadDefinition(_Doc):
     def _known_fields(cls, v: list[str]) -> list[str]:
         for field in v:
             if field not in LEAD_FIELDS and not field.startswith("fields."):
-                raise ValueError(f"unknown required field {field!r}")
+                raise ValueError(
+                    f"unknown required field {field!r}: use one of {', '.join(LEAD_FIELDS)} "
+                    "or fields.<name>"
+                )
         return v
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> LeadDefinition:
-        ids = [p.id for p in self.partners]
+    @field_validator("partners")
+    @classmethod
+    def _unique_partners(cls, v: list[Partner]) -> list[Partner]:
+        ids = [p.id for p in v]
         if len(ids) != len(set(ids)):
             raise ValueError("partner ids must be unique")
-        teams = [t.team for t in self.sales_teams]
+        return v
+
+    @field_validator("sales_teams")
+    @classmethod
+    def _unique_teams(cls, v: list[SalesTeam]) -> list[SalesTeam]:
+        teams = [t.team for t in v]
         if len(teams) != len(set(teams)):
             raise ValueError("sales team names must be unique")
-        return self
+        return v
+
+    def partner(self, partner_id: str) -> Partner | None:
+        return next((p for p in self.partners if p.id == partner_id), None)
+
+    def team(self, name: str) -> SalesTeam | None:
+        return next((t for t in self.sales_teams if t.team == name), None)

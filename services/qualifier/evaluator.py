@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -21,6 +21,7 @@ from services.qualifier.definition import (
     SalesTeam,
     parse_predicate_key,
 )
+from services.qualifier.working_hours import due_at
 from shared.events import Decision, LeadSnapshot, Route, ScoreItem
 
 FREE_EMAIL_PROVIDERS = frozenset(
@@ -187,8 +188,11 @@ def _team_for(lead: LeadSnapshot, teams: list[SalesTeam]) -> SalesTeam:
     return teams[-1]  # the last team is the catch-all when none matches
 
 
-def _assignee(team: SalesTeam, state: AssignmentState) -> tuple[str | None, tuple[str, int] | None]:
-    present = [m for m in team.members if m not in state.absent]
+def _assignee(
+    team: SalesTeam, state: AssignmentState, skip: frozenset[str] = frozenset()
+) -> tuple[str | None, tuple[str, int] | None]:
+    unavailable = state.absent | skip
+    present = [m for m in team.members if m not in unavailable]
     if not present:
         return None, None
     if team.assign is Assignment.least_loaded:
@@ -198,9 +202,33 @@ def _assignee(team: SalesTeam, state: AssignmentState) -> tuple[str | None, tupl
     for step in range(len(team.members)):
         index = (start + step) % len(team.members)
         member = team.members[index]
-        if member not in state.absent:
+        if member not in unavailable:
             return member, (team.team, (index + 1) % len(team.members))
     return None, None
+
+
+@dataclass(frozen=True)
+class Reassignment:
+    assignee: str | None
+    sla_due_at: datetime
+    round_robin_advance: tuple[str, int] | None = None
+
+
+def reassign(
+    team: SalesTeam, current: str | None, *, now: datetime, assignment: AssignmentState
+) -> Reassignment:
+    """Who takes a lead its assignee did not answer in time: the team's rule, minus that person.
+
+    When nobody else is there, the lead stays with whoever has it (None when no one
+    does) and the clock starts again, so the breach is reported once per deadline.
+    """
+    skip = frozenset({current}) if current else frozenset()
+    assignee, advance = _assignee(team, assignment, skip)
+    return Reassignment(
+        assignee=assignee or current,
+        sla_due_at=due_at(now, team.sla_hours, team.working_hours),
+        round_robin_advance=advance,
+    )
 
 
 def evaluate(
@@ -277,14 +305,14 @@ def evaluate(
     team = _team_for(lead, definition.sales_teams)
     assignee, advance = _assignee(team, assignment)
     reasons = [f"Score {score} reaches {routes.sales_min_score} for sales ({why})."]
+    within = f"answer within {team.sla_hours:g} {'working ' if team.working_hours else ''}hours"
     reasons.append(
         f"Team {team.team}, assigned to {assignee} by {team.assign.value.replace('_', ' ')}; "
-        f"answer within {team.sla_hours:g} hours."
+        f"{within}."
         if assignee
-        else f"Team {team.team}: every member is absent, the team lead must assign it; "
-        f"answer within {team.sla_hours:g} hours."
+        else f"Team {team.team}: every member is absent, the team lead must assign it; {within}."
     )
     return decided(
         Route.sales, reasons, score=score, score_items=items, team=team.team, assignee=assignee,
-        sla_due_at=now + timedelta(hours=team.sla_hours), advance=advance,
+        sla_due_at=due_at(now, team.sla_hours, team.working_hours), advance=advance,
     )  # fmt: skip

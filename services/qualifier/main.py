@@ -2,42 +2,83 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+from datetime import timedelta
+
 from fastapi import FastAPI
 
-from services.qualifier import api, service
+from services.qualifier import api, idempotency, service, sla
 from services.qualifier.config import QualifierSettings
 from services.qualifier.consumer import make_handler
+from services.qualifier.deliveries import PartnerDeliverer
 from services.qualifier.tables import outbox
+from shared.consumer import BatchHandler
 from shared.db import utcnow
-from shared.events import TOPIC_RECEIVED
+from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED
 from shared.runtime import Runtime, create_service_app
+from shared.settings import InsecureSettings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: QualifierSettings | None = None) -> FastAPI:
     settings = settings or QualifierSettings()
+    deliverer = PartnerDeliverer(settings)
+    # check_secure() refuses the fault outside dev mode; this makes sure it stays inert there.
+    kill_after = settings.fault_kill_after_commit if settings.common.dev else None
+
+    def handler(rt: Runtime) -> BatchHandler:
+        return make_handler(rt, after_commit=deliverer.wake, kill_after_commit=kill_after)
 
     def runtime() -> Runtime:
         return Runtime(
             settings,
             outbox=outbox,
-            consume=(TOPIC_RECEIVED,),
-            handler=make_handler,
+            consume=(TOPIC_RECEIVED, TOPIC_LIFECYCLE),
+            handler=handler,
             relay_batch_size=settings.relay_batch_size,
             relay_poll_seconds=settings.relay_poll_seconds,
-        )
+            background=[
+                ("SLA watch", functools.partial(sla.watch, interval=settings.sla_check_seconds)),
+                ("partner deliveries", deliverer.run),
+                ("idempotency keys", functools.partial(
+                    idempotency.forget_expired,
+                    ttl=timedelta(hours=settings.idempotency_ttl_hours))),
+            ],
+        )  # fmt: skip
 
     initial_definition = settings.initial_definition.read_text(encoding="utf-8")
 
-    async def seed_definition(rt: Runtime) -> None:
+    async def start(rt: Runtime) -> None:
         async with rt.engine.begin() as conn:
             await service.ensure_initial_definition(conn, initial_definition, utcnow())
+            _, definition = await service.active(conn)
+        unsigned = [
+            definition.partners[i].id
+            for i in service.partners_without_secret(definition, set(settings.partner_secrets))
+        ]
+        if unsigned and not settings.common.dev:
+            await rt.engine.dispose()
+            raise InsecureSettings(
+                f"partners {unsigned} have webhooks but no secret in "
+                "LEADFLOW_QUALIFIER_PARTNER_SECRETS; production refuses to deliver leads unsigned"
+            )
+        if unsigned:
+            log.warning("DEV mode: webhooks of partners %s are signed with the dev secret %r",
+                        unsigned, "dev")  # fmt: skip
+        if kill_after is not None:
+            log.warning("DEV fault injection: SIGKILL after the database commit of consumer "
+                        "batch %d", kill_after)  # fmt: skip
 
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         runtime_factory=runtime,
         title="Leadflow qualifier",
         description="Applies the versioned lead definition, routes each lead, and closes the "
         "loop with sales feedback.",
         routers=[api.router],
-        on_startup=seed_definition,
+        on_startup=start,
     )
+    app.state.deliverer = deliverer
+    return app

@@ -1,42 +1,67 @@
-"""Qualifier use cases. They run inside the caller's transaction: they may write, never commit."""
+"""Qualifier use cases: deciding leads, definitions, webinar attendance, erasure.
+
+They run inside the caller's transaction (a consumed batch, an HTTP request): they may
+write, never commit, so a decision, its history and the events it owes commit together.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
-import yaml
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier import repository
+from services.qualifier.backtest import Backtest, Judged, SalesFeedback
 from services.qualifier.definition import Assignment, LeadDefinition
+from services.qualifier.definition_diff import Change, diff_documents, diff_text
+from services.qualifier.definition_source import load_definition
 from services.qualifier.evaluator import AssignmentState, evaluate
+from services.qualifier.snapshot import erase_person, merge_answers
 from services.qualifier.tables import outbox
-from shared.events import SOURCE_QUALIFIER, Decision, LeadReceived, LeadRouted, LeadRoutedData
+from shared.db import AnyRow
+from shared.events import (
+    SOURCE_QUALIFIER,
+    Decision,
+    LeadErased,
+    LeadReceived,
+    LeadRouted,
+    LeadRoutedData,
+    LeadSnapshot,
+    LeadWebinarAttended,
+    Route,
+    Stage,
+    encode_event,
+)
 from shared.outbox import add_to_outbox
+
+log = logging.getLogger(__name__)
 
 # Ids of events derived from another event are a function of the cause, so even a
 # second run of the same cause could only ever publish the same event id.
 _DERIVED_ID_NAMESPACE = uuid.UUID("6f1c8a52-3f0e-4d8e-9a57-1d7c1f4e2b10")
+QUALIFIER = "qualifier"
+# Attending a webinar is news for a lead still being warmed up or still missing
+# information; one that sales or a partner already works is left as it is.
+_REQUALIFY_ON_ATTENDANCE = {Route.nurture, Route.processing}
 
 
 class NoActiveDefinition(RuntimeError):
     pass
 
 
+class UnknownDefinition(LookupError):
+    pass
+
+
 def derived_event_id(cause_id: str, what: str) -> str:
     return str(uuid.uuid5(_DERIVED_ID_NAMESPACE, f"{cause_id}/{what}"))
-
-
-def parse_definition_text(text: str) -> dict[str, Any]:
-    """YAML is a superset of JSON, so one parser takes both formats."""
-    document = yaml.safe_load(text)
-    if not isinstance(document, dict):
-        raise ValueError("a lead definition is a mapping (YAML or JSON object)")
-    return document
 
 
 @lru_cache(maxsize=64)
@@ -49,43 +74,265 @@ def definition_of(version: int, document: dict[str, Any]) -> LeadDefinition:
     return _definition(version, orjson.dumps(document, option=orjson.OPT_SORT_KEYS))
 
 
+async def active(conn: AsyncConnection) -> tuple[int, LeadDefinition]:
+    row = await repository.active_definition(conn)
+    if row is None:
+        raise NoActiveDefinition("no active lead definition; publish one")
+    return row.version, definition_of(row.version, row.document)
+
+
+async def version(conn: AsyncConnection, number: int) -> tuple[AnyRow, LeadDefinition]:
+    row = await repository.get_definition(conn, number)
+    if row is None:
+        raise UnknownDefinition(f"no definition version {number}")
+    return row, definition_of(row.version, row.document)
+
+
+# Definitions ------------------------------------------------------------------------------
+
+
 async def ensure_initial_definition(conn: AsyncConnection, text: str, now: datetime) -> None:
     """Publish the given definition (the bundled one) as version 1 on a fresh database."""
     if await repository.has_definitions(conn):
         return
-    document = parse_definition_text(text)
-    parsed = LeadDefinition.model_validate(document)
+    loaded = load_definition(text)
     await repository.insert_definition(
-        conn, version=1, name=parsed.name, status="active", document=document,
+        conn, version=1, name=loaded.definition.name, status="active", document=loaded.document,
         source_text=text, at=now, by="leadflow (initial definition)",
     )  # fmt: skip
 
 
-async def qualify_lead(conn: AsyncConnection, cause: LeadReceived, *, now: datetime) -> Decision:
-    """Decide a received lead with the active definition; store it; owe `lead.routed`."""
-    active = await repository.active_definition(conn)
-    if active is None:
-        raise NoActiveDefinition("no active lead definition; publish one")
-    definition = definition_of(active.version, active.document)
+async def create_draft(conn: AsyncConnection, text: str, *, by: str, now: datetime) -> int:
+    """Store a checked definition as the next version, a draft; raise DefinitionInvalid."""
+    loaded = load_definition(text)
+    await repository.lock_definitions(conn)
+    number = await repository.highest_definition_version(conn) + 1
+    await repository.insert_definition(
+        conn, version=number, name=loaded.definition.name, status="draft",
+        document=loaded.document, source_text=text, at=now, by=by,
+    )  # fmt: skip
+    return number
+
+
+def partners_without_secret(definition: LeadDefinition, secrets: set[str]) -> list[int]:
+    """Indexes of partners with a webhook but no signing secret configured."""
+    return [i for i, p in enumerate(definition.partners) if p.webhook_url and p.id not in secrets]
+
+
+async def publish(conn: AsyncConnection, number: int, *, by: str, now: datetime) -> bool:
+    """Make `number` the active version atomically; False when it already was."""
+    await repository.lock_definitions(conn)
+    row, _ = await version(conn, number)
+    if row.status == "active":
+        return False
+    await repository.activate_definition(conn, number, at=now, by=by)
+    return True
+
+
+@dataclass(frozen=True)
+class DefinitionDiff:
+    old_version: int
+    new_version: int
+    changes: list[Change]
+    text: str
+
+
+async def diff(conn: AsyncConnection, old_number: int, new_number: int) -> DefinitionDiff:
+    old, _ = await version(conn, old_number)
+    new, _ = await version(conn, new_number)
+    return DefinitionDiff(
+        old_version=old_number,
+        new_version=new_number,
+        changes=diff_documents(old.document, new.document),
+        text=diff_text(old.source_text, new.source_text, f"version {old_number}",
+                       f"version {new_number}"),
+    )  # fmt: skip
+
+
+# Deciding ---------------------------------------------------------------------------------
+
+
+async def assignment_state(
+    conn: AsyncConnection, definition: LeadDefinition, now: datetime
+) -> AssignmentState:
+    """Counters, loads and absences, under the lock that serializes assignment."""
     await repository.lock_round_robin(conn)
     least_loaded = any(t.assign is Assignment.least_loaded for t in definition.sales_teams)
-    state = AssignmentState(
+    return AssignmentState(
         round_robin_next=await repository.round_robin_counters(conn),
         open_leads=await repository.open_leads_by_assignee(conn) if least_loaded else {},
+        absent=await repository.absent_members(conn, now),
     )
-    lead = cause.data
-    result = evaluate(lead, definition, active.version, now=now, assignment=state)
+
+
+async def decide(
+    conn: AsyncConnection,
+    lead: LeadSnapshot,
+    *,
+    cause_id: str,
+    time: datetime,
+    now: datetime,
+    contacted: bool = False,
+    erased_at: datetime | None = None,
+) -> tuple[Decision, LeadRouted]:
+    """Decide with the active definition; store it; owe `lead.routed` (and a partner delivery).
+
+    The event's id derives from its cause, and it carries the cause's business `time`.
+    A lead already contacted that still lacks information stays `contacted`, so its
+    brief can be completed without a second first contact.
+    For an erased person the decision is made and counted, but what is stored and
+    published about them holds no personal data and no partner receives it.
+    """
+    number, definition = await active(conn)
+    state = await assignment_state(conn, definition, now)
+    result = evaluate(lead, definition, number, now=now, assignment=state)
     if result.round_robin_advance is not None:
         await repository.set_round_robin(conn, *result.round_robin_advance)
-    await repository.save_decision(
-        conn, lead=lead, decision=result.decision, cause_event_id=cause.id, now=now
-    )
+    decision = result.decision
+    stage = Stage.contacted if contacted and decision.route is Route.processing else Stage.routed
+    erased = erased_at is not None
+    stored = lead.model_dump(mode="json")
+    if erased:
+        stored = erase_person(stored)
     routed = LeadRouted(
-        id=derived_event_id(cause.id, "routed"),
+        id=derived_event_id(cause_id, "routed"),
         source=SOURCE_QUALIFIER,
-        time=cause.time,  # a decision carries the business time of its cause
+        time=time,
         subject=lead.lead_id,
-        data=LeadRoutedData(**lead.model_dump(), decision=result.decision),
+        data=LeadRoutedData(**LeadSnapshot.model_validate(stored).model_dump(), decision=decision),
     )
+    await repository.save_decision(
+        conn, lead=lead, stored_snapshot=stored, decision=decision, stage=stage,
+        cause_event_id=cause_id, now=now,
+    )  # fmt: skip
+    if erased:
+        await repository.update_lead(conn, lead.lead_id, erased_at=erased_at)
+    await repository.add_history(
+        conn, lead_id=lead.lead_id, stage=stage, at=time, by=QUALIFIER,
+        reason=" ".join(decision.reasons), event_id=routed.id, event_type=routed.type,
+    )  # fmt: skip
     await add_to_outbox(conn, outbox, [routed])
-    return result.decision
+    partner = definition.partner(decision.partner) if decision.partner else None
+    if partner is not None and partner.webhook_url and not erased:
+        await repository.insert_delivery(
+            conn, delivery_id=derived_event_id(routed.id, "delivery"), lead_id=lead.lead_id,
+            partner_id=partner.id, event_id=routed.id, url=partner.webhook_url,
+            payload=encode_event(routed), now=now,
+        )  # fmt: skip
+    return decision, routed
+
+
+async def qualify_lead(conn: AsyncConnection, cause: LeadReceived, *, now: datetime) -> Decision:
+    """Decide a received lead with the active definition; store it; owe `lead.routed`."""
+    lead = cause.data
+    existing = await repository.get_lead(conn, lead.lead_id)
+    if existing is not None:
+        # The lead came in first by another event (its webinar attendance, say) and was
+        # decided then; a second `lead.received` for it is not a second lead.
+        log.warning("lead %s is already qualified; ignoring lead.received %s",
+                    lead.lead_id, cause.id)  # fmt: skip
+        return Decision.model_validate(existing.decision)
+    decision, _ = await decide(
+        conn, lead, cause_id=cause.id, time=cause.time, now=now,
+        erased_at=await repository.erasure_of(conn, lead.lead_id),
+    )  # fmt: skip
+    return decision
+
+
+async def record_webinar_attendance(
+    conn: AsyncConnection, cause: LeadWebinarAttended, *, now: datetime
+) -> Decision | None:
+    """Keep the updated snapshot; qualify again a lead still warmed up or in processing.
+
+    A new routing is stored and published only when the route changes: a nurtured lead
+    that still scores too low stays nurtured without a second `lead.routed` to count.
+    Returns the new decision, if any.
+    """
+    lead = cause.data
+    row = await repository.lock_lead(conn, lead.lead_id)
+    if row is None:
+        # Attendance is the first we hear of this lead: it is a lead like any other.
+        decision, _ = await decide(
+            conn, lead, cause_id=cause.id, time=cause.time, now=now,
+            erased_at=await repository.erasure_of(conn, lead.lead_id),
+        )  # fmt: skip
+        return decision
+    if row.erased_at is not None:
+        return None
+    if row.brief_answers:
+        lead = merge_answers(lead, row.brief_answers)
+    await repository.update_snapshot(conn, lead.lead_id, lead.model_dump(mode="json"), now)
+    route, stage = Route(row.route), Stage(row.stage)
+    if route not in _REQUALIFY_ON_ATTENDANCE or stage not in (Stage.routed, Stage.contacted):
+        return None
+    number, definition = await active(conn)
+    preview = evaluate(lead, definition, number, now=now).decision
+    if preview.route is route:
+        return None
+    decision, _ = await decide(
+        conn, lead, cause_id=cause.id, time=cause.time, now=now,
+        contacted=stage is Stage.contacted,
+    )  # fmt: skip
+    return decision
+
+
+async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime) -> None:
+    """Forget the person; keep the decisions, the route, the stages and the counts."""
+    lead_id = cause.data.lead_id
+    await repository.record_erasure(conn, lead_id, cause.data.at, cause.id)
+    row = await repository.lock_lead(conn, lead_id)
+    if row is None:
+        return  # the tombstone erases it on arrival
+    if row.erased_at is None:
+        await repository.update_lead(
+            conn, lead_id, snapshot=erase_person(row.snapshot), brief_answers=None,
+            erased_at=cause.data.at, updated_at=now,
+        )  # fmt: skip
+    await repository.erase_history_notes(conn, lead_id)
+    await repository.cancel_deliveries_of(conn, lead_id, now)
+
+
+# Back-test --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BacktestRun:
+    tally: Backtest
+    since: datetime
+    until: datetime
+    skipped_erased: int
+
+
+async def backtest(
+    conn: AsyncConnection, number: int, *, since: datetime, until: datetime, limit: int
+) -> BacktestRun:
+    """Run version `number` and the active one over the leads received in [since, until)."""
+    _, tested = await version(conn, number)
+    active_number, active_definition = await active(conn)
+    tally = Backtest(
+        Judged(tested, number), Judged(active_definition, active_number), change_limit=limit
+    )
+    skipped, after = 0, None
+    while True:
+        page = await repository.leads_for_backtest(
+            conn, since=since, until=until, after=after, limit=_BACKTEST_PAGE
+        )
+        if not page:
+            break
+        after = page[-1].lead_id
+        judgeable = [(r.snapshot, r.feedback) for r in page if r.erased_at is None]
+        skipped += len(page) - len(judgeable)
+        # Evaluating thousands of leads is CPU work: off the event loop, page by page.
+        await asyncio.to_thread(_judge, tally, judgeable)
+    return BacktestRun(tally, since, until, skipped)
+
+
+_BACKTEST_PAGE = 500
+
+
+def _judge(tally: Backtest, page: list[tuple[dict[str, Any], str | None]]) -> None:
+    for snapshot, feedback in page:
+        verdict: SalesFeedback | None = (
+            "accepted" if feedback == "accepted" else "rejected" if feedback == "rejected" else None
+        )
+        tally.add(LeadSnapshot.model_validate(snapshot), verdict)

@@ -1,10 +1,11 @@
-"""The qualifier database: definitions, leads with their decisions and stages, inbox, outbox."""
+"""The qualifier database: definitions, leads with their decisions and history, payments,
+partner deliveries, sales absences, erasures, idempotency keys, inbox and outbox."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from shared.db import BigIntPK, Json, UtcDateTime
+from shared.db import BigIntPK, Json, Money, UtcDateTime
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -23,6 +24,14 @@ definitions = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("published_at", UtcDateTime, nullable=True),
     sa.Column("published_by", sa.String(200), nullable=True),
+    # The database itself keeps "exactly one active version", whatever races.
+    sa.Index(
+        "uq_definitions_one_active",
+        "status",
+        unique=True,
+        sqlite_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active'"),
+    ),
 )
 
 leads = sa.Table(
@@ -36,10 +45,18 @@ leads = sa.Table(
     sa.Column("definition_version", sa.Integer, nullable=False),
     sa.Column("team", sa.String(200), nullable=True),
     sa.Column("assignee", sa.String(200), nullable=True, index=True),
-    sa.Column("sla_due_at", UtcDateTime, nullable=True),
+    sa.Column("sla_due_at", UtcDateTime, nullable=True, index=True),
     sa.Column("decision", Json, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("erased_at", UtcDateTime, nullable=True),
+    # What sales said (accepted | rejected) and when: the back-test's ground truth.
+    sa.Column("feedback", sa.String(20), nullable=True),
+    sa.Column("feedback_at", UtcDateTime, nullable=True),
+    # Set by the first contact; later contacts are not first contacts.
+    sa.Column("first_contacted_at", UtcDateTime, nullable=True),
+    # Every brief answer so far (normalized): intake's later snapshots (webinar attendance)
+    # know nothing of briefs, so these are applied over them again.
+    sa.Column("brief_answers", Json, nullable=True),
 )
 
 decisions = sa.Table(
@@ -65,6 +82,81 @@ stage_history = sa.Table(
     sa.Column("by", sa.String(200), nullable=True),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("event_id", sa.String(36), nullable=False),
+    # The event that recorded this step (lead.routed, lead.contacted, lead.sla_breached...).
+    sa.Column("event_type", sa.String(100), nullable=True),
+    # Free text a person wrote (a rejection reason): it may name people, so erasure drops it.
+    sa.Column("note", sa.Text, nullable=True),
+)
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    # Given by the client for idempotent retries, or generated.
+    sa.Column("payment_id", sa.String(100), primary_key=True),
+    sa.Column("lead_id", sa.String(36), nullable=False, index=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("by", sa.String(200), nullable=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+partner_deliveries = sa.Table(
+    "partner_deliveries",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("lead_id", sa.String(36), nullable=False, index=True),
+    sa.Column("partner_id", sa.String(200), nullable=False),
+    # The lead.routed event delivered: one delivery per routing, whatever is retried.
+    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # The exact body sent (and signed); dropped when the person is erased.
+    sa.Column("payload", sa.LargeBinary, nullable=True),
+    # pending -> delivered | failed (parked); cancelled when the person was erased first.
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    # The deliverer that leased the row for its current attempt.
+    sa.Column("claim_token", sa.String(36), nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
+    sa.Index("ix_partner_deliveries_due", "status", "next_attempt_at"),
+)
+
+sales_members = sa.Table(
+    "sales_members",
+    metadata,
+    # Absence is a fact of the week, not of the definition: it lives here, not in a version.
+    sa.Column("member", sa.String(200), primary_key=True),
+    sa.Column("absent", sa.Boolean, nullable=False),
+    sa.Column("absent_until", UtcDateTime, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=True),
+)
+
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    # Remembered apart from leads: an erasure may arrive before the lead it erases.
+    sa.Column("lead_id", sa.String(36), primary_key=True),
+    sa.Column("erased_at", UtcDateTime, nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=False),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("principal", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("response", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False, index=True),
 )
 
 round_robin = sa.Table(

@@ -1,22 +1,36 @@
-"""The qualifier's handler on a real database: one decision per lead, whatever is redelivered."""
+"""The qualifier's Kafka handler on a real database: one decision per lead whatever is
+redelivered, webinar attendance, erasure, and its own events coming back."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from services.qualifier import service
 from services.qualifier.config import DEFAULT_DEFINITION, QualifierSettings
 from services.qualifier.consumer import make_handler
-from services.qualifier.tables import decisions, leads, outbox
+from services.qualifier.service import derived_event_id
+from services.qualifier.tables import decisions, inbox, leads, outbox
 from shared.consumer import Delivered
 from shared.db import utcnow
-from shared.events import LeadRouted, decode_event
+from shared.events import (
+    LeadErased,
+    LeadErasedData,
+    LeadReceived,
+    LeadRouted,
+    LeadWebinarAttended,
+    decode_event,
+)
 from shared.migrations import migrate
 from shared.runtime import Runtime
 from shared.settings import CommonSettings
+from tests.fixtures.qualifier.harness import Harness, definition_text, publish, qualifier_app
 from tests.support import received
 
 
@@ -52,3 +66,164 @@ async def test_a_redelivered_lead_is_decided_once(database_url: str, tmp_path: P
     # The routed event carries the business time of its cause.
     assert {e.time for e in routed} == {e.time for e in events}
     await runtime.stop()
+
+
+# Webinar attendance, erasure, and the qualifier's own events coming back ------------------
+
+WEBINAR_SCORES = (
+    "    when: {email_free_provider: true}\n",
+    "    when: {email_free_provider: true}\n  - points: 30\n    when: {webinar_attended: true}\n",
+)
+# 25 company size + 20 budget + 10 industry = 55: below 60, nurtured; +30 for attending.
+LUKEWARM = {"role_in_purchase": "user", "timeframe": "later"}
+
+
+@pytest.fixture
+async def q(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with qualifier_app(database_url, tmp_path) as harness:
+        yield harness
+
+
+def attended(lead: LeadReceived, **overrides: Any) -> LeadWebinarAttended:
+    data = lead.data.model_copy(update={"webinar_attended": True, **overrides})
+    return LeadWebinarAttended(source="/intake", time=lead.time + timedelta(days=3),
+                               subject=lead.subject, data=data)  # fmt: skip
+
+
+def erased(lead_id: str) -> LeadErased:
+    now = datetime.now(UTC)
+    return LeadErased(source="/intake", time=now, subject=lead_id,
+                      data=LeadErasedData(lead_id=lead_id, at=now, by="dpo"))  # fmt: skip
+
+
+class TestWebinarAttendance:
+    async def test_a_nurtured_lead_that_attends_is_qualified_again(self, q: Harness) -> None:
+        await publish(q.http, definition_text(WEBINAR_SCORES))
+        lead = received(**LUKEWARM)
+        await q.receive(lead)
+        assert (await q.lead(lead.subject))["route"] == "nurture"
+        came = attended(lead)
+        await q.receive(came)
+        await q.receive(came)  # redelivered: applied once
+
+        routed = await q.events(lead_id=lead.subject, type="lead.routed")
+        assert [r.data.decision.route.value for r in routed] == ["nurture", "sales"]  # type: ignore[union-attr]
+        again = routed[1]
+        assert again.id == derived_event_id(came.id, "routed")
+        assert again.time == came.time  # the attendance's business time
+        assert again.data.webinar_attended is True  # type: ignore[union-attr]
+        assert "+30 attended the webinar" in again.data.decision.reasons[0]  # type: ignore[union-attr]
+        view = await q.lead(lead.subject)
+        assert view["lead"]["webinar_attended"] is True
+        assert (view["route"], view["stage"], len(view["decisions"])) == ("sales", "routed", 2)
+
+    async def test_attending_without_a_change_of_route_publishes_nothing(self, q: Harness) -> None:
+        lead = received(**LUKEWARM)  # the example definition gives no points for attending
+        await q.receive(lead, attended(lead))
+        assert len(await q.events(lead_id=lead.subject, type="lead.routed")) == 1
+        view = await q.lead(lead.subject)
+        assert view["lead"]["webinar_attended"] is True and len(view["decisions"]) == 1
+
+    async def test_a_lead_sales_already_works_is_left_alone(self, q: Harness) -> None:
+        await publish(q.http, definition_text(WEBINAR_SCORES))
+        lead = received()
+        await q.receive(lead)
+        r = await q.http.post(f"/v1/leads/{lead.subject}/feedback", json={"decision": "accepted"})
+        assert r.status_code == 200
+        await q.receive(attended(lead))
+        view = await q.lead(lead.subject)
+        assert (view["stage"], len(view["decisions"])) == ("accepted", 1)
+        assert view["lead"]["webinar_attended"] is True
+
+    async def test_brief_answers_survive_a_later_snapshot_from_intake(self, q: Harness) -> None:
+        await publish(q.http, definition_text(WEBINAR_SCORES))
+        lead = received(budget=None, timeframe=None, role_in_purchase="user")
+        await q.receive(lead)
+        await q.http.post(f"/v1/leads/{lead.subject}/contact")
+        r = await q.http.post(
+            f"/v1/leads/{lead.subject}/brief",
+            json={"answers": {"budget": "200000", "fields": {"crm": "none"}}},
+        )
+        assert r.json()["route"] == "processing"  # timeframe still missing
+        # Intake knows nothing of the brief: its snapshot has no budget.
+        await q.receive(attended(lead))
+        view = await q.lead(lead.subject)
+        assert view["lead"]["budget"] == "200000" and view["lead"]["fields"] == {"crm": "none"}
+        assert view["lead"]["webinar_attended"] is True
+        r = await q.http.post(
+            f"/v1/leads/{lead.subject}/brief", json={"answers": {"timeframe": "later"}}
+        )
+        # 25 size + 20 budget + 10 industry + 30 webinar = 85: sales.
+        assert (r.json()["route"], r.json()["decision"]["score"]) == ("sales", 85)
+
+    async def test_attendance_of_an_unknown_lead_qualifies_it(self, q: Harness) -> None:
+        lead = received()
+        came = attended(lead)
+        await q.receive(came)
+        (routed,) = await q.events(lead_id=lead.subject, type="lead.routed")
+        assert routed.id == derived_event_id(came.id, "routed")
+        await q.receive(lead)  # the late lead.received decides nothing new
+        assert len((await q.lead(lead.subject))["decisions"]) == 1
+
+
+class TestErasure:
+    async def test_the_person_is_forgotten_and_the_decisions_stay(self, q: Harness) -> None:
+        lead = received(name="Anna Petrova", phone="+79123456789", job_title="CEO",
+                        message="call me at home", fields={"linkedin": "anna-p"},
+                        page_url="https://acme.example/?email=anna%40acme.example")  # fmt: skip
+        await q.receive(lead)
+        rejection = {"decision": "rejected", "reason": "Anna is a student"}
+        r = await q.http.post(f"/v1/leads/{lead.subject}/feedback", json=rejection)
+        assert r.status_code == 200
+        await q.receive(erased(lead.subject))
+
+        view = await q.lead(lead.subject)
+        person = view["lead"]
+        assert view["erased"] is True
+        for field in ("name", "email", "phone", "company", "job_title", "message"):
+            assert person[field] is None, field
+        assert person["fields"] == {}
+        assert person["page_url"] == "https://acme.example/"
+        # What describes the need and the channel stays, and so do the decisions.
+        assert (person["company_size"], person["budget"], person["services"]) == (
+            "101-500", "200000", ["seo"],
+        )  # fmt: skip
+        assert (view["route"], view["stage"], view["feedback"]) == ("sales", "rejected", "rejected")
+        assert len(view["decisions"]) == 1 and view["decision"]["score"] == 100
+        assert [h["note"] for h in view["stages"]] == [None, None]
+        assert "sales rejected the lead" in view["stages"][1]["reason"]
+
+    async def test_an_erasure_that_arrives_first_is_applied_on_arrival(self, q: Harness) -> None:
+        lead = received(name="Boris", services=["smm"])
+        # Topics do not order against each other: the erasure may come first.
+        await q.receive(erased(lead.subject), lead)
+        (routed,) = await q.events(lead_id=lead.subject, type="lead.routed")
+        assert isinstance(routed, LeadRouted)
+        assert routed.data.decision.route.value == "partner"  # decided and counted...
+        assert (routed.data.name, routed.data.email) == (None, None)  # ...about nobody
+        view = await q.lead(lead.subject)
+        assert view["lead"]["name"] is None and view["erased"] is True
+        # A later snapshot from intake (attendance) does not bring the person back.
+        await q.receive(attended(lead, name="Boris"))
+        assert (await q.lead(lead.subject))["lead"]["name"] is None
+
+    async def test_a_lifecycle_call_after_erasure_still_counts(self, q: Harness) -> None:
+        lead = received()
+        await q.receive(lead, erased(lead.subject))
+        r = await q.http.post(f"/v1/leads/{lead.subject}/feedback", json={"decision": "accepted"})
+        assert r.status_code == 200
+        (event,) = await q.events(lead_id=lead.subject, type="lead.feedback")
+        assert event.data.dimensions.source == "web_form"  # type: ignore[union-attr]
+
+
+async def test_the_qualifiers_own_events_are_not_applied_again(q: Harness) -> None:
+    lead = received()
+    await q.receive(lead)
+    r = await q.http.post(f"/v1/leads/{lead.subject}/contact")
+    assert r.status_code == 200
+    own = await q.events(lead_id=lead.subject)
+    await q.receive(*own)  # as they come back on leads.routed / leads.lifecycle
+    async with q.runtime.engine.connect() as conn:
+        claimed = (await conn.execute(sa.select(inbox.c.event_id))).scalars().all()
+    assert claimed == [lead.id]
+    assert await q.events(lead_id=lead.subject) == own

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from services.qualifier.definition import LeadDefinition
-from services.qualifier.evaluator import AssignmentState, evaluate, matches
+from services.qualifier.evaluator import AssignmentState, evaluate, matches, reassign
 from shared.events import Route
 from tests.support import snapshot
 
@@ -140,3 +140,78 @@ class TestValidation:
         doc["routes"] = {"sales_min_score": 40, "nurture_below_score": 60}
         with pytest.raises(ValidationError, match="nurture_below_score"):
             LeadDefinition.model_validate(doc)
+
+
+class TestLeastLoaded:
+    def test_the_member_with_fewest_open_leads_gets_it(self, definition: LeadDefinition) -> None:
+        doc = definition.model_dump(mode="json")
+        doc["sales_teams"][1]["assign"] = "least_loaded"
+        loaded = LeadDefinition.model_validate(doc)
+        state = AssignmentState(open_leads={"vera": 3, "grigory": 1, "dmitry": 1})
+        result = evaluate(snapshot(), loaded, 2, now=NOW, assignment=state)
+        assert result.decision.assignee == "grigory"  # a tie goes to the first listed
+        assert result.round_robin_advance is None
+        assert "by least loaded" in result.decision.reasons[1]
+        absent = AssignmentState(open_leads=state.open_leads, absent=frozenset({"grigory"}))
+        assert evaluate(snapshot(), loaded, 2, now=NOW, assignment=absent).decision.assignee == (
+            "dmitry"
+        )
+
+    def test_with_everyone_absent_the_team_lead_must_assign(
+        self, definition: LeadDefinition
+    ) -> None:
+        state = AssignmentState(absent=frozenset({"vera", "grigory", "dmitry"}))
+        d = evaluate(snapshot(), definition, 1, now=NOW, assignment=state).decision
+        assert (d.route, d.team, d.assignee) == (Route.sales, "smb", None)
+        assert "every member is absent" in d.reasons[1]
+
+
+class TestReassignment:
+    def test_round_robin_passes_over_the_one_who_missed_it(
+        self, definition: LeadDefinition
+    ) -> None:
+        team = definition.sales_teams[1]
+        moved = reassign(team, "grigory", now=NOW,
+                         assignment=AssignmentState(round_robin_next={"smb": 1}))  # fmt: skip
+        assert (moved.assignee, moved.round_robin_advance) == ("dmitry", ("smb", 0))
+        assert moved.sla_due_at == NOW + timedelta(hours=8)
+
+    def test_nobody_else_keeps_it_with_the_same_person(self, definition: LeadDefinition) -> None:
+        team = definition.sales_teams[0]  # anna, boris
+        moved = reassign(team, "anna", now=NOW,
+                         assignment=AssignmentState(absent=frozenset({"boris"})))  # fmt: skip
+        assert (moved.assignee, moved.round_robin_advance) == ("anna", None)
+
+
+class TestWorkingHours:
+    def test_a_team_with_working_hours_is_due_within_them(self, definition: LeadDefinition) -> None:
+        doc = definition.model_dump(mode="json")
+        doc["sales_teams"][1]["working_hours"] = {"timezone": "UTC", "start": "09:00",
+                                                  "end": "17:00"}  # fmt: skip
+        friday_evening = datetime(2026, 11, 6, 16, 0, tzinfo=UTC)
+        d = evaluate(snapshot(), LeadDefinition.model_validate(doc), 3, now=friday_evening).decision
+        assert d.sla_due_at == datetime(2026, 11, 9, 16, 0, tzinfo=UTC)  # 1h Fri + 7h Mon
+        assert "answer within 8 working hours" in d.reasons[1]
+
+
+class TestMoreConditions:
+    @pytest.mark.parametrize(
+        ("cond", "expected"),
+        [
+            ({"country_not_in": ["KZ", "BY"]}, True),
+            ({"services_in": ["SEO"]}, True),
+            ({"message_present": True}, False),
+            ({"company_contains": "corp"}, True),
+            ({"services_matches": "^se"}, True),
+            ({"utm_campaign_in": ["autumn"]}, False),
+            ({"email_free_provider": False}, True),
+            ({"not": {"any": [{"honeypot_filled": True}, {"country_in": ["DE"]}]}}, True),
+        ],
+    )
+    def test_vocabulary(self, cond: dict[str, object], expected: bool) -> None:
+        assert matches(snapshot(), cond) is expected
+
+    def test_a_missing_number_never_matches_a_bound(self) -> None:
+        lead = snapshot(budget=None)
+        assert not matches(lead, {"budget_at_least": 0})
+        assert not matches(lead, {"budget_at_most": 10**9})

@@ -1,0 +1,157 @@
+"""Reading a definition from the text people write: YAML or JSON, errors named by line. Pure.
+
+The people who write a definition edit a file, so a problem is reported where they
+will look for it: the line (and column) in their text, and the field path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from services.qualifier.definition import ConditionError, LeadDefinition, Path, dotted
+
+
+@dataclass(frozen=True)
+class Problem:
+    loc: Path
+    msg: str
+    type: str
+    line: int | None = None
+    column: int | None = None
+
+    def detail(self) -> dict[str, Any]:
+        """One item of a 422 body, shaped like FastAPI's own (`loc` starts at `body`)."""
+        where = f"line {self.line}: " if self.line else ""
+        field = f"{dotted(self.loc)}: " if self.loc else ""
+        item: dict[str, Any] = {
+            "loc": ["body", *self.loc],
+            "msg": f"{where}{field}{self.msg}",
+            "type": self.type,
+        }
+        if self.line:
+            item["line"], item["column"] = self.line, self.column
+        return item
+
+
+class DefinitionInvalid(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(p.detail()["msg"] for p in problems))
+
+
+@dataclass(frozen=True)
+class LoadedDefinition:
+    definition: LeadDefinition
+    # The canonical JSON form stored and compared: defaults filled in, YAML-only types gone.
+    document: dict[str, Any]
+
+
+def load_definition(text: str) -> LoadedDefinition:
+    """Parse and check a definition; raise DefinitionInvalid listing every problem found."""
+    if not text.strip():
+        raise DefinitionInvalid([Problem((), "the definition is empty", "missing")])
+    root, raw = _parse(text)
+    if not isinstance(raw, dict):
+        raise DefinitionInvalid(
+            [Problem((), "a lead definition is a mapping (a YAML or JSON object)", "type_error",
+                     *_mark(root))]
+        )  # fmt: skip
+    if root is not None:
+        duplicates = list(_duplicate_keys(root, ()))
+        if duplicates:
+            raise DefinitionInvalid(duplicates)
+    try:
+        definition = LeadDefinition.model_validate(raw)
+    except ValidationError as exc:
+        raise DefinitionInvalid([_problem(err, root) for err in exc.errors()]) from None
+    return LoadedDefinition(
+        definition=definition, document=definition.model_dump(mode="json", exclude_none=True)
+    )
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the plain document. YAML takes JSON too."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return root, yaml.safe_load(text)
+    except yaml.MarkedYAMLError as yaml_error:
+        # Valid JSON that YAML refuses (tabs for indentation, say) is still a definition.
+        try:
+            return None, json.loads(text)
+        except ValueError:
+            pass
+        mark = yaml_error.problem_mark or yaml_error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = yaml_error.problem or str(yaml_error)
+        raise DefinitionInvalid(
+            [Problem((), f"not valid YAML or JSON: {problem}", "syntax_error", line, column)]
+        ) from None
+    except yaml.YAMLError as yaml_error:
+        raise DefinitionInvalid(
+            [Problem((), f"not valid YAML or JSON: {yaml_error}", "syntax_error")]
+        ) from None
+
+
+def _mark(node: yaml.Node | None) -> tuple[int | None, int | None]:
+    if node is None:
+        return None, None
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _duplicate_keys(node: yaml.Node, path: Path) -> Any:
+    """YAML silently keeps the last of two equal keys; a definition author wants to know."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                yield Problem((*path, name), "this key appears twice in the same mapping",
+                              "duplicate_key", *_mark(key))  # fmt: skip
+            seen.add(name)
+            yield from _duplicate_keys(value, (*path, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*path, i))
+
+
+def _problem(err: Any, root: yaml.Node | None) -> Problem:
+    loc: Path = tuple(err["loc"])
+    msg: str = err["msg"]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, ConditionError):
+        # A condition's own path continues the field's location into the mapping.
+        loc, msg = (*loc, *cause.path), cause.message
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (not part of the lead definition format)"
+    return Problem(loc, msg, err["type"], *_mark(_node_at(root, loc)))
+
+
+def _node_at(root: yaml.Node | None, loc: Path) -> yaml.Node | None:
+    """The node a location points at, or the nearest enclosing one (a missing key's parent).
+
+    A mapping entry is reported at its key, which is where the reader's eye goes.
+    """
+    node = root
+    for depth, part in enumerate(loc, start=1):
+        if isinstance(node, yaml.MappingNode):
+            entry = next(((k, v) for k, v in node.value if str(k.value) == str(part)), None)
+            if entry is None:
+                return node
+            key, value = entry
+            if depth == len(loc):
+                return key
+            node = value
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node

@@ -1,0 +1,102 @@
+"""The SLA watch: sales leads nobody answered in time are reported and reassigned.
+
+A lead routed to sales and neither accepted nor rejected by its `sla_due_at` gets one
+`lead.sla_breached` per missed deadline and a new assignee by its team's rule, with a
+new deadline. Exactly once across replicas: the deadline moves only by a conditional
+UPDATE on the old value (plus `SKIP LOCKED` on PostgreSQL, so replicas share the work
+instead of queueing on one row), and the event id derives from the lead and the missed
+deadline, so even a repeated computation could only publish the same id.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.qualifier import repository, service
+from services.qualifier.evaluator import reassign
+from services.qualifier.sales import dimensions_of
+from services.qualifier.tables import outbox
+from shared.db import utcnow
+from shared.events import SOURCE_QUALIFIER, LeadSlaBreached, LeadSlaBreachedData, Stage
+from shared.outbox import add_to_outbox
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SLA_BREACHES = Counter("leadflow_sla_breaches_total", "Sales deadlines missed", ["team"])
+
+
+async def breach(conn: AsyncConnection, lead_id: str, *, now: datetime) -> LeadSlaBreached | None:
+    """Report and reassign one overdue lead; None when it is not (or no longer) overdue."""
+    row = await repository.lock_overdue_lead(conn, lead_id, now)
+    if row is None:
+        return None
+    missed: datetime = row.sla_due_at
+    _, active = await service.active(conn)
+    _, decided_by = await service.version(conn, row.definition_version)
+    # Today's staffing if the team still exists, else the team as the lead's version had it.
+    team = (active.team(row.team) or decided_by.team(row.team)) if row.team else None
+    if team is None:
+        log.error("overdue lead %s has no sales team %r in any definition", lead_id, row.team)
+        return None
+    state = await service.assignment_state(conn, active, now)
+    moved = reassign(team, row.assignee, now=now, assignment=state)
+    if not await repository.reassign_overdue(
+        conn, lead_id, expected_due=missed, assignee=moved.assignee, sla_due_at=moved.sla_due_at,
+        now=now,
+    ):  # fmt: skip
+        return None
+    if moved.round_robin_advance is not None:
+        await repository.set_round_robin(conn, *moved.round_robin_advance)
+    reassigned_to = moved.assignee if moved.assignee != row.assignee else None
+    event = LeadSlaBreached(
+        id=service.derived_event_id(f"{lead_id}@{missed.isoformat()}", "sla_breached"),
+        source=SOURCE_QUALIFIER, time=missed, subject=lead_id,
+        data=LeadSlaBreachedData(
+            lead_id=lead_id, at=missed, by=service.QUALIFIER, dimensions=dimensions_of(row),
+            team=team.team, assignee=row.assignee, sla_due_at=missed, reassigned_to=reassigned_to,
+        ),
+    )  # fmt: skip
+    who = row.assignee or "nobody (every member was absent)"
+    then = (
+        f"reassigned to {reassigned_to}" if reassigned_to else f"still with {moved.assignee or who}"
+    )
+    await repository.add_history(
+        conn, lead_id=lead_id, stage=Stage(row.stage), at=missed, by=service.QUALIFIER,
+        event_id=event.id, event_type=event.type,
+        reason=f"No answer from {who} by {missed.isoformat()}; {then}, answer by "
+        f"{moved.sla_due_at.isoformat()}.",
+    )  # fmt: skip
+    await add_to_outbox(conn, outbox, [event])
+    SLA_BREACHES.labels(team.team).inc()
+    return event
+
+
+async def breach_overdue(engine: AsyncEngine, *, now: datetime, batch: int = 100) -> int:
+    """One sweep: every lead overdue at `now`, each in its own transaction. Returns how many."""
+    async with engine.connect() as conn:
+        overdue = await repository.overdue_sales_leads(conn, now, batch)
+        await conn.rollback()
+    reported = 0
+    for lead_id in overdue:
+        async with engine.begin() as conn:
+            if await breach(conn, lead_id, now=now) is not None:
+                reported += 1
+    return reported
+
+
+async def watch(runtime: Runtime, interval: float) -> None:
+    """The background job: sweep, publish, sleep; until the process stops."""
+    while not runtime.stopping.is_set():
+        try:
+            while await breach_overdue(runtime.engine, now=utcnow()):
+                runtime.wake_relay()
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            log.warning("SLA watch: %s; trying again in %.0fs", exc, interval)
+        if await runtime.sleep_unless_stopping(interval):
+            return

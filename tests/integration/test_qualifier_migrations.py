@@ -1,0 +1,51 @@
+"""The qualifier's Alembic tree on SQLite and PostgreSQL: up, down, and up again, with data."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from alembic import command
+
+from shared.db import create_engine
+from shared.migrations import alembic_config, migrate
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def test_revision_0002_goes_up_and_down_and_keeps_existing_history(
+    database_url: str,
+) -> None:
+    await asyncio.to_thread(migrate, "qualifier", database_url, "0001")
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(
+                "INSERT INTO stage_history (lead_id, stage, at, event_id) "
+                "VALUES ('lead-1', 'routed', '2026-10-01 10:00:00', 'e-1')"
+            ))  # fmt: skip
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+    new = {"payments", "partner_deliveries", "sales_members", "erasures", "idempotency_keys"}
+    assert new <= await _tables(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            kind = await conn.scalar(sa.text("SELECT event_type FROM stage_history"))
+        assert kind == "lead.routed"  # history written before 0002 was all routing
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(command.downgrade, alembic_config("qualifier", database_url), "0001")
+    assert not new & await _tables(database_url)
+    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+    assert new <= await _tables(database_url)

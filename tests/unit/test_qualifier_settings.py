@@ -1,0 +1,51 @@
+"""Qualifier settings: partner secrets and the test fault are safe in production."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from services.qualifier.config import QualifierSettings
+from shared.auth import Scope
+from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
+
+TOKEN = TokenSpec(name="crm", token_sha256=hashlib.sha256(b"a-real-token").hexdigest(),
+                  scopes=[Scope.leads_write])  # fmt: skip
+PRODUCTION = CommonSettings(mode=Mode.production, auth_tokens=[TOKEN])
+
+
+class TestProduction:
+    def test_refuses_the_kill_fault(self) -> None:
+        settings = QualifierSettings(common=PRODUCTION, fault_kill_after_commit=1)
+        with pytest.raises(InsecureSettings, match="FAULT_KILL_AFTER_COMMIT"):
+            settings.check_secure()
+
+    @pytest.mark.parametrize("secret", ["dev", "short"])
+    def test_refuses_weak_partner_secrets(self, secret: str) -> None:
+        settings = QualifierSettings(common=PRODUCTION, partner_secrets={"webstudio": secret})
+        with pytest.raises(InsecureSettings, match="webstudio"):
+            settings.check_secure()
+
+    def test_a_partner_without_a_secret_gets_none_and_is_never_signed_with_dev(self) -> None:
+        settings = QualifierSettings(common=PRODUCTION)
+        settings.check_secure()
+        assert settings.partner_secret("webstudio") is None
+
+    def test_reads_secrets_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LEADFLOW_QUALIFIER_PARTNER_SECRETS",
+                           '{"webstudio": "0123456789abcdef0123"}')  # fmt: skip
+        settings = QualifierSettings(common=PRODUCTION)
+        settings.check_secure()
+        assert settings.partner_secret("webstudio") == "0123456789abcdef0123"
+        assert "0123456789abcdef0123" not in repr(settings)
+
+
+class TestDev:
+    def test_unconfigured_partners_are_signed_with_the_dev_secret(self) -> None:
+        settings = QualifierSettings(common=CommonSettings())
+        assert settings.partner_secret("anyone") == "dev"
+
+    def test_the_currency_is_three_capitals(self) -> None:
+        with pytest.raises(ValueError):
+            QualifierSettings(common=CommonSettings(), currency="rub")
