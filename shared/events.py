@@ -109,6 +109,9 @@ class LeadSnapshot(_Data):
     fields: dict[str, str] = Field(default_factory=dict)
     honeypot_filled: bool = False
     webinar_attended: bool = False
+    # When the person gave consent (their submission) and, for webinars, when they joined.
+    consent_at: datetime | None = None
+    webinar_attended_at: datetime | None = None
 
     @field_serializer("budget")
     def _budget_as_string(self, v: Decimal | None) -> str | None:

@@ -1,114 +1,183 @@
-"""Intake HTTP endpoints: parse, authorize, delegate."""
+"""Intake's JSON API for servers: leads one at a time or in batches, reading and erasure."""
 
 from __future__ import annotations
 
-import hashlib
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import repository, service
+from services.intake import batches, metrics, repository, service
 from services.intake.config import IntakeSettings
+from services.intake.deps import Admin, IdempotencyKey, Reader, RuntimeDep, SettingsDep, Writer
 from services.intake.domain import InvalidField
-from services.intake.schemas import LeadAccepted, LeadIn, StoredLead
-from shared.auth import Principal, Scope, require
+from services.intake.errors import JsonBodyRoute, problem
+from services.intake.idempotency import fingerprint, idempotent
+from services.intake.schemas import (
+    BatchResult,
+    ErasureResult,
+    LeadAccepted,
+    LeadBatchIn,
+    LeadIn,
+    StoredLead,
+)
 from shared.db import utcnow
 from shared.events import LeadSnapshot
-from shared.runtime import Runtime
-from shared.web import unprocessable
 
-router = APIRouter(prefix="/v1", tags=["leads"])
+router = APIRouter(prefix="/v1", tags=["leads"], route_class=JsonBodyRoute)
 
-Writer = Annotated[Principal, Depends(require(Scope.intake_write))]
-Reader = Annotated[Principal, Depends(require(Scope.leads_read))]
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+_REFUSALS: dict[int | str, dict[str, str]] = {
+    409: {"description": "a request with this Idempotency-Key is still in flight"},
+    413: {"description": "body over the size limit"},
+    415: {"description": "the body is not application/json"},
+    422: {"description": "invalid lead, or an Idempotency-Key reused with another body"},
+    503: {"description": "database unavailable; nothing was stored"},
+}
 
 
-def _settings(request: Request) -> IntakeSettings:
-    settings: IntakeSettings = request.app.state.settings
-    return settings
+def idempotency_window(settings: IntakeSettings) -> dict[str, timedelta]:
+    return {
+        "ttl": timedelta(hours=settings.idempotency_ttl_hours),
+        "lock": timedelta(seconds=settings.idempotency_lock_seconds),
+    }
+
+
+async def _snapshot(
+    conn: AsyncConnection, lead: LeadIn, settings: IntakeSettings, now: datetime
+) -> LeadSnapshot:
+    """Build a JSON lead's snapshot with its form's or webinar's defaults (strict)."""
+    region, consent_version = await service.origin_defaults(conn, lead.form_id, lead.webinar_id)
+    return service.build_snapshot(
+        lead,
+        lead_id=service.new_lead_id(),
+        now=now,
+        default_region=settings.default_phone_region,
+        form_region=region,
+        consent_text_version=consent_version,
+    )
 
 
 @router.post(
     "/leads",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=LeadAccepted,
-    responses={
-        413: {"description": "body over the size limit"},
-        422: {"description": "invalid lead, or an Idempotency-Key reused with another body"},
-        503: {"description": "database unavailable; nothing was stored"},
-    },
+    responses=_REFUSALS,
 )
 async def post_lead(
-    request: Request,
     lead: LeadIn,
     principal: Writer,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Accept one lead: stored and queued for `leads.received` before the 202."""
-    runtime, settings = _runtime(request), _settings(request)
     now = utcnow()
-    try:
-        snapshot = service.build_snapshot(
-            lead,
-            lead_id=service.new_lead_id(),
-            now=now,
-            default_region=settings.default_phone_region,
-        )
-    except InvalidField as exc:
-        raise unprocessable(["body", exc.field], exc.message) from exc
-    request_hash = hashlib.sha256(lead.model_dump_json().encode()).hexdigest()
-    async with runtime.engine.begin() as conn:
-        if idempotency_key:
-            await repository.lock_idempotency_key(conn, principal.name, idempotency_key)
-            stored = await repository.get_idempotent_response(
-                conn,
-                principal.name,
-                idempotency_key,
-                not_before=now - timedelta(hours=settings.idempotency_ttl_hours),
+    request_hash = fingerprint("POST", "/v1/leads", lead.model_dump(mode="json"))
+    async with idempotent(
+        runtime.engine,
+        principal=principal.name,
+        key=idempotency_key,
+        request_hash=request_hash,
+        now=now,
+        **idempotency_window(settings),
+    ) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        async with runtime.engine.begin() as conn:
+            try:
+                snapshot = await _snapshot(conn, lead, settings, now)
+            except InvalidField as exc:
+                raise problem(422, ["body", exc.field], exc.message) from exc
+            result = await service.accept_lead(
+                conn, snapshot, dedupe_window=timedelta(hours=settings.dedupe_window_hours)
             )
-            if stored is not None:
-                if stored.request_hash != request_hash:
-                    raise unprocessable(
-                        ["header", "Idempotency-Key"],
-                        "this Idempotency-Key was already used with a different request body",
-                    )
-                return JSONResponse(
-                    stored.response,
-                    status_code=stored.status_code,
-                    headers={"Idempotent-Replayed": "true"},
-                )
-        result = await service.accept_lead(
-            conn, snapshot, dedupe_window=timedelta(hours=settings.dedupe_window_hours)
-        )
-        body = result.model_dump(mode="json")
-        if idempotency_key:
-            await repository.save_idempotent_response(
-                conn,
-                principal=principal.name,
-                key=idempotency_key,
-                request_hash=request_hash,
-                status_code=status.HTTP_202_ACCEPTED,
-                response=body,
-                now=now,
-            )
+            body = result.model_dump(mode="json")
+            await slot.complete(conn, status.HTTP_202_ACCEPTED, body)
     runtime.wake_relay()
+    metrics.count([snapshot], [result])
     return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED)
 
 
+@router.post("/leads:batch", response_model=BatchResult, responses=_REFUSALS)
+async def post_lead_batch(
+    batch: LeadBatchIn,
+    principal: Writer,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Up to 500 leads, answered per item: a bad item is rejected alone, the rest are stored
+    together (one transaction), each accepted lead with its `lead.received`."""
+    now = utcnow()
+    request_hash = fingerprint("POST", "/v1/leads:batch", batch.leads)
+    async with idempotent(
+        runtime.engine,
+        principal=principal.name,
+        key=idempotency_key,
+        request_hash=request_hash,
+        now=now,
+        **idempotency_window(settings),
+    ) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        async with runtime.engine.begin() as conn:
+            defaults: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
+            for data in batch.leads:
+                if not isinstance(data, dict):
+                    continue
+                origin = (data.get("form_id"), data.get("webinar_id"))
+                if origin not in defaults and all(isinstance(v, str | None) for v in origin):
+                    defaults[origin] = await service.origin_defaults(conn, *origin)
+
+            def build(lead: LeadIn) -> LeadSnapshot:
+                region, consent_version = defaults.get(
+                    (lead.form_id, lead.webinar_id), (None, None)
+                )
+                return service.build_snapshot(
+                    lead,
+                    lead_id=service.new_lead_id(),
+                    now=now,
+                    default_region=settings.default_phone_region,
+                    form_region=region,
+                    consent_text_version=consent_version,
+                )
+
+            items = batches.prepare(batch.leads, LeadIn, build, ("body", "leads"))
+            valid = [i.snapshot for i in items if i.snapshot is not None]
+            accepted = await service.accept_leads(
+                conn, valid, dedupe_window=timedelta(hours=settings.dedupe_window_hours)
+            )
+            body = batches.answer(items, accepted).model_dump(mode="json")
+            await slot.complete(conn, status.HTTP_200_OK, body)
+    runtime.wake_relay()
+    metrics.count(valid, accepted)
+    return JSONResponse(body)
+
+
 @router.get("/leads/{lead_id}", response_model=StoredLead, responses={404: {}})
-async def get_lead(request: Request, lead_id: str, _: Reader) -> StoredLead:
-    """What intake holds for one lead."""
-    async with _runtime(request).engine.connect() as conn:
+async def get_lead(lead_id: str, _: Reader, runtime: RuntimeDep) -> StoredLead:
+    """What intake holds for one lead (after erasure: the lead without the person)."""
+    async with runtime.engine.connect() as conn:
         row = await repository.get_lead(conn, lead_id)
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no lead {lead_id!r}")
+        raise problem(404, ["path", "lead_id"], f"no lead {lead_id!r}", "not_found")
     return StoredLead(
         lead=LeadSnapshot.model_validate(row.snapshot), erased=row.erased_at is not None
     )
+
+
+@router.delete(
+    "/leads/{lead_id}/personal-data",
+    response_model=ErasureResult,
+    responses={404: {"description": "no such lead"}},
+)
+async def erase_personal_data(lead_id: str, principal: Admin, runtime: RuntimeDep) -> ErasureResult:
+    """Erasure on request: the person's data leaves intake's store and `lead.erased` tells
+    the other services, in one transaction. Id, source, UTM and times stay, so counts do."""
+    async with runtime.engine.begin() as conn:
+        result = await service.erase_personal_data(conn, lead_id, by=principal.name, now=utcnow())
+    if result is None:
+        raise problem(404, ["path", "lead_id"], f"no lead {lead_id!r}", "not_found")
+    runtime.wake_relay()
+    return result

@@ -1,4 +1,4 @@
-"""Pure lead normalization: e-mail, phone, names and vocabularies. No I/O."""
+"""Pure lead normalization: e-mail, phone, names, vocabularies, UTM, redaction. No I/O."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from phonenumbers.geodata.locale import LOCALE_DATA
+
+from shared.events import LeadSnapshot, LeadSource
 
 # The lead definition's vocabulary (shared/examples/lead-definition.yaml).
 COMPANY_SIZES = ("1", "2-10", "11-20", "21-50", "51-100", "101-500", "500-1000", "1000+")
@@ -26,17 +30,43 @@ _TIMEFRAME_SYNONYMS = {
     "asap": "now",
     "immediately": "now",
     "urgent": "now",
+    "this month": "now",
+    "within a month": "now",
     "сейчас": "now",
     "срочно": "now",
-    "this month": "now",
+    "в течение месяца": "now",
     "1-3": "1-3 months",
+    "1-3 месяца": "1-3 months",
     "3-6": "3-6 months",
+    "4-6 months": "3-6 months",
+    "3-6 месяцев": "3-6 months",
     "6-12": "6-12 months",
+    "6-12 месяцев": "6-12 months",
+    # Zoom's registration question offers these.
+    "more than 6 months": "6-12 months",
+    "no timeframe": "later",
     "next year": "later",
     "not sure": "later",
     "позже": "later",
 }
+ROLES = ("decision_maker", "influencer", "evaluator")
+_ROLE_SYNONYMS = {
+    "decision_maker": "decision_maker",
+    "decisionmaker": "decision_maker",
+    "лпр": "decision_maker",
+    "принимаю_решение": "decision_maker",
+    "influencer": "influencer",
+    "влияю_на_решение": "influencer",
+    "evaluator": "evaluator",
+    "recommender": "evaluator",
+    # Zoom's registration question offers "Evaluator/Recommender".
+    "evaluator/recommender": "evaluator",
+    "not_involved": "not_involved",
+}
 _WS = re.compile(r"\s+")
+_DASHES = str.maketrans({"–": "-", "—": "-", "−": "-"})
+UTM_KEYS = ("source", "medium", "campaign", "term", "content")
+WEBINAR_SOURCES = (LeadSource.webinar_registration, LeadSource.webinar_attendance)
 
 
 class InvalidField(ValueError):
@@ -76,31 +106,46 @@ def clean_text(raw: str | None) -> str | None:
     return text or None
 
 
-def normalize_company_size(raw: str | None) -> str | None:
-    if raw is None:
+def _size_bucket(people: int) -> str | None:
+    if people < 1:
         return None
-    text = raw.strip().lower().replace(" ", "").replace("–", "-")
-    if text in COMPANY_SIZES:
-        return text
-    digits = re.fullmatch(r"(\d+)(?:-(\d+))?\+?", text)
-    if not digits:
-        return raw.strip() or None
-    top = int(digits.group(2) or digits.group(1))
-    if text.endswith("+") and int(digits.group(1)) >= 1000:
-        return "1000+"
     for bound, label in _SIZE_BOUNDS:
-        if top <= bound:
+        if people <= bound:
             return label
     return "1000+"
 
 
-def normalize_timeframe(raw: str | None) -> str | None:
+def normalize_company_size(raw: str | None) -> str | None:
+    """A size in the definition's vocabulary, or None when the answer cannot be read as one.
+
+    Reads ranges ("51-100", Zoom's "501-1,000"), open ranges ("1000+", "more than 10,000",
+    "больше 500") and head counts ("35 человек"): a range counts by its upper end.
+    """
     if raw is None:
         return None
-    text = _WS.sub(" ", raw.strip().lower())
+    text = re.sub(r"[\s,.\u00a0]", "", raw.lower().translate(_DASHES))
+    if text in COMPANY_SIZES:
+        return text
+    if m := re.fullmatch(r"(\d+)-(\d+)", text):
+        return _size_bucket(int(m.group(2)))
+    if m := re.fullmatch(r"(?:(\d+)\+|(?:morethan|over|более|больше|свыше|>)(\d+))", text):
+        return _size_bucket(int(m.group(1) or m.group(2)) + 1)
+    if m := re.fullmatch(
+        r"(?:до|upto|<=?)?(\d+)(?:человек|чел|сотрудников|employees|people)?", text
+    ):
+        return _size_bucket(int(m.group(1)))
+    return None
+
+
+def normalize_timeframe(raw: str | None) -> str | None:
+    """A timeframe in the definition's vocabulary, or None when the answer is not one."""
+    if raw is None:
+        return None
+    text = _WS.sub(" ", raw.strip().lower().translate(_DASHES))
+    text = re.sub(r"\s*-\s*", "-", text)
     if text in TIMEFRAMES:
         return text
-    return _TIMEFRAME_SYNONYMS.get(text, text or None)
+    return _TIMEFRAME_SYNONYMS.get(text)
 
 
 def normalize_token(raw: str | None) -> str | None:
@@ -110,6 +155,93 @@ def normalize_token(raw: str | None) -> str | None:
     text = unicodedata.normalize("NFKC", raw).strip().lower()
     text = re.sub(r"[\s\-]+", "_", text)
     return text or None
+
+
+def normalize_role(raw: str | None) -> str | None:
+    """The definition's role when the answer names one another way; else the answer as a token."""
+    token = normalize_token(raw)
+    if token is None:
+        return None
+    return _ROLE_SYNONYMS.get(token, token)
+
+
+def _country_names() -> dict[str, str]:
+    names: dict[str, str] = {}
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for name in LOCALE_DATA.get(region, {}).values():
+            if not name.startswith("*"):  # "*xx": the same name as language xx
+                names.setdefault(name.lower(), region)
+    aliases = {"russian federation": "RU", "рф": "RU", "usa": "US", "uk": "GB"}
+    return names | aliases
+
+
+_COUNTRY_NAMES = _country_names()
+
+
+def normalize_country(raw: str | None) -> str | None:
+    """An ISO 3166 alpha-2 code when the answer is one or names one ("Россия"), else the answer."""
+    text = clean_text(raw)
+    if text is None:
+        return None
+    if len(text) == 2 and text.upper() in phonenumbers.SUPPORTED_REGIONS:
+        return text.upper()
+    return _COUNTRY_NAMES.get(text.lower(), text)
+
+
+def phone_region(country: str | None, *fallbacks: str | None) -> str:
+    """The region to read a national number in: the lead's country, else the first fallback."""
+    if country and len(country) == 2 and country.isupper():
+        return country
+    return next((f.upper() for f in fallbacks if f), "RU")
+
+
+def utm_from_url(url: str | None) -> dict[str, str]:
+    """`utm_*` parameters of a page URL's query string, as {"source": ..., ...}."""
+    if not url:
+        return {}
+    try:
+        query = parse_qs(urlsplit(url).query)
+    except ValueError:
+        return {}
+    utm = {k: clean_text(query.get(f"utm_{k}", [""])[0]) for k in UTM_KEYS}
+    # Decoded from the URL, so as unchecked as the URL: no NUL, and no novel-length values.
+    return {k: v[:200] for k, v in utm.items() if v}
+
+
+def strip_query(url: str | None) -> str | None:
+    """A URL without query string, fragment or user info: those can carry who the person is."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return None
+    if not parts.scheme or not host:
+        return None
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact(snapshot: LeadSnapshot) -> LeadSnapshot:
+    """The lead without the person: keeps id, source, origin, UTM, times and the business facts.
+
+    Removed: name, e-mail, phone, company and job title (together they name a person),
+    free text and free-form answers, and page/referrer query strings.
+    """
+    return snapshot.model_copy(
+        update={
+            "name": None,
+            "email": None,
+            "phone": None,
+            "company": None,
+            "job_title": None,
+            "message": None,
+            "fields": {},
+            "page_url": strip_query(snapshot.page_url),
+            "referrer": strip_query(snapshot.referrer),
+        }
+    )
 
 
 def email_domain(email: str | None) -> str | None:
@@ -125,12 +257,20 @@ class DedupeKey:
     email: str | None
     phone: str | None
 
+    @property
+    def is_webinar(self) -> bool:
+        return self.source in WEBINAR_SOURCES
+
     def lock_ids(self) -> list[int]:
-        """Advisory-lock ids, one per identity, sorted so two writers never deadlock."""
+        """Advisory-lock ids, one per identity, sorted so two writers never deadlock.
+
+        Registration and attendance of one webinar share a lock scope: they are one lead.
+        """
+        scope = "webinar" if self.is_webinar else self.source
         ids = set()
         for ident in (self.email, self.phone):
             if ident:
-                digest = hashlib.sha256(f"{self.source}|{self.origin_id}|{ident}".encode()).digest()
+                digest = hashlib.sha256(f"{scope}|{self.origin_id}|{ident}".encode()).digest()
                 ids.add(int.from_bytes(digest[:8], "big", signed=True))
         return sorted(ids)
 

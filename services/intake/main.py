@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+from datetime import timedelta
+from typing import Any
 
-from services.intake import api
-from services.intake.config import IntakeSettings
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from services.intake import (
+    admin_api,
+    api,
+    configuration,
+    idempotency,
+    public_api,
+    webinar_api,
+)
+from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
+from services.intake.deps import FormLimits
+from services.intake.schemas import WebinarPersonIn
 from services.intake.tables import outbox
+from shared.db import utcnow
 from shared.runtime import Runtime, create_service_app
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 600.0
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
+
+    async def purge_idempotency_keys(runtime: Runtime) -> None:
+        """Forget Idempotency-Keys past their TTL, every few minutes."""
+        ttl = timedelta(hours=settings.idempotency_ttl_hours)
+        while True:
+            try:
+                purged = await idempotency.purge_expired(runtime.engine, now=utcnow(), ttl=ttl)
+                if purged:
+                    log.info("purged %d expired Idempotency-Keys", purged)
+            except (sa.exc.SQLAlchemyError, OSError) as exc:
+                log.warning("purging Idempotency-Keys failed (%s); trying again later", exc)
+            if await runtime.sleep_unless_stopping(PURGE_EVERY_SECONDS):
+                return
 
     def runtime() -> Runtime:
         return Runtime(
@@ -19,14 +53,72 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             outbox=outbox,
             relay_batch_size=settings.relay_batch_size,
             relay_poll_seconds=settings.relay_poll_seconds,
+            background=[("idempotency-purge", purge_idempotency_keys)],
         )
 
-    return create_service_app(
+    async def on_startup(runtime: Runtime) -> None:
+        if not settings.common.dev:
+            return
+        try:
+            async with runtime.engine.begin() as conn:
+                await configuration.seed_dev_config(conn, utcnow())
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            log.warning("dev mode: could not create the demo form and webinar: %s", exc)
+            return
+        log.warning(
+            "dev mode: form %r (origin http://localhost, honeypot `website`) and webinar %r "
+            "are ready; Zoom signatures are checked with the dev secret %r",
+            configuration.DEV_FORM_ID,
+            configuration.DEV_WEBINAR_ID,
+            DEV_ZOOM_SECRET_TOKEN if settings.zoom_secret_token is None else "(configured)",
+        )
+
+    app = create_service_app(
         settings=settings,
         runtime_factory=runtime,
         title="Leadflow intake",
         description="Takes web-form and webinar leads, validates, normalizes, "
-        "de-duplicates and stores them, and publishes `lead.received`.",
-        routers=[api.router],
-        body_limits={"/v1/": settings.max_json_bytes},
+        "de-duplicates and stores them, and publishes `lead.received`. "
+        "Wiring forms, Tilda and Zoom: docs/intake.md.",
+        routers=[api.router, webinar_api.router, public_api.router, admin_api.router],
+        body_limits={
+            "/v1/": settings.max_json_bytes,
+            "/v1/leads:batch": settings.max_batch_bytes,
+            "/v1/webinars/*/registrants": settings.max_batch_bytes,
+            "/v1/webinars/*/attendees": settings.max_batch_bytes,
+            "/v1/webinars/*/attendees:import": settings.max_csv_bytes,
+        },
+        on_startup=on_startup,
     )
+    app.state.form_limits = FormLimits(settings)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    _document_people_schema(app)
+    return app
+
+
+async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 without echoing the input back: the input may be megabytes, or text
+    (an unpaired surrogate) that cannot even be encoded into the answer."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _document_people_schema(app: FastAPI) -> None:
+    """Document the webinar people endpoints' body as what it is, one `WebinarPersonIn` or
+    a list of them: they validate person by person, so FastAPI only sees object-or-list."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            person = WebinarPersonIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in person.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components.setdefault("WebinarPersonIn", person)
+            for path in webinar_api.PEOPLE_PATHS:
+                schema["paths"][path]["post"]["requestBody"] = webinar_api.PEOPLE_REQUEST_BODY
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

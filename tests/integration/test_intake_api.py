@@ -19,6 +19,7 @@ from shared.db import create_engine
 from shared.events import TOPIC_RECEIVED, LeadReceived
 from shared.migrations import migrate
 from shared.settings import CommonSettings, TokenSpec
+from tests.integration.test_intake_support import published
 from tests.support import DEV_AUTH, event_of, header, lead_payload, read_topic, serving
 
 KPI_ONLY = TokenSpec(
@@ -93,9 +94,10 @@ class TestAcceptance:
         assert other.json()["status"] == "accepted"
         assert await _count(database_url, leads) == 2
 
-    async def test_concurrent_identical_submissions_make_one_lead(
-        self, intake: httpx.AsyncClient, database_url: str
+    async def test_concurrent_identical_submissions_make_one_lead_and_one_event(
+        self, intake: httpx.AsyncClient, database_url: str, kafka_bootstrap: str
     ) -> None:
+        # Real concurrency: twelve requests in flight at once, each on its own connection.
         body = lead_payload()
         answers = await asyncio.gather(
             *(intake.post("/v1/leads", json=body, headers=DEV_AUTH) for _ in range(12))
@@ -103,8 +105,18 @@ class TestAcceptance:
         assert {a.status_code for a in answers} == {202}
         statuses = sorted(a.json()["status"] for a in answers)
         assert statuses.count("accepted") == 1 and statuses.count("duplicate") == 11
-        assert len({a.json()["lead_id"] for a in answers}) == 1
+        lead_ids = {a.json()["lead_id"] for a in answers}
+        assert len(lead_ids) == 1
         assert await _count(database_url, leads) == 1
+        events = await published(database_url, kafka_bootstrap, lead_ids)
+        assert [e.type for e in events] == ["lead.received"]
+
+    async def test_a_lead_naming_a_configured_form_gets_its_consent_text(
+        self, intake: httpx.AsyncClient
+    ) -> None:
+        r = await intake.post("/v1/leads", json=lead_payload(), headers=DEV_AUTH)
+        got = await intake.get(f"/v1/leads/{r.json()['lead_id']}", headers=DEV_AUTH)
+        assert got.json()["lead"]["consent_text_version"] == "privacy-dev-1"
 
 
 class TestIdempotencyKey:

@@ -10,9 +10,14 @@ from services.intake.domain import (
     DedupeKey,
     InvalidField,
     normalize_company_size,
+    normalize_country,
     normalize_email,
     normalize_phone,
+    normalize_role,
     normalize_timeframe,
+    redact,
+    strip_query,
+    utm_from_url,
 )
 from services.intake.schemas import LeadIn
 from services.intake.service import build_snapshot
@@ -97,3 +102,155 @@ class TestDedupeKey:
             key.lock_ids() == DedupeKey("web_form", "f", "a@b.example", "+79123456789").lock_ids()
         )
         assert len(key.lock_ids()) == 2
+
+
+class TestZoomAndFormVocabulary:
+    @pytest.mark.parametrize(
+        ("raw", "size"),
+        [("1-20", "11-20"), ("101-250", "101-500"), ("501-1,000", "500-1000"),
+         ("1,001-5,000", "1000+"), ("More than 10,000", "1000+"), ("больше 500", "500-1000"),
+         ("35 человек", "21-50"), ("51 – 100", "51-100")],
+    )  # fmt: skip
+    def test_company_size_answers_map_to_the_vocabulary(self, raw: str, size: str) -> None:
+        assert normalize_company_size(raw) == size
+
+    @pytest.mark.parametrize("raw", ["a lot", "0", "few"])
+    def test_company_size_that_says_no_size_is_none(self, raw: str) -> None:
+        assert normalize_company_size(raw) is None
+
+    @pytest.mark.parametrize(
+        ("raw", "timeframe"),
+        [("Within a month", "now"), ("4-6 months", "3-6 months"),
+         ("More than 6 months", "6-12 months"), ("No timeframe", "later"),
+         ("1 – 3 месяца", "1-3 months")],
+    )  # fmt: skip
+    def test_timeframe_answers_map_to_the_vocabulary(self, raw: str, timeframe: str) -> None:
+        assert normalize_timeframe(raw) == timeframe
+
+    def test_unknown_timeframe_is_none(self) -> None:
+        assert normalize_timeframe("whenever") is None
+
+    @pytest.mark.parametrize(
+        ("raw", "role"),
+        [("Decision Maker", "decision_maker"), ("Evaluator/Recommender", "evaluator"),
+         ("ЛПР", "decision_maker"), ("Procurement", "procurement")],
+    )  # fmt: skip
+    def test_roles(self, raw: str, role: str) -> None:
+        assert normalize_role(raw) == role
+
+    @pytest.mark.parametrize(
+        ("raw", "country"),
+        [("ru", "RU"), ("Россия", "RU"), ("Russian Federation", "RU"), ("Kazakhstan", "KZ"),
+         ("Narnia", "Narnia")],
+    )  # fmt: skip
+    def test_countries_become_iso_codes_when_they_name_one(self, raw: str, country: str) -> None:
+        assert normalize_country(raw) == country
+
+
+class TestUrls:
+    def test_utm_from_the_page_url(self) -> None:
+        url = "https://acme.example/p?utm_source=yandex&utm_campaign=%D0%BE%D1%81%D0%B5%D0%BD%D1%8C&x=1"
+        assert utm_from_url(url) == {"source": "yandex", "campaign": "осень"}
+
+    def test_utm_without_nul_and_bounded(self) -> None:
+        assert utm_from_url(f"https://a.example/?utm_source=a%00b&utm_term={'x' * 500}") == {
+            "source": "ab", "term": "x" * 200,
+        }  # fmt: skip
+
+    def test_strip_query_drops_what_can_name_a_person(self) -> None:
+        assert (
+            strip_query("https://anna:pw@Acme.example:8443/form?email=anna%40x.example#top")
+            == "https://acme.example:8443/form"
+        )
+        assert strip_query("not a url") is None
+
+
+class TestLenientSources:
+    def lead(self, **kw: object) -> LeadIn:
+        return LeadIn.model_validate({"consent": True, **kw})
+
+    def test_a_bad_phone_beside_a_good_email_is_kept_as_typed(self) -> None:
+        snap = build_snapshot(self.lead(email="a@b.example", phone="12"), lead_id="x", now=NOW,
+                              default_region="RU", strict=False)  # fmt: skip
+        assert snap.phone is None and snap.fields["phone_as_given"] == "12"
+
+    def test_strict_refuses_the_same_lead(self) -> None:
+        with pytest.raises(InvalidField) as err:
+            build_snapshot(self.lead(email="a@b.example", phone="12"), lead_id="x", now=NOW,
+                           default_region="RU")  # fmt: skip
+        assert err.value.field == "phone"
+
+    def test_both_contacts_bad_is_refused_even_when_lenient(self) -> None:
+        with pytest.raises(InvalidField):
+            build_snapshot(self.lead(email="nope", phone="12"), lead_id="x", now=NOW,
+                           default_region="RU", strict=False)  # fmt: skip
+
+    def test_answers_outside_the_vocabulary_go_to_fields_when_lenient(self) -> None:
+        lead = self.lead(email="a@b.example", company_size="a lot", timeframe="whenever")
+        snap = build_snapshot(lead, lead_id="x", now=NOW, default_region="RU", strict=False)
+        assert snap.company_size is None and snap.timeframe is None
+        assert snap.fields == {"company_size": "a lot", "timeframe": "whenever"}
+        with pytest.raises(InvalidField) as err:
+            build_snapshot(lead, lead_id="x", now=NOW, default_region="RU")
+        assert err.value.field == "company_size"
+
+
+class TestSnapshotRecords:
+    def test_consent_time_and_version_are_recorded(self) -> None:
+        lead = LeadIn(email="a@b.example", consent=True)
+        snap = build_snapshot(lead, lead_id="x", now=NOW, default_region="RU",
+                              consent_text_version="privacy-3")  # fmt: skip
+        assert snap.consent_at == NOW and snap.consent_text_version == "privacy-3"
+
+    def test_phone_region_comes_from_the_country_then_the_form(self) -> None:
+        kz = LeadIn(phone="8 701 123 4567", country="Казахстан", consent=True)
+        assert build_snapshot(kz, lead_id="x", now=NOW, default_region="RU").phone == "+77011234567"
+        by_form = LeadIn(phone="(202) 555-0143", consent=True)
+        snap = build_snapshot(by_form, lead_id="x", now=NOW, default_region="RU", form_region="US")
+        assert snap.phone == "+12025550143"
+
+    def test_utm_falls_back_to_the_page_url(self) -> None:
+        lead = LeadIn(email="a@b.example", consent=True, utm={"medium": "cpc"},
+                      page_url="https://a.example/?utm_source=google&utm_medium=email")  # fmt: skip
+        snap = build_snapshot(lead, lead_id="x", now=NOW, default_region="RU")
+        assert (snap.utm.source, snap.utm.medium) == ("google", "cpc")
+
+    def test_attendance_is_recorded_with_its_time(self) -> None:
+        lead = LeadIn(email="a@b.example", consent=True, source="webinar_attendance",
+                      webinar_id="w", occurred_at=NOW - timedelta(hours=1))  # fmt: skip
+        snap = build_snapshot(lead, lead_id="x", now=NOW, default_region="RU")
+        assert snap.webinar_attended and snap.webinar_attended_at == NOW - timedelta(hours=1)
+
+    def test_webinar_sources_name_their_webinar(self) -> None:
+        lead = LeadIn(email="a@b.example", consent=True, source="webinar_registration")
+        with pytest.raises(InvalidField) as err:
+            build_snapshot(lead, lead_id="x", now=NOW, default_region="RU")
+        assert err.value.field == "webinar_id"
+
+
+class TestRedaction:
+    def test_the_person_goes_and_the_lead_stays(self) -> None:
+        lead = LeadIn(
+            name="Анна", email="anna@acme.example", phone="+79123456789", company="Acme",
+            job_title="CEO", message="call me", consent=True, fields={"q": "a"},
+            utm={"source": "google"}, services=["seo"], budget="1000",
+            page_url="https://acme.example/form?email=anna@acme.example",
+        )  # fmt: skip
+        snap = build_snapshot(lead, lead_id="x", now=NOW, default_region="RU")
+        erased = redact(snap)
+        gone = (erased.name, erased.email, erased.phone, erased.company, erased.job_title,
+                erased.message)  # fmt: skip
+        assert gone == (None,) * 6 and erased.fields == {}
+        assert erased.page_url == "https://acme.example/form"
+        assert (erased.lead_id, erased.source, erased.utm, erased.occurred_at) == (
+            snap.lead_id, snap.source, snap.utm, snap.occurred_at,
+        )  # fmt: skip
+        assert erased.services == ["seo"] and erased.budget == snap.budget
+
+
+class TestWebinarLocks:
+    def test_registration_and_attendance_of_one_person_share_locks(self) -> None:
+        reg = DedupeKey("webinar_registration", "w", "a@b.example", None)
+        att = DedupeKey("webinar_attendance", "w", "a@b.example", None)
+        assert reg.lock_ids() == att.lock_ids()
+        assert reg.lock_ids() != DedupeKey("web_form", "w", "a@b.example", None).lock_ids()

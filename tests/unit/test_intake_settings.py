@@ -1,0 +1,63 @@
+"""Intake settings: the Zoom secret in dev and production, and input text rules."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
+from services.intake.schemas import LeadIn, WebinarConfigIn
+from shared.auth import Scope
+from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
+
+REAL = TokenSpec(
+    name="crm", token_sha256=hashlib.sha256(b"a-real-token").hexdigest(), scopes=[Scope.kpi_read]
+)
+
+
+def production(**kw: object) -> IntakeSettings:
+    return IntakeSettings(common=CommonSettings(mode=Mode.production, auth_tokens=[REAL]), **kw)  # type: ignore[arg-type]
+
+
+class TestZoomSecret:
+    def test_dev_mode_uses_the_documented_dev_secret(self) -> None:
+        assert IntakeSettings().zoom_secret() == DEV_ZOOM_SECRET_TOKEN
+
+    def test_production_refuses_the_dev_secret(self) -> None:
+        settings = production(zoom_secret_token=SecretStr(DEV_ZOOM_SECRET_TOKEN))
+        with pytest.raises(InsecureSettings, match="Zoom"):
+            settings.check_secure()
+
+    def test_production_without_a_secret_starts_with_zoom_off(self) -> None:
+        settings = production()
+        settings.check_secure()
+        assert settings.zoom_secret() is None
+
+    def test_production_with_a_real_secret(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LEADFLOW_INTAKE_ZOOM_SECRET_TOKEN", "zoom-secret-from-the-app")
+        settings = production()
+        settings.check_secure()
+        assert settings.zoom_secret() == "zoom-secret-from-the-app"
+
+
+class TestText:
+    @pytest.mark.parametrize("bad", ["Anna\x00", "An\x07na", "\ud800"])
+    def test_control_characters_and_lone_surrogates_are_refused(self, bad: str) -> None:
+        with pytest.raises(ValidationError) as err:
+            LeadIn(name=bad, email="a@b.example", consent=True)
+        assert err.value.errors()[0]["loc"] == ("name",)
+
+    def test_tabs_new_lines_emoji_and_bidi_marks_are_text(self) -> None:
+        text = "Line 1\n\tLine 2 😀 \u200fשלום"
+        assert LeadIn(message=text, consent=True).message == text
+
+    def test_webinar_config_checks_zone_and_zoom_id(self) -> None:
+        config = WebinarConfigIn(consent_text_version="v1", zoom_webinar_id="812 3456 7890",
+                                 timezone="Europe/Moscow")  # fmt: skip
+        assert config.zoom_webinar_id == "81234567890"
+        with pytest.raises(ValidationError):
+            WebinarConfigIn(consent_text_version="v1", timezone="Mars/Olympus")
+        with pytest.raises(ValidationError):
+            WebinarConfigIn(consent_text_version="v1", zoom_webinar_id="12ab")

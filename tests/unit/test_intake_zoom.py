@@ -1,0 +1,117 @@
+"""Zoom webhooks: signatures, the URL-validation answer, events as people. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from services.intake.zoom import (
+    Skipped,
+    ZoomAuthError,
+    ZoomWebhook,
+    attendance_lead,
+    registration_lead,
+    signature,
+    url_validation_answer,
+    verify,
+)
+
+SECRET = "s3cr3t-token-from-zoom"
+NOW = 1_790_000_000
+
+
+def check(body: bytes, timestamp: str | None, signed: str | None, now: float = NOW) -> None:
+    verify(secret=SECRET, timestamp=timestamp, signed=signed, body=body, now=now,
+           max_age_seconds=300)  # fmt: skip
+
+
+class TestSignature:
+    def test_zoom_s_scheme(self) -> None:
+        body = b'{"event":"x"}'
+        expected = hmac.new(SECRET.encode(), b"v0:123:" + body, hashlib.sha256).hexdigest()
+        assert signature(SECRET, "123", body) == f"v0={expected}"
+
+    def test_a_signed_fresh_request_passes(self) -> None:
+        body = b'{"event":"x"}'
+        check(body, str(NOW - 10), signature(SECRET, str(NOW - 10), body))
+
+    @pytest.mark.parametrize(
+        ("timestamp", "signed", "header"),
+        [(None, "v0=abc", "x-zm-request-timestamp"), (str(NOW), None, "x-zm-signature"),
+         ("yesterday", "v0=abc", "x-zm-request-timestamp"),
+         (str(NOW), "v0=" + "0" * 64, "x-zm-signature")],
+    )  # fmt: skip
+    def test_missing_or_wrong_headers_are_refused(
+        self, timestamp: str | None, signed: str | None, header: str
+    ) -> None:
+        with pytest.raises(ZoomAuthError) as err:
+            check(b"{}", timestamp, signed)
+        assert err.value.header == header
+
+    @pytest.mark.parametrize("skew", [301, -301, 86_400])
+    def test_stale_or_future_timestamps_are_refused_even_when_signed(self, skew: int) -> None:
+        ts = str(NOW - skew)
+        with pytest.raises(ZoomAuthError, match="replay"):
+            check(b"{}", ts, signature(SECRET, ts, b"{}"))
+
+    def test_a_signature_over_another_body_is_refused(self) -> None:
+        ts = str(NOW)
+        with pytest.raises(ZoomAuthError):
+            check(b'{"event":"b"}', ts, signature(SECRET, ts, b'{"event":"a"}'))
+
+    def test_url_validation_answer(self) -> None:
+        answer = url_validation_answer(SECRET, "qgg8vlvZRS6UYooatFL8Aw")
+        expected = hmac.new(SECRET.encode(), b"qgg8vlvZRS6UYooatFL8Aw", hashlib.sha256)
+        assert answer == {"plainToken": "qgg8vlvZRS6UYooatFL8Aw",
+                          "encryptedToken": expected.hexdigest()}  # fmt: skip
+
+
+def hook(event: str, obj: dict[str, object]) -> ZoomWebhook:
+    return ZoomWebhook.model_validate_json(
+        json.dumps({"event": event, "event_ts": NOW * 1000, "payload": {"object": obj}})
+    )
+
+
+class TestEvents:
+    def test_a_registration_as_a_person(self) -> None:
+        event = hook("webinar.registration_created", {
+            "id": 81234567890, "host_id": "h",
+            "registrant": {"email": "anna@acme.example", "first_name": "Анна",
+                           "last_name": "Петрова", "org": "Acme", "no_of_employees": "501-1,000",
+                           "purchasing_time_frame": "Within a month", "comments": "hi",
+                           "custom_questions": [{"title": "Budget?", "value": "200k"}],
+                           "city": "Kazan", "create_time": "2026-10-10T08:00:00Z"},
+        })  # fmt: skip
+        assert event.payload.object is not None and event.payload.object.id == "81234567890"
+        person = registration_lead(event.payload.object)
+        assert person == {
+            "name": "Анна Петрова", "email": "anna@acme.example", "company": "Acme",
+            "company_size": "501-1,000", "timeframe": "Within a month", "message": "hi",
+            "fields": {"Budget?": "200k", "city": "Kazan"},
+            "occurred_at": "2026-10-10T08:00:00Z",
+        }  # fmt: skip
+
+    def test_a_participant_as_an_attendee(self) -> None:
+        event = hook("webinar.participant_joined", {
+            "id": "81234567890", "host_id": "h",
+            "participant": {"id": "u1", "user_name": "Anna", "email": "anna@acme.example",
+                            "join_time": "2026-10-15T10:01:00Z"},
+        })  # fmt: skip
+        assert event.payload.object is not None
+        assert attendance_lead(event.payload.object, host_id="h") == {
+            "name": "Anna", "email": "anna@acme.example", "occurred_at": "2026-10-15T10:01:00Z",
+        }  # fmt: skip
+
+    def test_the_host_and_anonymous_guests_are_not_leads(self) -> None:
+        host = hook("webinar.participant_joined", {
+            "id": 1, "host_id": "h", "participant": {"id": "h", "email": "host@us.example"},
+        }).payload.object  # fmt: skip
+        guest = hook("webinar.participant_joined", {
+            "id": 1, "participant": {"user_name": "Guest"},
+        }).payload.object  # fmt: skip
+        assert host is not None and guest is not None
+        assert isinstance(attendance_lead(host, host_id="h"), Skipped)
+        assert isinstance(attendance_lead(guest, host_id="h"), Skipped)
