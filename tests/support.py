@@ -72,10 +72,15 @@ def received(**overrides: Any) -> LeadReceived:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, and a client talking to it in-process."""
+async def serving(
+    app: FastAPI, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and a client talking to it in-process.
+
+    `raise_app_exceptions=False` answers an unhandled error with the 500 a client would see.
+    """
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
 

@@ -166,7 +166,7 @@ class TestProductionSwitches:
             raise RuntimeError("secret internals at /work/main/services/qualifier")
 
         app.add_api_route("/boom", boom)
-        async with serving(app) as client:
+        async with serving(app, raise_app_exceptions=False) as client:
             r = await client.get("/boom")
             assert r.status_code == 500
             assert "Traceback" not in r.text and "secret internals" not in r.text
