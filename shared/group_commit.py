@@ -59,6 +59,8 @@ class GroupCommitter:
         self._on_commit = on_commit
         self._queue: deque[tuple[Work, asyncio.Future[Any]]] = deque()
         self._pending = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -67,10 +69,14 @@ class GroupCommitter:
             self._task = asyncio.create_task(self._writer(), name=f"{self._service}-group-commit")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
+        self._idle.clear()
         self._pending.set()
         return await future
 
     async def close(self) -> None:
+        """Commit what is queued, then stop; callers still waiting after that are failed."""
+        if self._task is not None and not self._task.done():
+            await self._idle.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,6 +98,7 @@ class GroupCommitter:
                 batch = [(w, f) for w, f in batch if not f.done()]
                 if batch:
                     await self._commit(batch)
+            self._idle.set()
 
     async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         for attempt in range(3):

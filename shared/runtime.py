@@ -12,17 +12,18 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Authenticator
 from shared.consumer import BatchHandler, EventConsumer
 from shared.db import create_engine, ping
+from shared.group_commit import GroupCommitter
 from shared.kafka import ensure_topics, kafka_reachable, make_consumer, make_producer
 from shared.observability import configure_logging, instrument
 from shared.outbox import OutboxRelay
@@ -30,6 +31,7 @@ from shared.settings import DEV_TOKEN, ServiceSettings
 from shared.web import BodySizeLimit, SecurityHeaders, health_router, install_error_handlers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Runtime:
@@ -46,6 +48,7 @@ class Runtime:
         relay_poll_seconds: float = 1.0,
         consumer_max_records: int = 500,
         background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
+        group_commit: bool = False,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
@@ -80,6 +83,12 @@ class Runtime:
             if consume and handler is not None
             else None
         )
+        # Request writes share commits when asked (intake under load); see shared.group_commit.
+        self.group_commit = (
+            GroupCommitter(self.engine, service=self.name, on_commit=self.wake_relay)
+            if group_commit
+            else None
+        )
         # Service-specific loops (named), supervised like the relay and the consumer.
         self._background = list(background)
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,6 +99,19 @@ class Runtime:
     def wake_relay(self) -> None:
         if self.relay is not None:
             self.relay.wake()
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run a request's unit of work in a transaction; return once it is committed.
+
+        With group commit, concurrent units share one transaction (each in a savepoint);
+        either way the outbox relay is woken after the commit.
+        """
+        if self.group_commit is not None:
+            return await self.group_commit.run(work)
+        async with self.engine.begin() as conn:
+            result = await work(conn)
+        self.wake_relay()
+        return result
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._kafka_side(), name=f"{self.name}-kafka"))
@@ -112,6 +134,8 @@ class Runtime:
             if pending:
                 await asyncio.wait(pending, timeout=grace_seconds)
         self._tasks.clear()
+        if self.group_commit is not None:
+            await _bounded("finishing group commits", self.group_commit.close(), grace_seconds)
         if self.producer_started.is_set():
             await _bounded("stopping the Kafka producer", self.producer.stop(), grace_seconds)
         await _bounded("closing the database pool", self.engine.dispose(), grace_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
@@ -84,7 +85,8 @@ async def post_lead(
     ) as slot:
         if slot.replay is not None:
             return slot.replay
-        async with runtime.engine.begin() as conn:
+
+        async def store(conn: AsyncConnection) -> tuple[LeadSnapshot, LeadAccepted, dict[str, Any]]:
             try:
                 snapshot = await _snapshot(conn, lead, settings, now)
             except InvalidField as exc:
@@ -94,7 +96,10 @@ async def post_lead(
             )
             body = result.model_dump(mode="json")
             await slot.complete(conn, status.HTTP_202_ACCEPTED, body)
-    runtime.wake_relay()
+            return snapshot, result, body
+
+        # Answered only after the commit: with group commit, after the batch's commit.
+        snapshot, result, body = await runtime.write(store)
     metrics.count([snapshot], [result])
     return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED)
 

@@ -40,6 +40,8 @@ class IntakeSettings(ServiceSettings):
     zoom_secret_token: SecretStr | None = None
     # Zoom signs a timestamp; older (or newer) than this is a replay and is refused.
     zoom_max_age_seconds: int = Field(default=300, ge=1)
+    # Concurrent JSON leads share one transaction and one commit (shared.group_commit).
+    group_commit: bool = True
     relay_batch_size: int = 500
     relay_poll_seconds: float = 1.0
 

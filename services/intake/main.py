@@ -52,6 +52,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             settings,
             outbox=outbox,
             relay_batch_size=settings.relay_batch_size,
+            group_commit=settings.group_commit,
             relay_poll_seconds=settings.relay_poll_seconds,
             background=[("idempotency-purge", purge_idempotency_keys)],
         )
