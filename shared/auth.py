@@ -22,6 +22,8 @@ class Scope(StrEnum):
     leads_write = "leads:write"
     definitions_admin = "definitions:admin"
     kpi_read = "kpi:read"
+    # Plans and spend: entered by finance and marketing, who need no admin rights.
+    kpi_write = "kpi:write"
 
 
 ALL_SCOPES: tuple[Scope, ...] = tuple(Scope)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -15,4 +16,13 @@ class KpiSettings(ServiceSettings):
 
     port: int = 8003
     consumer_max_records: int = 2000
-    max_range_days: int = 3 * 366
+    # The longest period a read may ask for.
+    max_range_days: int = Field(default=3 * 366, ge=1)
+    # The deployment's one currency: payments in another are parked, not summed.
+    currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
+    # Rebuild: events per transaction, and how often an idle process looks for a rebuild
+    # that another replica was asked to start.
+    rebuild_max_records: int = Field(default=2000, ge=1)
+    rebuild_poll_seconds: float = Field(default=5.0, gt=0)
+    # How long a retired generation's rows stay (reads begun before a switch finish on them).
+    retired_grace_seconds: float = Field(default=60.0, ge=0)

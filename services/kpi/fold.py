@@ -1,28 +1,59 @@
-"""The KPI fold: what each event adds to which metric, when, and under which dimensions. Pure."""
+"""The KPI fold: a lead's facts from its state, and what a batch of events changes. Pure.
+
+A lead's facts (one per metric it counts in, per payment, per duration) are a function
+of its state (`lead_state`), so folding events is: merge them into the states of the
+leads they concern, derive each changed lead's facts before and after, and turn the
+difference into fact rows to replace and increments for the aggregates. Increments
+commute, and the states do not depend on delivery order, so neither do the tables.
+
+Dimensions: a lead's source, channel and campaign come from the lead itself; its
+route and definition version are those of its latest routing decision. Every fact
+of a lead is grouped under those, so a funnel filtered by route follows the same leads
+from the first step to the last, and when a lead is routed again (a processing lead
+briefed and sent to sales) its earlier facts move to the new route. The exception:
+`routed_*` count a lead once per route it was ever sent to, each under its own route
+and the definition version of that decision.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
-from shared.events import Dimensions, Event, LeadReceived, LeadRouted
+from services.kpi.durations import NOT_A_DURATION, bin_of, seconds_between
+from services.kpi.lead_state import LeadState, concerns_kpi, merge
+from services.kpi.metrics import (
+    DURATION_METRICS,
+    FEEDBACK_METRICS,
+    LTV_CLIENTS,
+    LTV_REVENUE,
+    ROUTE_METRICS,
+    STAGE_METRICS,
+)
+from shared.events import Event
 
-ROUTE_METRICS = {
-    "sales": "routed_sales",
-    "partner": "routed_partner",
-    "nurture": "routed_nurture",
-    "processing": "routed_processing",
-    "rejected": "rejected",
-}
+DIMENSIONS: tuple[str, ...] = ("source", "channel", "campaign", "route", "definition_version")
+UNKNOWN = ""  # a dimension not known yet (a lead not routed yet has no route)
+
+# Aggregate grains, in UTC: hours for the edges of a period, days and months for its body.
+HOUR, DAY, MONTH = "h", "d", "m"
+GRAINS: tuple[str, ...] = (HOUR, DAY, MONTH)
+# Aggregate rows by every dimension, and totals (dimensions UNKNOWN) for unfiltered answers.
+BY_DIMENSIONS, TOTAL = 0, 1
+ROLLUPS: tuple[int, ...] = (BY_DIMENSIONS, TOTAL)
+# The grains kept for each rollup. Hours by dimension would hold nearly a row per fact (as
+# many rows as the facts they sum), so a filtered read takes the hours at a period's edges
+# from the facts; totals keep hours, so an unfiltered read in any time zone stays cheap.
+ROLLUP_GRAINS: dict[int, tuple[str, ...]] = {BY_DIMENSIONS: (DAY, MONTH), TOTAL: GRAINS}
+
+ONE = Decimal(1)
 
 
-@dataclass(frozen=True)
-class BucketKey:
-    bucket_start: datetime
-    metric: str
+class Dims(NamedTuple):
     source: str
     channel: str
     campaign: str
@@ -30,43 +61,182 @@ class BucketKey:
     definition_version: str
 
 
-def bucket_of(at: datetime) -> datetime:
-    """Hour buckets: fine enough for day boundaries in every whole-hour time zone."""
-    return at.replace(minute=0, second=0, microsecond=0)
+NO_DIMS = Dims(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
 
 
-def _key(metric: str, at: datetime, dims: Dimensions) -> BucketKey:
-    return BucketKey(
-        bucket_start=bucket_of(at),
-        metric=metric,
-        source=dims.source,
-        channel=dims.channel,
-        campaign=dims.campaign,
-        route=dims.route or "",
-        definition_version="" if dims.definition_version is None else str(dims.definition_version),
+class Fact(NamedTuple):
+    """One contribution of a lead: a count (1), a payment amount, or a duration in seconds."""
+
+    at: datetime
+    value: Decimal
+    dims: Dims
+    bin: int = NOT_A_DURATION
+
+
+# (metric, item): item is the payment id for payments, '' for once-per-lead facts.
+FactKey = tuple[str, str]
+
+
+class AggKey(NamedTuple):
+    rollup: int
+    grain: str
+    bucket_start: datetime
+    metric: str
+    bin: int
+    source: str
+    channel: str
+    campaign: str
+    route: str
+    definition_version: str
+
+
+def floor_to(at: datetime, grain: str) -> datetime:
+    """The start of the UTC bucket of `grain` holding `at`."""
+    if grain == HOUR:
+        return at.replace(minute=0, second=0, microsecond=0)
+    if grain == DAY:
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
+    return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _version(v: int | None) -> str:
+    return UNKNOWN if v is None else str(v)
+
+
+def lead_dims(state: LeadState) -> Dims | None:
+    if state.identity is None:
+        return None
+    i = state.identity
+    return Dims(
+        i.source, i.channel, i.campaign, state.route or UNKNOWN, _version(state.definition_version)
     )
 
 
-def increments(event: Event) -> list[tuple[BucketKey, Decimal]]:
-    """What one event adds, by business time (`event.time`)."""
-    if isinstance(event, LeadReceived):
-        return [(_key("leads_received", event.time, event.data.dimensions()), Decimal(1))]
-    if isinstance(event, LeadRouted):
-        decision = event.data.decision
-        dims = event.data.dimensions().model_copy(
-            update={
-                "route": decision.route.value,
-                "definition_version": decision.definition_version,
-            }
-        )
-        return [(_key(ROUTE_METRICS[decision.route.value], event.time, dims), Decimal(1))]
-    return []
+# Once-per-lead counts: (metric, the `firsts` step that makes it).
+_FIRST_STEPS: tuple[tuple[str, str], ...] = (
+    ("leads_contacted", "contacted"),
+    ("briefs_filled", "brief"),
+    *((metric, metric) for metric in FEEDBACK_METRICS.values()),
+    *((metric, stage) for stage, metric in STAGE_METRICS.items()),
+)
+# (metric, start step, end step); the duration counts at its end.
+_STEP_DURATIONS = (
+    ("proposal_time", "demo_held", "proposal_sent"),
+    ("contract_time", "proposal_sent", "contract_sent"),
+)
 
 
-def fold(events: Iterable[Event]) -> dict[BucketKey, Decimal]:
-    """Sum the increments of many events per bucket, ready for one multi-row upsert."""
-    totals: dict[BucketKey, Decimal] = defaultdict(Decimal)
+def facts_of(state: LeadState) -> dict[FactKey, Fact]:
+    """Every fact a lead contributes, given what is known of it."""
+    dims = lead_dims(state)
+    if dims is None:
+        return {}
+    # tuple.__new__ builds the named tuples without their Python-level constructor: this is
+    # the fold's innermost loop.
+    new = tuple.__new__
+    facts: dict[FactKey, Fact] = {}
+    received, firsts = state.received_at, state.firsts
+    if received is not None:
+        facts[("leads_received", "")] = new(Fact, (received, ONE, dims, NOT_A_DURATION))
+    for metric, step in _FIRST_STEPS:
+        at = firsts.get(step)
+        if at is not None:
+            facts[(metric, "")] = new(Fact, (at, ONE, dims, NOT_A_DURATION))
+    for route, choice in state.routes.items():
+        routed = ROUTE_METRICS.get(route)
+        if routed is not None:
+            own = Dims(dims.source, dims.channel, dims.campaign, route, str(choice.version))
+            facts[(routed, "")] = new(Fact, (choice.at, ONE, own, NOT_A_DURATION))
+
+    def duration(metric: str, start: datetime | None, end: datetime | None) -> None:
+        if start is not None and end is not None:
+            seconds = seconds_between(start, end)
+            facts[(metric, "")] = new(Fact, (end, seconds, dims, bin_of(seconds)))
+
+    if state.payments:
+        for payment_id, p in state.payments.items():
+            facts[("payments_count", payment_id)] = new(Fact, (p.at, ONE, dims, NOT_A_DURATION))
+            facts[("revenue", payment_id)] = new(Fact, (p.at, p.amount, dims, NOT_A_DURATION))
+        first_payment = min(p.at for p in state.payments.values())
+        total = sum((p.amount for p in state.payments.values()), Decimal(0))
+        facts[(LTV_CLIENTS, "")] = new(Fact, (first_payment, ONE, dims, NOT_A_DURATION))
+        facts[(LTV_REVENUE, "")] = new(Fact, (first_payment, total, dims, NOT_A_DURATION))
+        duration("lead_lifetime", received, first_payment)
+    duration("first_response_time", received, firsts.get("contacted"))
+    for metric, first, then in _STEP_DURATIONS:
+        duration(metric, firsts.get(first), firsts.get(then))
+    return facts
+
+
+def aggregate_keys(metric: str, fact: Fact) -> list[tuple[AggKey, Decimal]]:
+    """The aggregate rows a fact adds to: each kept grain, by dimensions and in the totals.
+
+    A duration adds 1 to its value bin (its seconds stay in the fact row).
+    """
+    amount = ONE if metric in DURATION_METRICS else fact.value
+    at, b, d = fact.at, fact.bin, fact.dims
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    day = hour.replace(hour=0)
+    month = day.replace(day=1)
+    # tuple.__new__ builds the named tuple without its Python-level constructor: this runs
+    # six times for every fact a batch changes.
+    new = tuple.__new__
+    return [
+        (new(AggKey, (TOTAL, HOUR, hour, metric, b, "", "", "", "", "")), amount),
+        (new(AggKey, (TOTAL, DAY, day, metric, b, "", "", "", "", "")), amount),
+        (new(AggKey, (TOTAL, MONTH, month, metric, b, "", "", "", "", "")), amount),
+        (new(AggKey, (BY_DIMENSIONS, DAY, day, metric, b, *d)), amount),
+        (new(AggKey, (BY_DIMENSIONS, MONTH, month, metric, b, *d)), amount),
+    ]
+
+
+@dataclass
+class Changes:
+    """What a batch changes in one generation's tables."""
+
+    states: dict[str, LeadState] = field(default_factory=dict)
+    delete_facts: list[tuple[str, str, str]] = field(default_factory=list)
+    upsert_facts: list[tuple[str, str, str, Fact]] = field(default_factory=list)
+    aggregates: dict[AggKey, Decimal] = field(default_factory=dict)
+
+
+def diff(lead_id: str, before: LeadState, after: LeadState, changes: Changes) -> None:
+    old, new = facts_of(before), facts_of(after)
+    deltas: defaultdict[AggKey, Decimal] = defaultdict(Decimal)
+    for key, fact in old.items():
+        if new.get(key) != fact:
+            for agg, amount in aggregate_keys(key[0], fact):
+                deltas[agg] -= amount
+            if key not in new:
+                changes.delete_facts.append((lead_id, *key))
+    for key, fact in new.items():
+        if old.get(key) != fact:
+            for agg, amount in aggregate_keys(key[0], fact):
+                deltas[agg] += amount
+            changes.upsert_facts.append((lead_id, *key, fact))
+    for agg, amount in deltas.items():
+        if amount:
+            changes.aggregates[agg] = changes.aggregates.get(agg, Decimal(0)) + amount
+
+
+def fold(states: Mapping[str, LeadState | None], events: Iterable[Event]) -> Changes:
+    """Merge `events` into the stored states of their leads; what must be written.
+
+    `states` holds the stored state (or None) of every lead the events concern.
+    """
+    merged: dict[str, LeadState] = {}
     for event in events:
-        for key, amount in increments(event):
-            totals[key] += amount
-    return dict(totals)
+        if not concerns_kpi(event):
+            continue
+        lead_id = event.subject
+        current = merged.get(lead_id) or states.get(lead_id) or LeadState(lead_id)
+        merged[lead_id] = merge(current, event)
+    changes = Changes()
+    for lead_id, after in merged.items():
+        before = states.get(lead_id) or LeadState(lead_id)
+        if after == before:
+            continue
+        changes.states[lead_id] = after
+        diff(lead_id, before, after, changes)
+    changes.aggregates = {k: v for k, v in changes.aggregates.items() if v}
+    return changes

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
-from services.kpi import api
+from services.kpi import api, dashboard, repository, service
 from services.kpi.config import KpiSettings
 from services.kpi.consumer import make_handler
+from services.kpi.rebuild import ACTIVE_GENERATION, Rebuilder, purge_retired
 from shared.events import LEAD_TOPICS
 from shared.runtime import Runtime, create_service_app
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: KpiSettings | None = None) -> FastAPI:
     settings = settings or KpiSettings()
+    app: FastAPI
+
+    async def rebuild_job(runtime: Runtime) -> None:
+        rebuilder = Rebuilder(runtime)
+        app.state.rebuilder = rebuilder  # so a rebuild asked for here starts at once
+        try:
+            await rebuilder.run()
+        finally:
+            app.state.rebuilder = None
 
     def runtime() -> Runtime:
         return Runtime(
@@ -20,12 +34,31 @@ def create_app(settings: KpiSettings | None = None) -> FastAPI:
             consume=LEAD_TOPICS,
             handler=make_handler,
             consumer_max_records=settings.consumer_max_records,
+            background=[("kpi rebuild", rebuild_job), ("kpi purge", purge_retired)],
         )
 
-    return create_service_app(
+    async def on_startup(runtime: Runtime) -> None:
+        async with runtime.engine.connect() as conn:
+            active = await repository.active_generation(conn)
+            found = await repository.get_generation(conn, active)
+        ACTIVE_GENERATION.set(active)
+        if found is not None and found.fold_version != service.FOLD_VERSION:
+            log.warning(
+                "KPI generation %d was folded by fold rules v%d, this build folds by v%d: "
+                "POST /v1/admin/rebuild to fold the topics again by the current rules",
+                active, found.fold_version, service.FOLD_VERSION,
+            )  # fmt: skip
+
+    app = create_service_app(
         settings=settings,
         runtime_factory=runtime,
         title="Leadflow KPI",
-        description="Folds every lead event into metric tables that BI dashboards poll.",
-        routers=[api.router],
+        description=(
+            "Folds every lead event into metric tables that BI dashboards poll; "
+            "metric names and formulas: docs/kpi.md."
+        ),
+        routers=[api.router, dashboard.router],
+        on_startup=on_startup,
     )
+    app.state.rebuilder = None
+    return app

@@ -1,4 +1,4 @@
-"""Period arithmetic for comparisons: the period before, and the same dates a year ago. Pure."""
+"""Calendar arithmetic in the request's time zone: bounds, comparisons, timeseries buckets. Pure."""
 
 from __future__ import annotations
 
@@ -16,25 +16,34 @@ class Period:
 def parse_bound(text: str, tz: ZoneInfo) -> datetime:
     """`YYYY-MM-DD` is midnight in `tz`; an RFC 3339 time keeps its own offset."""
     try:
-        return datetime.combine(date.fromisoformat(text), time(0), tzinfo=tz)
+        return local_midnight(date.fromisoformat(text), tz)
     except ValueError:
         pass
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone offset")
     return parsed
+
+
+def local_midnight(d: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(d, time(0), tzinfo=tz)
 
 
 def _local(dt: datetime, tz: ZoneInfo) -> datetime:
     return dt.astimezone(tz)
 
 
-def _is_month_start(dt: datetime, tz: ZoneInfo) -> bool:
+def _is_midnight(dt: datetime, tz: ZoneInfo) -> bool:
     local = _local(dt, tz)
-    return local.day == 1 and local.time() == time(0)
+    return local_midnight(local.date(), tz) == dt
 
 
-def _add_months(d: date, months: int) -> date:
+def _is_month_start(dt: datetime, tz: ZoneInfo) -> bool:
+    return _is_midnight(dt, tz) and _local(dt, tz).day == 1
+
+
+def add_months(d: date, months: int) -> date:
+    """The first day of the month `months` after (or before) d's month."""
     month_index = d.year * 12 + (d.month - 1) + months
     year, month = divmod(month_index, 12)
     return date(year, month + 1, 1)
@@ -45,13 +54,18 @@ def _months_between(start: date, end: date) -> int:
 
 
 def previous(period: Period, tz: ZoneInfo) -> Period:
-    """Whole months compare with the same number of months before; otherwise the same length."""
-    if _is_month_start(period.start, tz) and _is_month_start(period.end, tz):
-        start_d, end_d = _local(period.start, tz).date(), _local(period.end, tz).date()
+    """The period just before: as many calendar months for whole months, as many days for
+    whole days (a week across a DST change stays a calendar week), else the same length."""
+    start, end = period.start, period.end
+    if _is_month_start(start, tz) and _is_month_start(end, tz):
+        start_d, end_d = _local(start, tz).date(), _local(end, tz).date()
         months = _months_between(start_d, end_d)
-        prev_start = _add_months(start_d, -months)
-        return Period(datetime.combine(prev_start, time(0), tzinfo=tz), period.start)
-    return Period(period.start - (period.end - period.start), period.start)
+        return Period(local_midnight(add_months(start_d, -months), tz), start)
+    if _is_midnight(start, tz) and _is_midnight(end, tz):
+        start_d, end_d = _local(start, tz).date(), _local(end, tz).date()
+        days = (end_d - start_d).days
+        return Period(local_midnight(start_d - timedelta(days=days), tz), start)
+    return Period(start - (end - start), start)
 
 
 def _year_earlier(dt: datetime, tz: ZoneInfo) -> datetime:
@@ -75,3 +89,55 @@ def as_utc(dt: datetime) -> datetime:
 
 def span(period: Period) -> timedelta:
     return period.end - period.start
+
+
+# Timeseries buckets: local calendar days, ISO weeks (Monday) and months.
+
+GRAINS = ("day", "week", "month")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime  # clipped to the period
+    end: datetime
+    label: str  # 2026-10-05, 2026-W41, 2026-10
+
+
+def _bucket_of(d: date, grain: str) -> tuple[date, date, str]:
+    if grain == "day":
+        return d, d + timedelta(days=1), d.isoformat()
+    if grain == "week":
+        monday = d - timedelta(days=d.weekday())
+        iso = monday.isocalendar()
+        return monday, monday + timedelta(days=7), f"{iso.year}-W{iso.week:02d}"
+    if grain == "month":
+        first = d.replace(day=1)
+        return first, add_months(first, 1), f"{first.year:04d}-{first.month:02d}"
+    raise ValueError(f"unknown grain {grain!r}")
+
+
+def buckets(period: Period, grain: str, tz: ZoneInfo) -> list[Bucket]:
+    """The calendar buckets of `grain` that meet the period, clipped to it."""
+    out: list[Bucket] = []
+    day = _local(period.start, tz).date()
+    while True:
+        first, after, label = _bucket_of(day, grain)
+        start, end = local_midnight(first, tz), local_midnight(after, tz)
+        if start >= period.end:
+            break
+        out.append(Bucket(max(start, period.start), min(end, period.end), label))
+        day = after
+    return out
+
+
+def local_days(period: Period, tz: ZoneInfo) -> list[tuple[date, datetime, datetime]]:
+    """Every local calendar day that meets the period: (date, its start, its end), unclipped."""
+    out = []
+    day = _local(period.start, tz).date()
+    while True:
+        start, end = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
+        if start >= period.end:
+            break
+        out.append((day, start, end))
+        day += timedelta(days=1)
+    return out

@@ -2,50 +2,661 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kpi.fold import BucketKey
-from services.kpi.tables import metric_counts
-from shared.db import upsert_adding
+from services.kpi import lead_state
+from services.kpi.coverage import Coverage
+from services.kpi.fold import BY_DIMENSIONS, ROLLUP_GRAINS, TOTAL, Changes
+from services.kpi.tables import (
+    aggregates,
+    facts,
+    generations,
+    leads,
+    plans,
+    rebuild_progress,
+    spend,
+)
+from shared.db import is_postgres
 
-_KEY_COLUMNS = (
-    "bucket_start", "metric", "source", "channel", "campaign", "route", "definition_version",
+ACTIVE, BUILDING, RETIRED, CANCELLED = "active", "building", "retired", "cancelled"
+_AGG_KEYS = tuple(c.name for c in aggregates.primary_key.columns)
+_FACT_KEYS = ("generation", "lead_id", "metric", "item")
+# Keep statements well under the bind-parameter limits of both backends.
+_CHUNK = 500
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
+
+
+# Generations
+
+
+@dataclass(frozen=True)
+class Generation:
+    generation: int
+    status: str
+    fold_version: int
+    requested_by: str | None
+    created_at: datetime
+    activated_at: datetime | None
+    retired_at: datetime | None
+    purged_at: datetime | None
+    targets: dict[str, dict[str, int]] | None
+
+
+def _generation(row: Any) -> Generation:
+    return Generation(**row._mapping)
+
+
+async def active_generation(conn: AsyncConnection) -> int:
+    g = generations.c
+    found = await conn.scalar(sa.select(g.generation).where(g.status == ACTIVE))
+    if found is None:
+        raise RuntimeError("no active KPI generation: run the migrations (leadflow migrate kpi)")
+    return int(found)
+
+
+async def lock_generations_to_fold(conn: AsyncConnection) -> list[int]:
+    """The generations a live batch writes: the active one and one being built.
+
+    On PostgreSQL the rows are share-locked until the batch commits, so a switch (which
+    updates them) waits for batches under way and no batch writes a retired generation.
+    """
+    g = generations.c
+    stmt = (
+        sa.select(g.generation)
+        .where(g.status.in_((ACTIVE, BUILDING)))
+        .order_by(g.generation)
+        .with_for_update(read=True)
+    )
+    return [int(v) for v in (await conn.scalars(stmt)).all()]
+
+
+async def lock_if_building(conn: AsyncConnection, generation: int) -> bool:
+    g = generations.c
+    stmt = sa.select(g.status).where(g.generation == generation).with_for_update(read=True)
+    return await conn.scalar(stmt) == BUILDING
+
+
+async def get_generation(conn: AsyncConnection, generation: int) -> Generation | None:
+    row = (
+        await conn.execute(sa.select(generations).where(generations.c.generation == generation))
+    ).first()
+    return None if row is None else _generation(row)
+
+
+async def list_generations(conn: AsyncConnection) -> list[Generation]:
+    rows = await conn.execute(sa.select(generations).order_by(generations.c.generation.desc()))
+    return [_generation(r) for r in rows]
+
+
+async def building_generation(conn: AsyncConnection) -> Generation | None:
+    row = (
+        await conn.execute(sa.select(generations).where(generations.c.status == BUILDING))
+    ).first()
+    return None if row is None else _generation(row)
+
+
+async def create_generation(
+    conn: AsyncConnection, *, fold_version: int, requested_by: str, now: datetime
+) -> int:
+    """A new generation to build; IntegrityError when one is being built already."""
+    top = await conn.scalar(sa.select(sa.func.max(generations.c.generation)))
+    generation = int(top or 0) + 1
+    await conn.execute(
+        generations.insert().values(
+            generation=generation, status=BUILDING, fold_version=fold_version,
+            requested_by=requested_by, created_at=now,
+        )
+    )  # fmt: skip
+    return generation
+
+
+async def set_targets(
+    conn: AsyncConnection, generation: int, targets: Mapping[str, Mapping[str, int]]
+) -> None:
+    g = generations.c
+    await conn.execute(
+        generations.update()
+        .where(g.generation == generation, g.targets.is_(None))
+        .values(targets={t: dict(p) for t, p in targets.items()})
+    )
+
+
+async def switch_to(conn: AsyncConnection, generation: int, now: datetime) -> bool:
+    """Make a caught-up generation the active one, in the caller's transaction."""
+    g = generations.c
+    locked = await conn.execute(
+        sa.select(g.generation, g.status)
+        .where(g.status.in_((ACTIVE, BUILDING)))
+        .order_by(g.generation)
+        .with_for_update()
+    )
+    statuses = {int(r.generation): r.status for r in locked}
+    if statuses.get(generation) != BUILDING:
+        return False
+    await conn.execute(
+        generations.update().where(g.status == ACTIVE).values(status=RETIRED, retired_at=now)
+    )
+    await conn.execute(
+        generations.update()
+        .where(g.generation == generation)
+        .values(status=ACTIVE, activated_at=now)
+    )
+    return True
+
+
+async def cancel(conn: AsyncConnection, generation: int, now: datetime) -> bool:
+    g = generations.c
+    result = await conn.execute(
+        generations.update()
+        .where(g.generation == generation, g.status == BUILDING)
+        .values(status=CANCELLED, retired_at=now)
+    )
+    return result.rowcount == 1
+
+
+async def generations_to_purge(conn: AsyncConnection, retired_before: datetime) -> list[int]:
+    g = generations.c
+    rows = await conn.scalars(
+        sa.select(g.generation).where(
+            g.status.in_((RETIRED, CANCELLED)),
+            g.purged_at.is_(None),
+            g.retired_at <= retired_before,
+        )
+    )
+    return [int(v) for v in rows]
+
+
+async def purge(conn: AsyncConnection, generation: int, now: datetime) -> None:
+    """Delete a retired generation's rows (its row stays, as history)."""
+    for table in (aggregates, facts, leads, rebuild_progress):
+        await conn.execute(table.delete().where(table.c.generation == generation))
+    await conn.execute(
+        generations.update().where(generations.c.generation == generation).values(purged_at=now)
+    )
+
+
+# Rebuild progress
+
+
+async def progress(conn: AsyncConnection, generation: int) -> dict[str, dict[str, int]]:
+    p = rebuild_progress.c
+    out: dict[str, dict[str, int]] = {}
+    rows = await conn.execute(
+        sa.select(p.topic, p.partition, p.next_offset).where(p.generation == generation)
+    )
+    for topic, partition, next_offset in rows:
+        out.setdefault(topic, {})[str(partition)] = int(next_offset)
+    return out
+
+
+async def save_progress(
+    conn: AsyncConnection, generation: int, positions: Mapping[tuple[str, int], int]
+) -> None:
+    """Record how far each partition is folded; a position never moves back."""
+    if not positions:
+        return
+    stmt = _insert(conn, rebuild_progress)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["generation", "topic", "partition"],
+        set_={
+            "next_offset": sa.case(
+                (stmt.excluded.next_offset > rebuild_progress.c.next_offset,
+                 stmt.excluded.next_offset),
+                else_=rebuild_progress.c.next_offset,
+            )
+        },
+    )  # fmt: skip
+    await conn.execute(
+        stmt,
+        [
+            {"generation": generation, "topic": t, "partition": p, "next_offset": o}
+            for (t, p), o in sorted(positions.items())
+        ],
+    )
+
+
+# Folding
+
+
+# Bulk writes. A batch writes thousands of rows; going through SQLAlchemy's per-row parameter
+# processing costs more than the database's work. So each bulk write is one statement: on
+# PostgreSQL an INSERT ... SELECT FROM unnest(<one array per column>), on SQLite one
+# executemany of a prepared statement. Values go through the columns' own bind processors
+# on SQLite, so they are stored exactly as SQLAlchemy stores them everywhere else.
+
+_PG_ARRAY = {
+    sa.SmallInteger: "int2", sa.BigInteger: "int8", sa.Integer: "int4", sa.Numeric: "numeric",
+    sa.Text: "text", sa.String: "text", sa.JSON: "text", sa.DateTime: "timestamptz",
+}  # fmt: skip
+
+
+def _pg_array(column: sa.Column[Any]) -> str:
+    kind = column.type
+    impl = getattr(kind, "impl", kind)  # a TypeDecorator (UtcDateTime) by what it wraps
+    for base, name in _PG_ARRAY.items():
+        if isinstance(impl, base):
+            return name
+    raise TypeError(f"no array type for {column}")  # pragma: no cover
+
+
+async def _bulk_upsert(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: Sequence[str],
+    update: Mapping[str, str],
+) -> None:
+    """INSERT rows, or on a key conflict SET col = expr (SQL; `{t}` is the table's name).
+
+    PostgreSQL takes the rows in key order (ORDER BY), so concurrent writers lock rows in one
+    order and cannot deadlock; SQLite has one writer at a time and needs no order.
+    """
+    if not rows:
+        return
+    name = table.name
+    assignments = ", ".join(f"{col} = {expr.format(t=name)}" for col, expr in update.items())
+    action = f"DO UPDATE SET {assignments}" if update else "DO NOTHING"
+    target = f"INSERT INTO {name} ({', '.join(columns)})"
+    if is_postgres(conn):
+        cols = [table.c[c] for c in columns]
+        arrays = ", ".join(f"${i}::{_pg_array(c)}[]" for i, c in enumerate(cols, 1))
+        select = ", ".join(
+            f"u.{c.name}::json" if isinstance(c.type, sa.JSON) else f"u.{c.name}" for c in cols
+        )
+        sql = (
+            f"{target} SELECT {select} FROM unnest({arrays}) AS u({', '.join(columns)}) "
+            f"ORDER BY {', '.join(f'u.{c}' for c in conflict)} "
+            f"ON CONFLICT ({', '.join(conflict)}) {action}"
+        )
+        json_at = {i for i, c in enumerate(cols) if isinstance(c.type, sa.JSON)}
+        for i in range(0, len(rows), 20_000):
+            chunk = rows[i : i + 20_000]
+            params = tuple(
+                [orjson.dumps(r[j]).decode() if j in json_at else r[j] for r in chunk]
+                for j in range(len(columns))
+            )
+            await conn.exec_driver_sql(sql, params)
+        return
+    dialect = conn.dialect
+    # The dialect's own adaptation of each type: a time becomes the same text SQLAlchemy
+    # writes everywhere else ('2026-10-15 10:00:00.000000'), which reads compare against.
+    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    sql = (
+        f"{target} VALUES ({', '.join('?' for _ in columns)}) "
+        f"ON CONFLICT ({', '.join(conflict)}) {action}"
+    )
+    await conn.exec_driver_sql(
+        sql,
+        [
+            tuple(
+                v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)
+            )
+            for row in rows
+        ],
+    )
+
+
+async def lock_leads(
+    conn: AsyncConnection, generation: int, lead_ids: Iterable[str]
+) -> dict[str, lead_state.LeadState | None]:
+    """Lock and read the state rows of these leads.
+
+    PostgreSQL: missing rows are created, then every row is locked, in key order, so two
+    writers on one lead (two replicas, or a rebuild beside the live consumer) take turns and
+    never deadlock. SQLite: a writer holds the database lock from BEGIN (BEGIN IMMEDIATE, see
+    shared/db.py), so reading is enough.
+    """
+    ids = sorted(set(lead_ids))
+    out: dict[str, lead_state.LeadState | None] = {}
+    if not ids:
+        return out
+    if is_postgres(conn):
+        # Missing rows first (an insert racing another writer's waits for it to commit), then
+        # every row locked; both in key order.
+        await conn.exec_driver_sql(
+            "INSERT INTO kpi_leads (generation, lead_id, state) "
+            "SELECT $1, u.lead_id, NULL FROM unnest($2::text[]) AS u(lead_id) ORDER BY 2 "
+            "ON CONFLICT (generation, lead_id) DO NOTHING",
+            (generation, ids),
+        )
+        result = await conn.exec_driver_sql(
+            "SELECT lead_id, state FROM kpi_leads WHERE generation = $1 "
+            "AND lead_id = ANY($2::text[]) ORDER BY lead_id FOR UPDATE",
+            (generation, ids),
+        )
+        rows: list[Any] = list(result)
+    else:
+        rows = []
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            result = await conn.exec_driver_sql(
+                "SELECT lead_id, state FROM kpi_leads WHERE generation = ? AND lead_id IN "
+                f"({', '.join('?' for _ in chunk)})",
+                (generation, *chunk),
+            )
+            rows.extend(result)
+    for lead_id, doc in rows:
+        if isinstance(doc, str | bytes):
+            doc = orjson.loads(doc)
+        out[lead_id] = lead_state.from_json(lead_id, doc) if doc else None
+    return out
+
+
+_FACT_COLUMNS = (
+    "generation", "lead_id", "metric", "item", "at", "value", "bin", "source", "channel",
+    "campaign", "route", "definition_version",
 )  # fmt: skip
 
 
-async def add_to_buckets(conn: AsyncConnection, totals: Mapping[BucketKey, Decimal]) -> None:
-    """One multi-row upsert that adds each total to its bucket."""
-    if not totals:
-        return
-    rows = [
-        {
-            "bucket_start": k.bucket_start, "metric": k.metric, "source": k.source,
-            "channel": k.channel, "campaign": k.campaign, "route": k.route,
-            "definition_version": k.definition_version, "value": v,
-        }
-        for k, v in totals.items()
-    ]  # fmt: skip
-    await conn.execute(upsert_adding(conn, metric_counts, _KEY_COLUMNS, ["value"]), rows)
+async def write_changes(conn: AsyncConnection, generation: int, changes: Changes) -> None:
+    """Write what a batch changed: lead states, fact rows, and aggregate increments.
+
+    PostgreSQL writes rows in key order (see _bulk_upsert), so writers cannot deadlock.
+    """
+    await _bulk_upsert(
+        conn, leads, ("generation", "lead_id", "state"),
+        [(generation, lid, lead_state.to_json(st)) for lid, st in changes.states.items()],
+        conflict=("generation", "lead_id"), update={"state": "excluded.state"},
+    )  # fmt: skip
+    if changes.delete_facts:
+        keys = sorted(changes.delete_facts)
+        if is_postgres(conn):
+            await conn.exec_driver_sql(
+                "DELETE FROM kpi_facts AS f USING unnest($2::text[], $3::text[], $4::text[]) "
+                "AS u(lead_id, metric, item) WHERE f.generation = $1 AND f.lead_id = u.lead_id "
+                "AND f.metric = u.metric AND f.item = u.item",
+                (generation, *([k[i] for k in keys] for i in range(3))),
+            )
+        else:
+            await conn.exec_driver_sql(
+                "DELETE FROM kpi_facts WHERE generation = ? AND lead_id = ? AND metric = ? "
+                "AND item = ?",
+                [(generation, *k) for k in keys],
+            )
+    await _bulk_upsert(
+        conn, facts, _FACT_COLUMNS,
+        [
+            (generation, lid, metric, item, f.at, f.value, f.bin, *f.dims)
+            for lid, metric, item, f in changes.upsert_facts
+        ],
+        conflict=_FACT_KEYS,
+        update={c: f"excluded.{c}" for c in _FACT_COLUMNS if c not in _FACT_KEYS},
+    )  # fmt: skip
+    await _bulk_upsert(
+        conn, aggregates, (*_AGG_KEYS, "value"),
+        [(generation, *key, amount) for key, amount in changes.aggregates.items()],
+        conflict=_AGG_KEYS, update={"value": "{t}.value + excluded.value"},
+    )  # fmt: skip
 
 
-async def sum_metrics(
+# Reading
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Which rows a read looks at: dimension filters, and an optional dimension to group by."""
+
+    filters: Mapping[str, str]
+    group_by: str | None = None
+
+    @property
+    def rollup(self) -> int:
+        return BY_DIMENSIONS if self.filters or self.group_by else TOTAL
+
+    @property
+    def grains(self) -> tuple[str, ...]:
+        return ROLLUP_GRAINS[self.rollup]
+
+
+def _where_dims(table: sa.Table, where: Slice) -> list[sa.ColumnElement[bool]]:
+    return [table.c[name] == value for name, value in where.filters.items()]
+
+
+# (metric, bin) -> summed value; for a duration, bin >= 1 and the value is a count.
+Sums = dict[tuple[str, int], Decimal]
+
+
+def _bisect_point(starts: Sequence[datetime], at: datetime) -> int:
+    """The index of the consecutive period (given by its start) that holds `at`."""
+    return bisect.bisect_right(starts, at) - 1
+
+
+async def sums(
     conn: AsyncConnection,
-    start: datetime,
-    end: datetime,
-    filters: Mapping[str, str],
-) -> dict[str, Decimal]:
-    """Totals per metric over buckets in [start, end), optionally filtered by dimensions."""
-    m = metric_counts
-    stmt = (
-        sa.select(m.c.metric, sa.func.sum(m.c.value))
-        .where(m.c.bucket_start >= start, m.c.bucket_start < end)
-        .group_by(m.c.metric)
+    generation: int,
+    points: Sequence[tuple[datetime, Coverage]],
+    metrics: Iterable[str],
+    where: Slice,
+    *,
+    disjoint: bool,
+) -> dict[tuple[int, str | None], Sums]:
+    """Sums per (point, group) of stored metrics over each point's coverage, in one query for
+    the aggregates and one for the facts at the edges.
+
+    `disjoint`: the points are consecutive periods that do not overlap (a timeseries): rows
+    come back per bucket and go to the point whose start precedes them. Otherwise (a period
+    and its comparisons, which may overlap), each point is a branch of a UNION ALL.
+    """
+    metric_list = sorted(set(metrics))
+    out: dict[tuple[int, str | None], Sums] = {}
+    if not metric_list or not points:
+        return out
+    starts = [start for start, _ in points]
+    a, f = aggregates.c, facts.c
+    a_group = [a[where.group_by]] if where.group_by else []
+    f_group = [f[where.group_by]] if where.group_by else []
+
+    def add(point: int, group: str | None, metric: str, bin_: int, amount: Any) -> None:
+        if not amount:
+            # A row back at zero (a lead that moved to another route) is no data: it must not
+            # make an empty group appear.
+            return
+        key = (point, group if group != "" else None)
+        bucket = out.setdefault(key, {})
+        bucket[(metric, bin_)] = bucket.get((metric, bin_), Decimal(0)) + Decimal(amount)
+
+    def aggregate_query(point: int | None, ranges: list[Any]) -> Any:
+        label = [sa.literal(point).label("point")] if point is not None else []
+        cols: list[Any] = [
+            a.metric,
+            a.bin,
+            *a_group,
+            *([] if point is not None else [a.bucket_start]),
+        ]
+        return (
+            sa.select(*label, *cols, sa.func.sum(a.value).label("amount"))
+            .where(
+                a.generation == generation, a.rollup == where.rollup,
+                a.metric.in_(metric_list), sa.or_(*ranges), *_where_dims(aggregates, where),
+            )
+            .group_by(*cols)
+        )  # fmt: skip
+
+    def facts_query(point: int | None, ranges: list[Any]) -> Any:
+        label = [sa.literal(point).label("point")] if point is not None else []
+        return sa.select(*label, f.metric, f.bin, *f_group, f.at, f.value.label("amount")).where(
+            f.generation == generation, f.metric.in_(metric_list), sa.or_(*ranges),
+            *_where_dims(facts, where),
+        )  # fmt: skip
+
+    def bucket_ranges(cov: Coverage) -> list[Any]:
+        return [
+            sa.and_(a.grain == grain, a.bucket_start >= lo, a.bucket_start < hi)
+            for grain, lo, hi in cov.buckets
+        ]
+
+    def fact_ranges(cov: Coverage) -> list[Any]:
+        return [sa.and_(f.at >= lo, f.at < hi) for lo, hi in cov.facts]
+
+    if disjoint:
+        everything = [r for _, cov in points for r in bucket_ranges(cov)]
+        for i in range(0, len(everything), _CHUNK // 4):
+            for row in await conn.execute(aggregate_query(None, everything[i : i + _CHUNK // 4])):
+                group = row[2] if where.group_by else None
+                point = _bisect_point(starts, row.bucket_start)
+                add(point, group, row.metric, row.bin, row.amount)
+        edges = [r for _, cov in points for r in fact_ranges(cov)]
+        for i in range(0, len(edges), _CHUNK // 4):
+            for row in await conn.execute(facts_query(None, edges[i : i + _CHUNK // 4])):
+                group = row[2] if where.group_by else None
+                # A duration's aggregate counts it in its bin; a count or sum adds its value.
+                add(_bisect_point(starts, row.at), group, row.metric, row.bin,
+                    1 if row.bin else row.amount)  # fmt: skip
+        return out
+
+    branches = [
+        aggregate_query(i, bucket_ranges(cov)) for i, (_, cov) in enumerate(points) if cov.buckets
+    ]
+    if branches:
+        for row in await conn.execute(sa.union_all(*branches)):
+            add(row.point, row[3] if where.group_by else None, row.metric, row.bin, row.amount)
+    edge_branches = [
+        facts_query(i, fact_ranges(cov)) for i, (_, cov) in enumerate(points) if cov.facts
+    ]
+    if edge_branches:
+        for row in await conn.execute(sa.union_all(*edge_branches)):
+            add(row.point, row[3] if where.group_by else None, row.metric, row.bin,
+                1 if row.bin else row.amount)  # fmt: skip
+    return out
+
+
+# One duration to find: (metric, value bin, period start, period end, group, index in bin).
+Wanted = tuple[str, int, datetime, datetime, str | None, int]
+
+
+async def duration_values(
+    conn: AsyncConnection, generation: int, wanted: Sequence[Wanted], where: Slice
+) -> dict[Wanted, Decimal]:
+    """The seconds of each wanted duration: the `index`-th smallest (from 0) of `metric`'s
+    durations in value bin `bin` that close within [start, end) (and are in `group` of
+    `where.group_by`).
+
+    The database picks them (ORDER BY ... LIMIT 1 OFFSET index): it reads only that bin's
+    rows within the period, and only the few values asked for travel back.
+    """
+    f = facts.c
+    out: dict[Wanted, Decimal] = {}
+    unique = list(dict.fromkeys(wanted))
+    for i in range(0, len(unique), 100):
+        chunk = unique[i : i + 100]
+        branches = []
+        for n, (metric, bin_, start, end, group, index) in enumerate(chunk):
+            conditions = [
+                f.generation == generation, f.metric == metric, f.bin == bin_, f.at >= start,
+                f.at < end, *_where_dims(facts, where),
+            ]  # fmt: skip
+            if where.group_by:
+                conditions.append(f[where.group_by] == (group or ""))
+            one = (
+                sa.select(f.value).where(*conditions).order_by(f.value).limit(1).offset(index)
+            ).subquery()
+            branches.append(sa.select(sa.literal(n).label("n"), one.c.value))
+        for n, value in await conn.execute(sa.union_all(*branches)):
+            out[chunk[n]] = Decimal(value)
+    return out
+
+
+# Plans and spend
+
+
+async def put_plan(
+    conn: AsyncConnection, month: str, revenue: Decimal, by: str, now: datetime
+) -> None:
+    """Set a month's plan; the same value again changes nothing (not even `updated_at`)."""
+    stmt = _insert(conn, plans).values(month=month, revenue=revenue, updated_at=now, updated_by=by)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["month"],
+            set_={"revenue": revenue, "updated_at": now, "updated_by": by},
+            where=plans.c.revenue != stmt.excluded.revenue,
+        )
     )
-    for column, value in filters.items():
-        stmt = stmt.where(m.c[column] == value)
-    return {metric: Decimal(str(total)) for metric, total in await conn.execute(stmt)}
+
+
+async def put_spend(
+    conn: AsyncConnection,
+    month: str,
+    channel: str,
+    campaign: str,
+    amount: Decimal,
+    by: str,
+    now: datetime,
+) -> None:
+    stmt = _insert(conn, spend).values(
+        month=month, channel=channel, campaign=campaign, amount=amount, updated_at=now,
+        updated_by=by,
+    )  # fmt: skip
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["month", "channel", "campaign"],
+            set_={"amount": amount, "updated_at": now, "updated_by": by},
+            where=spend.c.amount != stmt.excluded.amount,
+        )
+    )
+
+
+def _months(
+    column: sa.Column[str], months: Sequence[str] | None, first: str | None, after: str | None
+) -> list[sa.ColumnElement[bool]]:
+    # YYYY-MM strings sort as the months do.
+    where: list[sa.ColumnElement[bool]] = [] if months is None else [column.in_(list(months))]
+    if first is not None:
+        where.append(column >= first)
+    if after is not None:
+        where.append(column < after)
+    return where
+
+
+async def list_plans(
+    conn: AsyncConnection,
+    months: Sequence[str] | None = None,
+    *,
+    first: str | None = None,
+    after: str | None = None,
+) -> list[tuple[str, Decimal, datetime, str]]:
+    p = plans.c
+    stmt = (
+        sa.select(p.month, p.revenue, p.updated_at, p.updated_by)
+        .where(*_months(p.month, months, first, after))
+        .order_by(p.month)
+    )
+    return [
+        (r.month, Decimal(r.revenue), r.updated_at, r.updated_by) for r in await conn.execute(stmt)
+    ]
+
+
+async def list_spend(
+    conn: AsyncConnection,
+    months: Sequence[str] | None = None,
+    filters: Mapping[str, str] | None = None,
+    *,
+    first: str | None = None,
+    after: str | None = None,
+) -> list[tuple[str, str, str, Decimal, datetime, str]]:
+    s = spend.c
+    stmt = (
+        sa.select(s.month, s.channel, s.campaign, s.amount, s.updated_at, s.updated_by)
+        .where(*_months(s.month, months, first, after))
+        .order_by(s.month, s.channel, s.campaign)
+    )
+    for name, value in (filters or {}).items():
+        stmt = stmt.where(s[name] == value)
+    return [
+        (r.month, r.channel, r.campaign, Decimal(r.amount), r.updated_at, r.updated_by)
+        for r in await conn.execute(stmt)
+    ]

@@ -1,75 +1,368 @@
-"""KPI use cases: fold a batch of events, and answer the summary."""
+"""KPI use cases: fold events into a generation, and answer summary, timeseries and funnel.
+
+They run in the caller's connection or transaction; none of them commits.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kpi import periods, repository
-from services.kpi.fold import ROUTE_METRICS, fold
-from shared.events import Event
+from services.kpi import durations, periods, repository, spread
+from services.kpi.coverage import cover
+from services.kpi.fold import fold
+from services.kpi.lead_state import concerns_kpi
+from services.kpi.metrics import (
+    CATALOGUE,
+    DURATION_METRICS,
+    FUNNEL_STAGES,
+    METRICS,
+    USES_PLAN,
+    USES_SPEND,
+    DurationStats,
+    Unit,
+    Value,
+    compute,
+    stored_needed,
+)
+from services.kpi.periods import Period
+from services.kpi.presentation import Json, comparison, write
+from services.kpi.repository import Slice
+from shared.events import Event, LeadPaymentReceived
 
-COUNT_METRICS = ("leads_received", *ROUTE_METRICS.values())
+# Bump when the fold's rules change: generations folded by older rules must be rebuilt.
+FOLD_VERSION = 1
+
+SPEND_DIMENSIONS = frozenset({"channel", "campaign"})
 
 
-async def apply_events(conn: AsyncConnection, events: Sequence[Event]) -> None:
-    """Fold already-claimed events into the aggregates, in the caller's transaction."""
-    await repository.add_to_buckets(conn, fold(events))
+class UnfoldableEvent(ValueError):
+    """An event the KPI cannot count (another currency, a mismatched lead id): parked."""
 
 
-def _number(value: Decimal | None) -> int | float | None:
-    if value is None:
-        return None
-    return int(value) if value == value.to_integral_value() else float(value)
+def check_foldable(event: Event, currency: str) -> None:
+    lead_id = event.data.lead_id
+    if lead_id != event.subject:
+        raise UnfoldableEvent(f"subject {event.subject!r} is not the data's lead {lead_id!r}")
+    if isinstance(event, LeadPaymentReceived) and event.data.currency.upper() != currency.upper():
+        raise UnfoldableEvent(
+            f"payment {event.data.payment_id!r} is in {event.data.currency}, "
+            f"not in the deployment's currency {currency}"
+        )
 
 
-def _comparison(value: Decimal, other: Decimal) -> dict[str, Any]:
-    delta = value - other
-    return {
-        "delta": _number(delta),
-        "delta_pct": None if other == 0 else round(float(delta / other * 100), 2),
-    }
+def foldable(event: Event, currency: str) -> bool:
+    try:
+        check_foldable(event, currency)
+    except UnfoldableEvent:
+        return False
+    return True
+
+
+async def fold_into(conn: AsyncConnection, generation: int, events: Sequence[Event]) -> int:
+    """Fold events into one generation; how many leads changed."""
+    relevant = [e for e in events if concerns_kpi(e)]
+    if not relevant:
+        return 0
+    states = await repository.lock_leads(conn, generation, (e.subject for e in relevant))
+    changes = fold(states, relevant)
+    await repository.write_changes(conn, generation, changes)
+    return len(changes.states)
+
+
+async def apply_live(conn: AsyncConnection, events: Sequence[Event]) -> None:
+    """The live consumer's batch: into the active generation and one being rebuilt."""
+    for generation in await repository.lock_generations_to_fold(conn):
+        await fold_into(conn, generation, events)
+
+
+# Reading
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a read is about: filters, an optional grouping, and the time zone of dates."""
+
+    tz: ZoneInfo
+    filters: Mapping[str, str]
+    group_by: str | None = None
+
+    @property
+    def slice(self) -> Slice:
+        return Slice(self.filters, self.group_by)
+
+    @property
+    def dimensions(self) -> set[str]:
+        return set(self.filters) | ({self.group_by} if self.group_by else set())
+
+
+# (point index, group) -> metric name -> exact value
+Values = dict[tuple[int, str | None], dict[str, Value]]
+
+
+async def _duration_stats(
+    conn: AsyncConnection,
+    generation: int,
+    points: Sequence[Period],
+    stored: Mapping[tuple[int, str | None], repository.Sums],
+    names: Iterable[str],
+    where: Slice,
+) -> dict[tuple[int, str | None, str], DurationStats]:
+    """Median and p90 of each duration metric per (point, group): the bin counts say which
+    bins hold the ranks needed; the database returns just those values."""
+    wanted: list[repository.Wanted] = []
+    plans: list[tuple[tuple[int, str | None, str], int, dict[int, repository.Wanted]]] = []
+    for (point, group), sums in stored.items():
+        p = points[point]
+        for metric in names:
+            histogram = {b: int(v) for (m, b), v in sums.items() if m == metric and b and v}
+            n = sum(histogram.values())
+            located = durations.locate(histogram, durations.needed_ranks(n))
+            by_rank = {
+                rank: (metric, b, p.start, p.end, group, index)
+                for rank, (b, index) in located.items()
+            }
+            wanted.extend(by_rank.values())
+            plans.append(((point, group, metric), n, by_rank))
+    values = await repository.duration_values(conn, generation, wanted, where)
+    out: dict[tuple[int, str | None, str], DurationStats] = {}
+    for key, n, by_rank in plans:
+        ranked = {rank: values[w] for rank, w in by_rank.items()}
+        out[key] = durations.stats_from_ranks(n, ranked.__getitem__)
+    return out
+
+
+@dataclass
+class _Money:
+    """Plan per point, spend per (point, group); None where the scope's dimensions rule them out."""
+
+    plan: dict[int, Decimal]
+    spend: dict[tuple[int, str | None], Decimal]
+    plan_applies: bool
+    spend_applies: bool
+
+    def plan_of(self, point: int) -> Decimal | None:
+        return self.plan.get(point, Decimal(0)) if self.plan_applies else None
+
+    def spend_of(self, point: int, group: str | None) -> Decimal | None:
+        return self.spend.get((point, group), Decimal(0)) if self.spend_applies else None
+
+
+async def _plan_and_spend(
+    conn: AsyncConnection, points: Sequence[Period], scope: Scope, names: set[str]
+) -> _Money:
+    """Plans carry no dimension and spend carries channel and campaign only: filtered or
+    grouped by another dimension, they are unknown (None), not zero."""
+    money = _Money(
+        {}, {},
+        plan_applies=bool(names & USES_PLAN) and not scope.dimensions,
+        spend_applies=bool(names & USES_SPEND) and scope.dimensions <= SPEND_DIMENSIONS,
+    )  # fmt: skip
+    if not (money.plan_applies or money.spend_applies):
+        return money
+    shares = [spread.share_fractions(p, scope.tz) for p in points]
+    months = sorted({m for s in shares for m in s})
+    if money.plan_applies:
+        amounts = [(m, revenue) for m, revenue, _, _ in await repository.list_plans(conn, months)]
+        money.plan = {i: spread.spread(amounts, s) for i, s in enumerate(shares)}
+    if money.spend_applies:
+        by_group: dict[str | None, list[tuple[str, Decimal]]] = {}
+        for month, channel, campaign, amount, _, _ in await repository.list_spend(
+            conn, months, scope.filters
+        ):
+            group = {"channel": channel, "campaign": campaign}.get(scope.group_by or "")
+            by_group.setdefault(group, []).append((month, amount))
+        money.spend = {
+            (i, group): spread.spread(amounts, s)
+            for i, s in enumerate(shares)
+            for group, amounts in by_group.items()
+        }
+    return money
+
+
+async def evaluate(
+    conn: AsyncConnection,
+    generation: int,
+    points: Sequence[Period],
+    names: Sequence[str],
+    scope: Scope,
+    *,
+    disjoint: bool,
+) -> Values:
+    """Exact values of `names` for each point: the consecutive buckets of a timeseries
+    (`disjoint`), or a period and its comparisons (which may overlap)."""
+    stored_names = stored_needed(list(names))
+    stored = await repository.sums(
+        conn,
+        generation,
+        [(p.start, cover(p.start, p.end, scope.slice.grains)) for p in points],
+        stored_names,
+        scope.slice,
+        disjoint=disjoint,
+    )
+    money = await _plan_and_spend(conn, points, scope, set(names))
+    groups: set[str | None] = {None}
+    if scope.group_by:
+        # Every group any point has, so each group's series is complete; spend may know a
+        # channel that brought no lead yet.
+        groups = {g for _, g in stored} | {g for _, g in money.spend}
+    duration_names = [n for n in DURATION_METRICS if n in stored_names]
+    stats = (
+        await _duration_stats(conn, generation, points, stored, duration_names, scope.slice)
+        if duration_names
+        else {}
+    )
+    out: Values = {}
+    for i in range(len(points)):
+        for group in groups:
+            sums = {m: v for (m, b), v in stored.get((i, group), {}).items() if b == 0}
+            point_stats = {
+                m: stats.get((i, group, m), DurationStats(None, None, 0)) for m in duration_names
+            }
+            out[(i, group)] = {
+                name: compute(name, sums, point_stats, money.plan_of(i), money.spend_of(i, group))
+                for name in names
+            }
+    return out
+
+
+def _iso(dt: datetime, tz: ZoneInfo) -> str:
+    return dt.astimezone(tz).isoformat()
+
+
+def _period_json(p: Period, tz: ZoneInfo) -> dict[str, str]:
+    return {"from": _iso(p.start, tz), "to": _iso(p.end, tz)}
+
+
+ALL_METRICS: tuple[str, ...] = tuple(m.name for m in CATALOGUE)
 
 
 async def summary(
-    conn: AsyncConnection,
-    period: periods.Period,
-    tz: ZoneInfo,
-    filters: Mapping[str, str],
+    conn: AsyncConnection, period: Period, scope: Scope, names: Sequence[str] = ALL_METRICS
 ) -> dict[str, Any]:
-    prev = periods.previous(period, tz)
-    ago = periods.year_ago(period, tz)
-    now_totals = await repository.sum_metrics(conn, period.start, period.end, filters)
-    prev_totals = await repository.sum_metrics(conn, prev.start, prev.end, filters)
-    ago_totals = await repository.sum_metrics(conn, ago.start, ago.end, filters)
+    generation = await repository.active_generation(conn)
+    compared = {
+        "value": period,
+        "previous": periods.previous(period, scope.tz),
+        "year_ago": periods.year_ago(period, scope.tz),
+    }
+    found = await evaluate(conn, generation, list(compared.values()), names, scope, disjoint=False)
+    values = {label: found[(i, None)] for i, label in enumerate(compared)}
     metrics: dict[str, Any] = {}
-    for name in COUNT_METRICS:
-        value = now_totals.get(name, Decimal(0))
-        before = prev_totals.get(name, Decimal(0))
-        year = ago_totals.get(name, Decimal(0))
-        cmp_prev = _comparison(value, before)
-        cmp_year = _comparison(value, year)
+    for name in names:
+        unit = METRICS[name].unit
+        now, before, ago = (values[k][name] for k in ("value", "previous", "year_ago"))
+        d_prev, pct_prev = comparison(now, before, unit)
+        d_ago, pct_ago = comparison(now, ago, unit)
         metrics[name] = {
-            "value": _number(value),
-            "previous": _number(before),
-            "year_ago": _number(year),
-            "delta_previous": cmp_prev["delta"],
-            "delta_previous_pct": cmp_prev["delta_pct"],
-            "delta_year_ago": cmp_year["delta"],
-            "delta_year_ago_pct": cmp_year["delta_pct"],
+            "unit": unit.value,
+            "value": write(now, unit),
+            "previous": write(before, unit),
+            "year_ago": write(ago, unit),
+            "delta_previous": d_prev,
+            "delta_previous_pct": pct_prev,
+            "delta_year_ago": d_ago,
+            "delta_year_ago_pct": pct_ago,
         }
     return {
-        "from": period.start.isoformat(),
-        "to": period.end.isoformat(),
-        "tz": tz.key,
-        "filters": dict(filters),
-        "periods": {
-            "previous": {"from": prev.start.isoformat(), "to": prev.end.isoformat()},
-            "year_ago": {"from": ago.start.isoformat(), "to": ago.end.isoformat()},
-        },
+        **_period_json(period, scope.tz),
+        "tz": scope.tz.key,
+        "filters": dict(scope.filters),
+        "periods": {k: _period_json(p, scope.tz) for k, p in compared.items()},
         "metrics": metrics,
     }
+
+
+async def timeseries(
+    conn: AsyncConnection, period: Period, grain: str, names: Sequence[str], scope: Scope
+) -> dict[str, Any]:
+    generation = await repository.active_generation(conn)
+    buckets = periods.buckets(period, grain, scope.tz)
+    points = [Period(b.start, b.end) for b in buckets]
+    values = await evaluate(conn, generation, points, names, scope, disjoint=True)
+    groups = sorted({g for _, g in values}, key=lambda g: (g is not None, g or ""))
+    rows: list[dict[str, Json | str]] = []
+    for name in names:
+        unit = METRICS[name].unit
+        for group in groups:
+            for i, b in enumerate(buckets):
+                value = values.get((i, group), {}).get(name)
+                rows.append(
+                    {
+                        "metric": name,
+                        "start": _iso(b.start, scope.tz),
+                        "end": _iso(b.end, scope.tz),
+                        "label": b.label,
+                        "group": group,
+                        "value": write(value, unit),
+                    }
+                )
+    return {
+        **_period_json(period, scope.tz),
+        "tz": scope.tz.key,
+        "grain": grain,
+        "metrics": list(names),
+        "units": {n: METRICS[n].unit.value for n in names},
+        "group_by": scope.group_by,
+        "filters": dict(scope.filters),
+        "points": rows,
+    }
+
+
+async def funnel(conn: AsyncConnection, period: Period, scope: Scope) -> dict[str, Any]:
+    generation = await repository.active_generation(conn)
+    found = await evaluate(conn, generation, [period], FUNNEL_STAGES, scope, disjoint=False)
+    values = found[(0, None)]
+    stages: list[dict[str, Any]] = []
+    first: Decimal | None = None
+    before: Decimal | None = None
+    for name in FUNNEL_STAGES:
+        count = values[name]
+        assert isinstance(count, Decimal)
+        first = count if first is None else first
+        stages.append(
+            {
+                "stage": name,
+                "count": int(count),
+                "step_conversion": write(_ratio(count, before), Unit.RATIO),
+                "conversion_from_first": write(_ratio(count, first), Unit.RATIO),
+            }
+        )
+        before = count
+    return {
+        **_period_json(period, scope.tz),
+        "tz": scope.tz.key,
+        "filters": dict(scope.filters),
+        "stages": stages,
+    }
+
+
+def _ratio(a: Decimal, b: Decimal | None) -> Decimal | None:
+    return None if b is None or b == 0 else a / b
+
+
+# Plans and spend
+
+
+async def put_plan(
+    conn: AsyncConnection, month: str, revenue: Decimal, by: str, now: datetime
+) -> None:
+    await repository.put_plan(conn, month, revenue, by, now)
+
+
+async def put_spend(
+    conn: AsyncConnection,
+    month: str,
+    channel: str,
+    campaign: str,
+    amount: Decimal,
+    by: str,
+    now: datetime,
+) -> None:
+    await repository.put_spend(conn, month, channel, campaign, amount, by, now)

@@ -1,0 +1,344 @@
+"""Rebuild: fold the topics again from offset 0 into a new generation, then switch to it.
+
+How it stays exact without stopping the live consumer:
+
+1. `start` commits a new generation with status `building`. From then on every live
+   batch (whose transaction starts after that commit) folds into the active generation
+   and into the one being built.
+2. The runner then observes the end offsets of every partition of the lead topics (the
+   *targets*). Every event at or past a target reaches Kafka after step 1, so the live
+   consumer folds it into the new generation; every event before a target is read by the
+   runner from offset 0. An event both fold is merged twice, which changes nothing (the
+   fold is idempotent), so the new generation gets every event exactly once in effect.
+3. The runner reads with its own consumer group (`<group>-rebuild-<generation>`; Kafka
+   spreads the partitions over the replicas) and writes, in each batch's transaction,
+   how far each partition is folded. It never commits offsets to Kafka: the database
+   is the record, so a restarted process resumes exactly where the last commit left off.
+4. Once every partition is folded up to its target, one transaction makes the new
+   generation active and retires the old one; reads switch at once. A background job
+   deletes a retired generation's rows after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.kpi import repository, service
+from services.kpi.config import KpiSettings
+from services.kpi.consumer import in_transaction
+from shared.consumer import is_transient
+from shared.db import utcnow
+from shared.events import LEAD_TOPICS, Event, UndecodableEvent, decode_event
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+REBUILD_EVENTS = Counter(
+    "leadflow_kpi_rebuild_events_total", "Events a rebuild read from the topics", ["outcome"]
+)
+ACTIVE_GENERATION = Gauge("leadflow_kpi_active_generation", "The generation answering reads")
+
+Targets = dict[str, dict[str, int]]
+
+
+class RebuildRunning(Exception):
+    def __init__(self, generation: int) -> None:
+        super().__init__(f"generation {generation} is being rebuilt")
+        self.generation = generation
+
+
+async def start(conn: AsyncConnection, requested_by: str) -> int:
+    """Create the generation to build (in the caller's transaction)."""
+    running = await repository.building_generation(conn)
+    if running is not None:
+        raise RebuildRunning(running.generation)
+    return await repository.create_generation(
+        conn, fold_version=service.FOLD_VERSION, requested_by=requested_by, now=utcnow()
+    )
+
+
+def caught_up(targets: Targets | None, progress: Mapping[str, Mapping[str, int]]) -> bool:
+    if not targets or not all(targets.get(topic) for topic in LEAD_TOPICS):
+        return False
+    return all(
+        progress.get(topic, {}).get(partition, 0) >= end
+        for topic, ends in targets.items()
+        for partition, end in ends.items()
+    )
+
+
+class TopicsNotReady(KafkaError):
+    """A lead topic has no partitions yet: targets observed now would say "caught up" at once."""
+
+
+async def _partitions(bootstrap_servers: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(LEAD_TOPICS))
+    finally:
+        await admin.close()
+    found = [
+        TopicPartition(d["topic"], p["partition"])
+        for d in described
+        if not d.get("error_code")
+        for p in d.get("partitions", [])
+    ]
+    missing = set(LEAD_TOPICS) - {tp.topic for tp in found}
+    if missing:
+        raise TopicsNotReady(f"no partitions for {sorted(missing)}")
+    return found
+
+
+async def observe_targets(bootstrap_servers: str) -> Targets:
+    """The end offset of every partition of the lead topics, now."""
+    partitions = await _partitions(bootstrap_servers)
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        client_id="leadflow-kpi-rebuild-probe",
+    )
+    await probe.start()
+    try:
+        ends = await probe.end_offsets(partitions)
+    finally:
+        await probe.stop()
+    targets: Targets = {topic: {} for topic in LEAD_TOPICS}
+    for tp, end in ends.items():
+        targets[tp.topic][str(tp.partition)] = int(end)
+    return targets
+
+
+class _ResumeFromProgress(ConsumerRebalanceListener):
+    """On assignment, continue each partition where the database says it was folded to."""
+
+    def __init__(self, runner: Rebuilder, consumer: AIOKafkaConsumer, generation: int) -> None:
+        self._runner = runner
+        self._consumer = consumer
+        self._generation = generation
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._runner.runtime.engine.connect() as conn:
+            done = await repository.progress(conn, self._generation)
+        for tp in assigned:
+            offset = done.get(tp.topic, {}).get(str(tp.partition))
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+
+
+class Rebuilder:
+    """The rebuild job of one KPI process (every replica runs one; Kafka shares the work)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        assert isinstance(settings, KpiSettings)
+        self.settings = settings
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Background job: build whatever generation is being built, until shut-down."""
+        runtime = self.runtime
+        while not runtime.stopping.is_set():
+            self._wake.clear()
+            async with runtime.engine.connect() as conn:
+                building = await repository.building_generation(conn)
+            if building is not None:
+                try:
+                    await self.build(building.generation)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # Kafka or the database away: resume from the recorded progress later.
+                    log.warning("rebuild of generation %d: %s; resuming", building.generation, exc)
+                    await runtime.sleep_unless_stopping(2.0)
+                continue
+            await self._idle(self.settings.rebuild_poll_seconds)
+
+    async def _idle(self, seconds: float) -> None:
+        """Until woken (a rebuild was asked for here), shut-down, or `seconds` have passed."""
+        waits = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self.runtime.stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _targets(self, generation: int) -> Targets | None:
+        async with self.runtime.engine.connect() as conn:
+            found = await repository.get_generation(conn, generation)
+        if found is None or found.status != repository.BUILDING:
+            return None
+        if found.targets is not None:
+            return found.targets
+        # Observed only now, after the building generation was committed (see step 2).
+        observed = await observe_targets(self.settings.common.kafka_bootstrap_servers)
+        async with self.runtime.engine.begin() as conn:
+            await repository.set_targets(conn, generation, observed)
+            again = await repository.get_generation(conn, generation)
+        return None if again is None else again.targets
+
+    async def build(self, generation: int) -> None:
+        targets = await self._targets(generation)
+        if targets is None:
+            return
+        log.info("rebuilding KPI generation %d from the start of the topics", generation)
+        common = self.settings.common
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=common.kafka_bootstrap_servers,
+            group_id=f"{self.settings.group_id}-rebuild-{generation}",
+            client_id=f"leadflow-kpi-rebuild-{generation}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self.settings.rebuild_max_records,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=2000,
+        )
+        consumer.subscribe(
+            list(LEAD_TOPICS), listener=_ResumeFromProgress(self, consumer, generation)
+        )
+        await consumer.start()
+        try:
+            while not self.runtime.stopping.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=500, max_records=self.settings.rebuild_max_records
+                )
+                positions = {
+                    (tp.topic, tp.partition): await consumer.position(tp)
+                    for tp in consumer.assignment()
+                }
+                events = self._decode(batches)
+                if not await self._fold(generation, events, positions):
+                    return  # cancelled, or switched by another replica
+                if await self._switch_if_caught_up(generation, targets):
+                    return
+        finally:
+            await consumer.stop()
+
+    def _decode(self, batches: Mapping[TopicPartition, list[object]]) -> list[Event]:
+        # What the live consumer parks (not an event; another currency) is skipped here, so
+        # a rebuild counts exactly what the live fold counts.
+        events: list[Event] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    event = decode_event(getattr(record, "value", None) or b"")
+                except UndecodableEvent:
+                    REBUILD_EVENTS.labels("skipped").inc()
+                    continue
+                if not service.foldable(event, self.settings.currency):
+                    REBUILD_EVENTS.labels("skipped").inc()
+                    continue
+                REBUILD_EVENTS.labels("folded").inc()
+                events.append(event)
+        return events
+
+    async def _fold(
+        self, generation: int, events: list[Event], positions: Mapping[tuple[str, int], int]
+    ) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
+            if not await repository.lock_if_building(conn, generation):
+                return False
+            await service.fold_into(conn, generation, events)
+            await repository.save_progress(conn, generation, positions)
+            return True
+
+        return await in_transaction(self.runtime.engine, work)
+
+    async def _switch_if_caught_up(self, generation: int, targets: Targets) -> bool:
+        async with self.runtime.engine.connect() as conn:
+            done = await repository.progress(conn, generation)
+        if not caught_up(targets, done):
+            return False
+        async with self.runtime.engine.begin() as conn:
+            switched = await repository.switch_to(conn, generation, utcnow())
+        if switched:
+            ACTIVE_GENERATION.set(generation)
+            log.info("KPI generation %d is caught up and now answers reads", generation)
+        return True
+
+
+async def purge_retired(runtime: Runtime) -> None:
+    """Background job: delete the rows of retired and cancelled generations after a grace."""
+    settings = runtime.settings
+    assert isinstance(settings, KpiSettings)
+    while not runtime.stopping.is_set():
+        now = utcnow()
+        try:
+            async with runtime.engine.connect() as conn:
+                due = await repository.generations_to_purge(
+                    conn, now - timedelta(seconds=settings.retired_grace_seconds)
+                )
+            for generation in due:
+                async with runtime.engine.begin() as conn:
+                    await repository.purge(conn, generation, now)
+                log.info("deleted the rows of retired KPI generation %d", generation)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("purging retired KPI generations: %s; trying again later", exc)
+        if await runtime.sleep_unless_stopping(max(1.0, min(30.0, settings.retired_grace_seconds))):
+            return
+
+
+_STATUS = {
+    repository.BUILDING: "running",
+    repository.ACTIVE: "done",
+    repository.RETIRED: "done",
+    repository.CANCELLED: "cancelled",
+}
+
+
+async def describe(conn: AsyncConnection, generation: int) -> dict[str, object] | None:
+    """A rebuild's status: what `GET /v1/admin/rebuilds/{id}` answers."""
+    found = await repository.get_generation(conn, generation)
+    if found is None:
+        return None
+    done = await repository.progress(conn, generation)
+    targets = found.targets
+    total = completed = None
+    if targets is not None:
+        total = sum(end for ends in targets.values() for end in ends.values())
+        completed = sum(
+            min(done.get(topic, {}).get(partition, 0), end)
+            for topic, ends in targets.items()
+            for partition, end in ends.items()
+        )
+    return {
+        "rebuild_id": found.generation,
+        "generation": found.generation,
+        "status": _STATUS[found.status],
+        "generation_status": found.status,
+        "requested_by": found.requested_by,
+        "started_at": found.created_at,
+        "finished_at": found.activated_at or found.retired_at,
+        "caught_up": found.status in (repository.ACTIVE, repository.RETIRED)
+        or caught_up(targets, done),
+        "offsets_total": total,
+        "offsets_done": completed,
+        "targets": targets,
+        "progress": done,
+        "status_url": f"/v1/admin/rebuilds/{found.generation}",
+    }

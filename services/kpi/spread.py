@@ -1,0 +1,74 @@
+"""Monthly amounts (revenue plan, marketing spend) spread over the days of a period. Pure.
+
+A month's amount is spread evenly over the month's calendar days in the request's time
+zone, and a day cut by the period counts for the part of it that lies in the period. So
+a whole month gets exactly its amount in every time zone, a week gets 7/30 of a 30-day
+month, and `from=2026-10-15T12:00:00Z` gets half of 15 October. Fractions are exact;
+money is rounded only when the answer is written.
+"""
+
+from __future__ import annotations
+
+import decimal
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+from services.kpi.periods import Period, add_months, local_days
+
+MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def parse_month(text: str) -> date:
+    match = MONTH_PATTERN.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a month in the form YYYY-MM")
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def month_key(d: date) -> str:
+    return f"{d.year:04d}-{d.month:02d}"
+
+
+def months_meeting(period: Period, tz: ZoneInfo) -> list[str]:
+    """The months (YYYY-MM) whose local days meet the period."""
+    days = local_days(period, tz)
+    first, last = days[0][0].replace(day=1), days[-1][0].replace(day=1)
+    out = []
+    while first <= last:
+        out.append(month_key(first))
+        first = add_months(first, 1)
+    return out
+
+
+def _days_in_month(d: date) -> int:
+    return (add_months(d, 1) - d.replace(day=1)).days
+
+
+def share_fractions(period: Period, tz: ZoneInfo) -> dict[str, Fraction]:
+    """For each month meeting the period, the fraction of its amount the period gets."""
+    shares: dict[str, Fraction] = {}
+    lo, hi = period.start.astimezone(UTC), period.end.astimezone(UTC)
+    for day, start, end in local_days(period, tz):
+        # In UTC: Python subtracts two times of one zone on the wall clock, where a DST day
+        # would last 24 hours.
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        overlap = min(end, hi) - max(start, lo)
+        fraction = Fraction(overlap // _MICROSECOND, (end - start) // _MICROSECOND)
+        key = month_key(day)
+        shares[key] = shares.get(key, Fraction(0)) + fraction / _days_in_month(day)
+    return shares
+
+
+def spread(amounts: Iterable[tuple[str, Decimal]], shares: Mapping[str, Fraction]) -> Decimal:
+    """The period's part of monthly amounts given as (YYYY-MM, amount)."""
+    total = Fraction(0)
+    for month, amount in amounts:
+        total += Fraction(amount) * shares.get(month, Fraction(0))
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        return Decimal(total.numerator) / Decimal(total.denominator)
