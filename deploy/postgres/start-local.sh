@@ -29,5 +29,7 @@ BEGIN
     CREATE ROLE leadflow LOGIN PASSWORD 'leadflow' CREATEDB;
   END IF;
 END $$;
+-- Tests drop their databases WITH (FORCE), which must end lingering sessions.
+GRANT pg_signal_backend TO leadflow;
 SQL
 echo "postgresql+asyncpg://leadflow:leadflow@127.0.0.1:5432/postgres"
