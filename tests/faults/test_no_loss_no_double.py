@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from cli import kafka_broker
 from shared.db import create_engine
@@ -140,20 +140,18 @@ async def _inject_faults(cluster: Cluster, figures: Figures, replicated: bool) -
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)  # fmt: skip
+    """Every record of a topic, from the beginning to its current end."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     await consumer.start()
+    records: list[Any] = []
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer.client.force_metadata_update()
-            partitions = [TopicPartition(topic, p)
-                          for p in consumer.partitions_for_topic(topic) or []]  # fmt: skip
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        while not consumer.assignment():
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        partitions = list(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             for batch in (await consumer.getmany(timeout_ms=500)).values():
                 records.extend(batch)
         return records
@@ -279,6 +277,18 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
     assert kpi_count == len(acked)
     assert figures.answers[500] == 0 and figures.answers[502] == 0
     assert len(figures.faults) >= 5
+
+    if replicated:
+        # Kafka spread the partitions: every replica of each group applied events.
+        for service in ("qualifier", "kpi"):
+            for replica in cluster.replicas[service]:
+                async with httpx.AsyncClient() as http:
+                    text = (await http.get(f"{replica.url}/metrics", timeout=5)).text
+                consumed = sum(
+                    float(v) for v in re.findall(
+                        r"^leadflow_events_consumed_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+                )  # fmt: skip
+                assert consumed > 0, f"{replica.name} consumed nothing: no partitions?"
 
     logs = cluster.logs()
     for secret in (WRITER_TOKEN, READER_TOKEN):
