@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.db import is_unavailable
@@ -66,6 +67,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for exc_type in (sa.exc.SQLAlchemyError, ConnectionError, OSError):
         app.add_exception_handler(exc_type, database_error)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+
+
+async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 without echoing the input back: the input may be a person's data,
+    megabytes long, or text (an unpaired surrogate) that cannot even be encoded."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 class BodySizeLimit:

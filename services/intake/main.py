@@ -7,9 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from services.intake import (
     admin_api,
@@ -92,17 +90,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         on_startup=on_startup,
     )
     app.state.form_limits = FormLimits(settings)
-    app.add_exception_handler(RequestValidationError, _validation_failed)
     _document_people_schema(app)
     return app
-
-
-async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 without echoing the input back: the input may be megabytes, or text
-    (an unpaired surrogate) that cannot even be encoded into the answer."""
-    assert isinstance(exc, RequestValidationError)
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def _document_people_schema(app: FastAPI) -> None:

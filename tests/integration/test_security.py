@@ -176,6 +176,26 @@ class TestProductionSwitches:
             assert health.headers["x-frame-options"] == "DENY"
 
 
+async def test_invalid_bodies_are_named_without_echoing_them(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """A 422 names the field but never repeats the input: it may be a person's data."""
+    settings = _settings("qualifier", tmp_path, kafka_bootstrap)
+    await asyncio.to_thread(migrate, "qualifier", settings.db_url)
+    auth = {"Authorization": f"Bearer {_token(Scope.leads_write)}"}
+    async with serving(qualifier_app(settings)) as client:
+        # JSON text with an unpaired surrogate escape, as a hostile client would send it.
+        body = rb'{"by": "vera", "note": "call anna.petrova@acme.example \ud800"}'
+        r = await client.post(
+            "/v1/leads/x/contact",
+            content=body,
+            headers={**auth, "Content-Type": "application/json"},
+        )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "note"]
+    assert "anna.petrova" not in r.text and "input" not in r.json()["detail"][0]
+
+
 def test_tokens_are_compared_with_every_digest_in_constant_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
