@@ -77,7 +77,9 @@ async def test_a_rebuild_resumes_after_a_restart(database_url: str, tmp_path: Pa
 
             async def part_way() -> bool:
                 body = (await http.get(status_url)).json()
-                return bool(body["offsets_done"]) and body["offsets_done"] > 100
+                # Stop at the first recorded progress: nearly all the work is left for after
+                # the restart, so a slow shut-down cannot finish the rebuild by itself.
+                return bool(body["offsets_done"]) and body["offsets_done"] > 0
 
             await _until(part_way)
         # The process stopped mid-rebuild: the generation is still being built.
