@@ -71,10 +71,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 without echoing the input back: the input may be a person's data,
-    megabytes long, or text (an unpaired surrogate) that cannot even be encoded."""
+    """FastAPI's 422 without echoing bodies back: a body may be a person's data, megabytes
+    long, or text (an unpaired surrogate) that cannot even be encoded. A short query or
+    path value is named in the message (`grain` 'year'), so the caller sees what was wrong."""
     assert isinstance(exc, RequestValidationError)
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    detail = []
+    for e in exc.errors():
+        msg = e["msg"]
+        value = e.get("input")
+        named = e["loc"] and e["loc"][0] in ("query", "path") and isinstance(value, str)
+        if named and len(value) <= 100 and value.isprintable():
+            msg = f"{msg} (got {value!r})"
+        detail.append({"loc": list(e["loc"]), "msg": msg, "type": e["type"]})
     return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
