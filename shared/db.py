@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,24 +87,6 @@ def insert_ignoring_conflicts(conn: AsyncConnection, table: sa.Table) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING` in the connection's dialect."""
     dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
     return dialect_insert(table).on_conflict_do_nothing()
-
-
-def upsert_adding(
-    conn: AsyncConnection,
-    table: sa.Table,
-    key_columns: Sequence[str],
-    add_columns: Sequence[str],
-) -> Any:
-    """`INSERT ... ON CONFLICT (key) DO UPDATE SET col = col + excluded.col`.
-
-    Increments commute, so concurrent writers (KPI replicas) never lose an update.
-    """
-    dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
-    stmt = dialect_insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=list(key_columns),
-        set_={c: table.c[c] + stmt.excluded[c] for c in add_columns},
-    )
 
 
 # SQLSTATE classes that mean "the server cannot serve now", not "this statement is wrong":
