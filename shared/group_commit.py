@@ -1,11 +1,14 @@
 """Group commit: many requests' units of work share one transaction and one durable commit.
 
-Each unit runs in its own SAVEPOINT, so one unit's failure (a validation error, a
-conflict) rolls back only its own writes; the batch commits once and every caller is
-answered after that commit, so an acknowledgement still means "stored". Batches form
-naturally: whatever queued while the previous batch was committing goes together, so a
-lone request waits for no timer. One writer per process keeps intake's advisory locks
-from deadlocking against each other; a deadlock against another replica retries the batch.
+A unit is either a piece of work of its own, run in a SAVEPOINT so its failure (a
+validation error, a conflict) rolls back only its own writes, or an item for a batch
+handler: all items queued for one handler are written by one call of it (multi-row
+statements instead of a few statements per item), inside one savepoint. The batch
+commits once and every caller is answered after that commit, so an acknowledgement still
+means "stored". Batches form naturally: whatever queued while the previous batch was
+committing goes together, so a lone request waits for no timer. One writer per process
+keeps intake's advisory locks from deadlocking against each other; a deadlock against
+another replica retries the batch.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client import Histogram
@@ -24,7 +27,12 @@ from shared.db import is_unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item of a batch
+R = TypeVar("R")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
+# Writes a batch's items; returns one result per item, in order. An item may fail alone
+# only if it wrote nothing: its result is then the exception to raise to its caller.
+WriteBatch = Callable[[AsyncConnection, Sequence[I]], Awaitable[Sequence[R | Exception]]]
 
 BATCH_SIZE = Histogram(
     "leadflow_group_commit_batch_size", "Units of work committed together", ["service"],
@@ -44,6 +52,17 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+class _Unit:
+    """One caller's share of a batch: its own work, or an item for a batch handler."""
+
+    __slots__ = ("future", "handler", "item")
+
+    def __init__(self, handler: WriteBatch[Any, Any] | None, item: Any) -> None:
+        self.handler = handler
+        self.item = item
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
 class GroupCommitter:
     def __init__(
         self,
@@ -57,7 +76,7 @@ class GroupCommitter:
         self._service = service
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: deque[tuple[Work, asyncio.Future[Any]]] = deque()
+        self._queue: deque[_Unit] = deque()
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -65,13 +84,22 @@ class GroupCommitter:
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in a shared transaction; return its result once that is committed."""
+        result: T = await self._submit(_Unit(None, work))
+        return result
+
+    async def run_batched(self, handler: WriteBatch[I, R], item: I) -> R:
+        """Have `handler` write `item` with the other items queued for it; return the
+        item's result once the shared transaction is committed."""
+        result: R = await self._submit(_Unit(handler, item))
+        return result
+
+    async def _submit(self, unit: _Unit) -> Any:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._writer(), name=f"{self._service}-group-commit")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future))
+        self._queue.append(unit)
         self._idle.clear()
         self._pending.set()
-        return await future
+        return await unit.future
 
     async def close(self) -> None:
         """Commit what is queued, then stop; callers still waiting after that are failed."""
@@ -82,9 +110,9 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         while self._queue:
-            _, future = self._queue.popleft()
-            if not future.done():
-                future.set_exception(RuntimeError("shutting down"))
+            unit = self._queue.popleft()
+            if not unit.future.done():
+                unit.future.set_exception(RuntimeError("shutting down"))
 
     async def _writer(self) -> None:
         while True:
@@ -94,41 +122,74 @@ class GroupCommitter:
                 batch = [
                     self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
                 ]
-                # A caller that gave up (client disconnected) is not worth a savepoint.
-                batch = [(w, f) for w, f in batch if not f.done()]
+                # A caller that gave up (client disconnected) is not worth writing.
+                batch = [u for u in batch if not u.future.done()]
                 if batch:
                     await self._commit(batch)
             self._idle.set()
 
-    async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+    async def _commit(self, batch: list[_Unit]) -> None:
+        groups = _groups(batch)
         for attempt in range(3):
-            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            outcomes: list[tuple[_Unit, Any, BaseException | None]] = []
             try:
                 async with self._engine.begin() as conn:
-                    for work, future in batch:
-                        try:
-                            async with conn.begin_nested():
-                                outcomes.append((future, await work(conn), None))
-                        except Exception as exc:
-                            if is_unavailable(exc) or _retryable(exc):
-                                raise  # the transaction itself is gone: the batch fails
-                            outcomes.append((future, None, exc))
+                    for group in groups:
+                        outcomes += await self._write_group(conn, group, alone=len(groups) == 1)
             except Exception as exc:
                 if _retryable(exc) and attempt < 2:
                     log.info("%s group commit: %s; retrying the batch", self._service, exc)
                     continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for unit in batch:
+                    if not unit.future.done():
+                        unit.future.set_exception(exc)
                 return
             BATCH_SIZE.labels(self._service).observe(len(batch))
-            for future, result, error in outcomes:
-                if future.done():
+            for unit, result, error in outcomes:
+                if unit.future.done():
                     continue
                 if error is not None:
-                    future.set_exception(error)
+                    unit.future.set_exception(error)
                 else:
-                    future.set_result(result)
+                    unit.future.set_result(result)
             if self._on_commit is not None:
                 self._on_commit()
             return
+
+    async def _write_group(
+        self, conn: AsyncConnection, group: list[_Unit], *, alone: bool
+    ) -> list[tuple[_Unit, Any, BaseException | None]]:
+        handler = group[0].handler
+        try:
+            # Alone in the transaction, a group needs no savepoint: its failure is the batch's.
+            async with contextlib.nullcontext() if alone else conn.begin_nested():
+                if handler is None:
+                    return [(group[0], await group[0].item(conn), None)]
+                results = await handler(conn, [u.item for u in group])
+        except Exception as exc:
+            if is_unavailable(exc) or _retryable(exc):
+                raise  # the transaction itself is gone: the batch fails
+            if alone:
+                raise
+            return [(u, None, exc) for u in group]
+        if len(results) != len(group):
+            raise RuntimeError(f"batch handler answered {len(results)} of {len(group)} items")
+        return [
+            (u, None, r) if isinstance(r, Exception) else (u, r, None)
+            for u, r in zip(group, results, strict=True)
+        ]
+
+
+def _groups(batch: list[_Unit]) -> list[list[_Unit]]:
+    """Each own-work unit alone; the items of one handler together, where the first came."""
+    groups: list[list[_Unit]] = []
+    by_handler: dict[Any, list[_Unit]] = {}
+    for unit in batch:
+        if unit.handler is None:
+            groups.append([unit])
+        elif unit.handler in by_handler:
+            by_handler[unit.handler].append(unit)
+        else:
+            by_handler[unit.handler] = [unit]
+            groups.append(by_handler[unit.handler])
+    return groups

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.auth import Authenticator
 from shared.consumer import BatchHandler, EventConsumer
 from shared.db import create_engine, ping
-from shared.group_commit import GroupCommitter
+from shared.group_commit import GroupCommitter, WriteBatch
 from shared.kafka import ensure_topics, kafka_reachable, make_consumer, make_producer
 from shared.observability import configure_logging, instrument
 from shared.outbox import OutboxRelay
@@ -32,6 +32,8 @@ from shared.web import BodySizeLimit, SecurityHeaders, health_router, install_er
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item of a batch
+R = TypeVar("R")
 
 
 class Runtime:
@@ -110,6 +112,18 @@ class Runtime:
             return await self.group_commit.run(work)
         async with self.engine.begin() as conn:
             result = await work(conn)
+        self.wake_relay()
+        return result
+
+    async def write_batched(self, handler: WriteBatch[I, R], item: I) -> R:
+        """Have `handler` write `item` in a transaction, with the items other requests
+        queued for it when group commit is on; return the item's result once committed."""
+        if self.group_commit is not None:
+            return await self.group_commit.run_batched(handler, item)
+        async with self.engine.begin() as conn:
+            (result,) = await handler(conn, [item])
+            if isinstance(result, Exception):
+                raise result
         self.wake_relay()
         return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -81,5 +82,74 @@ async def test_a_database_outage_fails_every_waiting_unit() -> None:
     results = await asyncio.gather(*(committer.run(work) for _ in range(5)),
                                    return_exceptions=True)  # fmt: skip
     assert all(isinstance(r, OSError | sa.exc.SQLAlchemyError) for r in results), results
+    await committer.close()
+    await engine.dispose()
+
+
+async def test_batch_handlers_write_many_callers_items_at_once(database_url: str) -> None:
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    committer = GroupCommitter(engine, service="test")
+    calls: list[int] = []
+
+    async def write(conn: AsyncConnection, batch: Sequence[int]) -> list[str | Exception]:
+        calls.append(len(batch))
+        keep = [i for i in batch if i % 7]
+        await conn.execute(items.insert(), [{"id": i, "name": f"b{i}"} for i in keep])
+        # An item may fail alone when it wrote nothing.
+        return [f"stored {i}" if i % 7 else Refused(f"{i} refused") for i in batch]
+
+    results = await asyncio.gather(
+        *(committer.run_batched(write, i) for i in range(1, 301)), return_exceptions=True
+    )
+    assert [r for r in results if isinstance(r, str)] == [
+        f"stored {i}" for i in range(1, 301) if i % 7
+    ]
+    assert [str(r) for r in results if isinstance(r, Refused)] == [
+        f"{i} refused" for i in range(1, 301) if i % 7 == 0
+    ]
+    assert sum(calls) == 300 and len(calls) < 30, calls
+    async with engine.connect() as conn:
+        ids = set((await conn.execute(sa.select(items.c.id))).scalars())
+    assert ids == {i for i in range(1, 301) if i % 7}
+    await committer.close()
+    await engine.dispose()
+
+
+async def test_a_failing_batch_handler_fails_only_its_own_items(database_url: str) -> None:
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    committer = GroupCommitter(engine, service="test")
+
+    async def broken(conn: AsyncConnection, batch: Sequence[int]) -> list[int]:
+        await conn.execute(items.insert(), [{"id": i, "name": f"x{i}"} for i in batch])
+        raise Refused("the whole batch is refused after writing")
+
+    async def fine(conn: AsyncConnection) -> str:
+        await conn.execute(items.insert().values(id=1000, name="fine"))
+        return "ok"
+
+    gate = asyncio.Event()
+
+    async def hold(conn: AsyncConnection) -> None:
+        await gate.wait()  # queue the rest behind this batch, so they commit together
+
+    first = asyncio.ensure_future(committer.run(hold))
+    await asyncio.sleep(0.05)
+    rest = asyncio.gather(
+        committer.run_batched(broken, 1), committer.run(fine), committer.run_batched(broken, 2),
+        return_exceptions=True,
+    )  # fmt: skip
+    await asyncio.sleep(0.05)
+    gate.set()
+    await first
+    outcome = await rest
+    assert isinstance(outcome[0], Refused) and isinstance(outcome[2], Refused)
+    assert outcome[1] == "ok"
+    async with engine.connect() as conn:
+        ids = set((await conn.execute(sa.select(items.c.id))).scalars())
+    assert ids == {1000}, "the broken handler's writes were rolled back, the neighbour's kept"
     await committer.close()
     await engine.dispose()
