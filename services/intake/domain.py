@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from phonenumbers.geodata.locale import LOCALE_DATA
 
 from shared.events import LeadSnapshot, LeadSource
 
@@ -165,10 +168,28 @@ def normalize_role(raw: str | None) -> str | None:
     return _ROLE_SYNONYMS.get(token, token)
 
 
+def _locale_data() -> dict[str, dict[str, str]]:
+    """phonenumbers' country names by region and language, read from its one module.
+
+    `import phonenumbers.geodata.locale` would first import the `geodata` package,
+    which loads every number prefix's place names: about 85 MB kept for good.
+    """
+    path = Path(phonenumbers.__file__).parent / "geodata" / "locale.py"
+    module: dict[str, Any] = {
+        "__name__": "phonenumbers.geodata.locale",
+        "__package__": "phonenumbers.geodata",
+    }
+    exec(compile(path.read_bytes(), str(path), "exec"), module)
+    data: dict[str, dict[str, str]] = module["LOCALE_DATA"]
+    return data
+
+
 def _country_names() -> dict[str, str]:
     names: dict[str, str] = {}
-    for region in phonenumbers.SUPPORTED_REGIONS:
-        for name in LOCALE_DATA.get(region, {}).values():
+    for region, by_language in _locale_data().items():
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            continue
+        for name in by_language.values():
             if not name.startswith("*"):  # "*xx": the same name as language xx
                 names.setdefault(name.lower(), region)
     aliases = {"russian federation": "RU", "рф": "RU", "usa": "US", "uk": "GB"}
@@ -273,6 +294,34 @@ class DedupeKey:
                 digest = hashlib.sha256(f"{scope}|{self.origin_id}|{ident}".encode()).digest()
                 ids.add(int.from_bytes(digest[:8], "big", signed=True))
         return sorted(ids)
+
+
+class KnownLead(NamedTuple):
+    """A stored (or just accepted) lead as de-duplication sees it."""
+
+    lead_id: str
+    source: str
+    origin_id: str
+    email: str | None
+    phone: str | None
+    received_at: datetime
+
+
+def find_original(known: Iterable[KnownLead], key: DedupeKey, since: datetime) -> str | None:
+    """The first lead of this person (same e-mail or phone) from this source and form
+    received since `since`, or None. `known` holds no bot (honeypot) submissions."""
+    if not key.email and not key.phone:
+        return None
+    matches = [
+        k
+        for k in known
+        if k.source == key.source
+        and k.origin_id == key.origin_id
+        and k.received_at >= since
+        and ((key.email is not None and k.email == key.email)
+             or (key.phone is not None and k.phone == key.phone))
+    ]  # fmt: skip
+    return min(matches, key=lambda k: k.received_at).lead_id if matches else None
 
 
 def dedupe_email(email: str | None) -> str | None:

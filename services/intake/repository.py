@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake.domain import WEBINAR_SOURCES, DedupeKey
+from services.intake.domain import WEBINAR_SOURCES, DedupeKey, KnownLead
 from services.intake.tables import forms, idempotency_keys, leads, outbox, webinars
 from shared.db import AnyRow, insert_ignoring_conflicts, is_postgres
 from shared.events import LeadSnapshot
@@ -23,9 +23,18 @@ async def lock_identities(conn: AsyncConnection, keys: Iterable[DedupeKey]) -> N
     All ids of a transaction are taken at once, in one global order, so two transactions
     holding several people (a batch, an import chunk) can never wait on each other.
     """
-    if is_postgres(conn):
-        for lock_id in sorted({i for key in keys for i in key.lock_ids()}):
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
+    if not is_postgres(conn):
+        return
+    ids = sorted({i for key in keys for i in key.lock_ids()})
+    if ids:
+        # One statement for the lot; unnest yields the sorted array in order.
+        await conn.execute(_LOCK_IN_ORDER, {"ids": ids})
+
+
+_LOCK_IN_ORDER = sa.text(
+    "SELECT count(pg_advisory_xact_lock(id)) FROM "
+    "(SELECT id FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS t(id, n) ORDER BY n) AS s"
+)
 
 
 def _identity(key: DedupeKey) -> list[sa.ColumnElement[bool]]:
@@ -37,29 +46,33 @@ def _identity(key: DedupeKey) -> list[sa.ColumnElement[bool]]:
     return identity
 
 
-async def find_recent_duplicate(
-    conn: AsyncConnection, key: DedupeKey, since: datetime
-) -> str | None:
-    """The first lead of this person from this source and form since `since`.
-
-    Leads a bot posted (honeypot filled) are never the original: a bot that posts
-    someone's address first must not swallow that person's real submission.
-    """
-    identity = _identity(key)
-    if not identity:
-        return None
-    return await conn.scalar(
-        sa.select(leads.c.lead_id)
-        .where(
-            leads.c.source == key.source,
-            leads.c.origin_id == key.origin_id,
+async def recent_leads_like(
+    conn: AsyncConnection, keys: Sequence[DedupeKey], since: datetime
+) -> list[KnownLead]:
+    """Leads since `since` that may be the original of one of these (same source, form,
+    e-mail or phone), bots' submissions left out; `domain.find_original` picks per lead."""
+    emails = sorted({k.email for k in keys if k.email})
+    phones = sorted({k.phone for k in keys if k.phone})
+    if not emails and not phones:
+        return []
+    identity = []
+    if emails:
+        identity.append(leads.c.email.in_(emails))
+    if phones:
+        identity.append(leads.c.phone.in_(phones))
+    rows = await conn.execute(
+        sa.select(
+            leads.c.lead_id, leads.c.source, leads.c.origin_id, leads.c.email, leads.c.phone,
+            leads.c.received_at,
+        ).where(
+            leads.c.source.in_(sorted({k.source for k in keys})),
+            leads.c.origin_id.in_(sorted({k.origin_id for k in keys})),
             sa.or_(*identity),
             leads.c.received_at >= since,
             leads.c.honeypot_filled.is_(False),
         )
-        .order_by(leads.c.received_at)
-        .limit(1)
-    )
+    )  # fmt: skip
+    return [KnownLead(*row) for row in rows]
 
 
 async def find_webinar_lead(conn: AsyncConnection, key: DedupeKey) -> AnyRow | None:
@@ -81,19 +94,28 @@ async def find_webinar_lead(conn: AsyncConnection, key: DedupeKey) -> AnyRow | N
     ).first()
 
 
-async def insert_lead(conn: AsyncConnection, snapshot: LeadSnapshot, key: DedupeKey) -> None:
+async def insert_leads(
+    conn: AsyncConnection, new: Sequence[tuple[LeadSnapshot, DedupeKey]]
+) -> None:
+    if not new:
+        return
     await conn.execute(
-        leads.insert().values(
-            lead_id=snapshot.lead_id,
-            source=key.source,
-            origin_id=key.origin_id,
-            email=key.email,
-            phone=key.phone,
-            snapshot=snapshot.model_dump(mode="json"),
-            occurred_at=snapshot.occurred_at,
-            received_at=snapshot.received_at,
-            honeypot_filled=snapshot.honeypot_filled,
-        )
+        leads.insert(),
+        [
+            {
+                "lead_id": snapshot.lead_id,
+                "source": key.source,
+                "origin_id": key.origin_id,
+                "email": key.email,
+                "phone": key.phone,
+                "snapshot": snapshot.model_dump(mode="json"),
+                "occurred_at": snapshot.occurred_at,
+                "received_at": snapshot.received_at,
+                "erased_at": None,
+                "honeypot_filled": snapshot.honeypot_filled,
+            }
+            for snapshot, key in new
+        ],
     )
 
 

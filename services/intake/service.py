@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,8 +17,10 @@ from services.intake.domain import (
     WEBINAR_SOURCES,
     DedupeKey,
     InvalidField,
+    KnownLead,
     clean_text,
     dedupe_email,
+    find_original,
     normalize_company_size,
     normalize_country,
     normalize_email,
@@ -190,39 +193,77 @@ async def accept_lead(
     conn: AsyncConnection, snapshot: LeadSnapshot, *, dedupe_window: timedelta
 ) -> LeadAccepted:
     """Store a new lead with its event, record attendance on a registrant, or name the lead
-    this one duplicates (then nothing is written).
-
-    A webinar's registration and attendance of one person are one lead, whenever they
-    come: attendance of a registrant updates that lead (`lead.webinar_attended`).
-    """
-    key = dedupe_key(snapshot)
-    await repository.lock_identities(conn, [key])
-    if key.is_webinar:
-        return await _accept_webinar_lead(conn, snapshot, key)
-    if dedupe_window > timedelta(0):
-        original = await repository.find_recent_duplicate(
-            conn, key, since=snapshot.received_at - dedupe_window
-        )
-        if original is not None:
-            return LeadAccepted(lead_id=original, status="duplicate", duplicate_of=original)
-    return await _insert(conn, snapshot, key)
+    this one duplicates (then nothing is written)."""
+    (result,) = await accept_leads(conn, [snapshot], dedupe_window=dedupe_window)
+    return result
 
 
 async def accept_leads(
     conn: AsyncConnection, snapshots: Sequence[LeadSnapshot], *, dedupe_window: timedelta
 ) -> list[LeadAccepted]:
-    """Several leads in one transaction (a batch, a chunk of an import), in order."""
-    await repository.lock_identities(conn, [dedupe_key(s) for s in snapshots])
-    return [await accept_lead(conn, s, dedupe_window=dedupe_window) for s in snapshots]
+    """Several leads in one transaction (a batch, an import chunk, a group commit), answered
+    in order, as if accepted one after the other.
+
+    The writes are batched: one statement locks everyone, one finds possible originals,
+    one inserts the new leads and one their events. A webinar's registration and
+    attendance of one person are one lead, whenever they come: attendance of a registrant
+    updates that lead (`lead.webinar_attended`); those go one at a time.
+    """
+    keys = [dedupe_key(s) for s in snapshots]
+    await repository.lock_identities(conn, keys)
+    results: dict[int, LeadAccepted] = {}
+    plain = [i for i, key in enumerate(keys) if not key.is_webinar]
+    known: list[KnownLead] = []
+    if plain and dedupe_window > timedelta(0):
+        since = min(snapshots[i].received_at for i in plain) - dedupe_window
+        known = await repository.recent_leads_like(conn, [keys[i] for i in plain], since)
+    new: list[tuple[LeadSnapshot, DedupeKey]] = []
+    for i in plain:
+        snapshot, key = snapshots[i], keys[i]
+        original = (
+            find_original(known, key, since=snapshot.received_at - dedupe_window)
+            if dedupe_window > timedelta(0)
+            else None
+        )
+        if original is not None:
+            results[i] = LeadAccepted(lead_id=original, status="duplicate", duplicate_of=original)
+            continue
+        new.append((snapshot, key))
+        results[i] = LeadAccepted(lead_id=snapshot.lead_id, status="accepted")
+        if not snapshot.honeypot_filled:
+            known.append(_known(snapshot, key))
+    await _insert(conn, new)
+    for i, key in enumerate(keys):
+        if key.is_webinar:
+            results[i] = await _accept_webinar_lead(conn, snapshots[i], key)
+    return [results[i] for i in range(len(snapshots))]
 
 
-async def _insert(conn: AsyncConnection, snapshot: LeadSnapshot, key: DedupeKey) -> LeadAccepted:
-    await repository.insert_lead(conn, snapshot, key)
-    event = LeadReceived(
-        source=SOURCE_INTAKE, time=snapshot.occurred_at, subject=snapshot.lead_id, data=snapshot
+@dataclass(frozen=True)
+class LeadWriter:
+    """`accept_leads` as a group commit's batch handler; equal writers batch together."""
+
+    dedupe_window: timedelta
+
+    async def __call__(
+        self, conn: AsyncConnection, snapshots: Sequence[LeadSnapshot]
+    ) -> list[LeadAccepted]:
+        return await accept_leads(conn, snapshots, dedupe_window=self.dedupe_window)
+
+
+def _known(snapshot: LeadSnapshot, key: DedupeKey) -> KnownLead:
+    return KnownLead(
+        snapshot.lead_id, key.source, key.origin_id, key.email, key.phone, snapshot.received_at
     )
-    await add_to_outbox(conn, outbox, [event])
-    return LeadAccepted(lead_id=snapshot.lead_id, status="accepted")
+
+
+async def _insert(conn: AsyncConnection, new: Sequence[tuple[LeadSnapshot, DedupeKey]]) -> None:
+    await repository.insert_leads(conn, new)
+    events = [
+        LeadReceived(source=SOURCE_INTAKE, time=s.occurred_at, subject=s.lead_id, data=s)
+        for s, _ in new
+    ]
+    await add_to_outbox(conn, outbox, events)
 
 
 async def _accept_webinar_lead(
@@ -230,7 +271,8 @@ async def _accept_webinar_lead(
 ) -> LeadAccepted:
     found = await repository.find_webinar_lead(conn, key)
     if found is None:
-        return await _insert(conn, snapshot, key)
+        await _insert(conn, [(snapshot, key)])
+        return LeadAccepted(lead_id=snapshot.lead_id, status="accepted")
     existing = LeadSnapshot.model_validate(found.snapshot)
     if not snapshot.webinar_attended or existing.webinar_attended:
         return LeadAccepted(

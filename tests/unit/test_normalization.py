@@ -9,6 +9,8 @@ import pytest
 from services.intake.domain import (
     DedupeKey,
     InvalidField,
+    KnownLead,
+    find_original,
     normalize_company_size,
     normalize_country,
     normalize_email,
@@ -102,6 +104,35 @@ class TestDedupeKey:
             key.lock_ids() == DedupeKey("web_form", "f", "a@b.example", "+79123456789").lock_ids()
         )
         assert len(key.lock_ids()) == 2
+
+
+class TestFindOriginal:
+    T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+    def known(self, lead_id: str, minutes: int, **kw: str) -> KnownLead:
+        at = self.T0 + timedelta(minutes=minutes)
+        return KnownLead(
+            lead_id, kw.get("source", "api"), kw.get("origin_id", ""), kw.get("email"),
+            kw.get("phone"), at,
+        )  # fmt: skip
+
+    def test_the_earliest_lead_of_the_person_in_the_window_is_the_original(self) -> None:
+        key = DedupeKey("api", "", "a@b.example", "+79123456789")
+        known = [
+            self.known("late", 30, email="a@b.example"),
+            self.known("by-phone", 10, phone="+79123456789"),
+            self.known("too-old", -90, email="a@b.example"),
+            self.known("other-form", 0, email="a@b.example", origin_id="pricing"),
+            self.known("other-source", 0, email="a@b.example", source="web_form"),
+            self.known("someone-else", 0, email="c@d.example"),
+        ]
+        assert find_original(known, key, since=self.T0 - timedelta(minutes=60)) == "by-phone"
+        assert find_original(known, key, since=self.T0 + timedelta(minutes=20)) == "late"
+        assert find_original(known, key, since=self.T0 + timedelta(minutes=31)) is None
+
+    def test_a_lead_without_contacts_duplicates_nobody(self) -> None:
+        known = [self.known("x", 0)]
+        assert find_original(known, DedupeKey("api", "", None, None), since=self.T0) is None
 
 
 class TestZoomAndFormVocabulary:
