@@ -12,12 +12,12 @@ from shared.auth import Principal, Scope, require
 from shared.runtime import Runtime
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def _settings(request: Request) -> IntakeSettings:
+async def _settings(request: Request) -> IntakeSettings:
     settings: IntakeSettings = request.app.state.settings
     return settings
 
@@ -34,7 +34,7 @@ class FormLimits:
         )
 
 
-def _form_limits(request: Request) -> FormLimits:
+async def _form_limits(request: Request) -> FormLimits:
     limits: FormLimits = request.app.state.form_limits
     return limits
 
