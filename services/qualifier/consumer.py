@@ -49,16 +49,25 @@ def make_handler(
                 new = await claim_events(
                     conn, inbox, [(d.event.id, d.event.type, d.topic) for d in mine]
                 )
+                # Runs of received leads are decided together; anything else between them
+                # is applied in its place, so each lead's events keep their order.
+                received: list[LeadReceived] = []
                 for item in mine:
                     event = item.event
                     if event.id not in new:
                         continue
                     if isinstance(event, LeadReceived):
-                        await service.qualify_lead(conn, event, now=now)
-                    elif isinstance(event, LeadWebinarAttended):
+                        received.append(event)
+                        continue
+                    if received:
+                        await service.qualify_leads(conn, received, now=now)
+                        received = []
+                    if isinstance(event, LeadWebinarAttended):
                         await service.record_webinar_attendance(conn, event, now=now)
                     elif isinstance(event, LeadErased):
                         await service.erase_lead(conn, event, now=now)
+                if received:
+                    await service.qualify_leads(conn, received, now=now)
             committed += 1
             if kill_after_commit is not None and committed >= kill_after_commit:
                 log.warning("fault injection: SIGKILL after the database commit of batch %d, "

@@ -206,18 +206,12 @@ async def lead_exists(conn: AsyncConnection, lead_id: str) -> bool:
     return (await conn.scalar(sa.select(sa.func.count()).where(leads.c.lead_id == lead_id))) == 1
 
 
-async def save_decision(
-    conn: AsyncConnection,
-    *,
-    lead: LeadSnapshot,
-    stored_snapshot: dict[str, Any],
-    decision: Decision,
-    stage: Stage,
-    cause_event_id: str,
+def lead_row(
+    lead: LeadSnapshot, stored_snapshot: dict[str, Any], decision: Decision, stage: Stage,
     now: datetime,
-) -> None:
-    """Store the lead with its current decision, and the decision in its history."""
-    values = {
+) -> dict[str, Any]:  # fmt: skip
+    """A decided lead's columns (insert or update)."""
+    return {
         "snapshot": stored_snapshot,
         "received_at": lead.received_at,
         "route": decision.route.value,
@@ -229,19 +223,62 @@ async def save_decision(
         "decision": decision.model_dump(mode="json"),
         "updated_at": now,
     }
+
+
+def decision_row(lead_id: str, decision: Decision, cause_event_id: str) -> dict[str, Any]:
+    return {
+        "lead_id": lead_id, "definition_version": decision.definition_version,
+        "route": decision.route.value, "score": decision.score,
+        "decision": decision.model_dump(mode="json"), "decided_at": decision.decided_at,
+        "cause_event_id": cause_event_id,
+    }  # fmt: skip
+
+
+async def save_decision(
+    conn: AsyncConnection,
+    *,
+    lead: LeadSnapshot,
+    stored_snapshot: dict[str, Any],
+    decision: Decision,
+    stage: Stage,
+    cause_event_id: str,
+    now: datetime,
+) -> None:
+    """Store the lead with its current decision, and the decision in its history."""
+    values = lead_row(lead, stored_snapshot, decision, stage, now)
     updated = await conn.execute(
         leads.update().where(leads.c.lead_id == lead.lead_id).values(**values)
     )
     if not updated.rowcount:
         await conn.execute(leads.insert().values(lead_id=lead.lead_id, **values))
     await conn.execute(
-        decisions.insert().values(
-            lead_id=lead.lead_id, definition_version=decision.definition_version,
-            route=decision.route.value, score=decision.score,
-            decision=decision.model_dump(mode="json"), decided_at=decision.decided_at,
-            cause_event_id=cause_event_id,
-        )
-    )  # fmt: skip
+        decisions.insert().values(decision_row(lead.lead_id, decision, cause_event_id))
+    )
+
+
+async def insert_new_leads(
+    conn: AsyncConnection,
+    lead_rows: Sequence[dict[str, Any]],
+    decision_rows: Sequence[dict[str, Any]],
+    history_rows: Sequence[dict[str, Any]],
+) -> None:
+    """Leads decided for the first time (`lead_row` plus lead_id), with their decisions
+    and history rows, in three multi-row statements."""
+    for table, rows in (
+        (leads, lead_rows),
+        (decisions, decision_rows),
+        (stage_history, history_rows),
+    ):
+        if rows:
+            await conn.execute(table.insert(), list(rows))
+
+
+async def current_decisions(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, Any]:
+    """The current decision of each of these leads that is already stored."""
+    rows = await conn.execute(
+        sa.select(leads.c.lead_id, leads.c.decision).where(leads.c.lead_id.in_(lead_ids))
+    )
+    return {lead_id: decision for lead_id, decision in rows}
 
 
 async def update_snapshot(
@@ -254,6 +291,23 @@ async def update_snapshot(
 
 async def update_lead(conn: AsyncConnection, lead_id: str, **values: Any) -> None:
     await conn.execute(leads.update().where(leads.c.lead_id == lead_id).values(**values))
+
+
+def history_row(
+    *,
+    lead_id: str,
+    stage: Stage,
+    at: datetime,
+    by: str | None,
+    event_id: str,
+    event_type: str,
+    reason: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "lead_id": lead_id, "stage": stage.value, "at": at, "by": by, "reason": reason,
+        "note": note, "event_id": event_id, "event_type": event_type,
+    }  # fmt: skip
 
 
 async def add_history(
@@ -270,8 +324,10 @@ async def add_history(
 ) -> None:
     await conn.execute(
         stage_history.insert().values(
-            lead_id=lead_id, stage=stage.value, at=at, by=by, reason=reason, note=note,
-            event_id=event_id, event_type=event_type,
+            history_row(
+                lead_id=lead_id, stage=stage, at=at, by=by, reason=reason, note=note,
+                event_id=event_id, event_type=event_type,
+            )
         )
     )  # fmt: skip
 
@@ -387,6 +443,13 @@ async def erasure_of(conn: AsyncConnection, lead_id: str) -> datetime | None:
     return erased
 
 
+async def erasures_of(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, datetime]:
+    rows = await conn.execute(
+        sa.select(erasures.c.lead_id, erasures.c.erased_at).where(erasures.c.lead_id.in_(lead_ids))
+    )
+    return {lead_id: at for lead_id, at in rows}
+
+
 async def erase_history_notes(conn: AsyncConnection, lead_id: str) -> None:
     await conn.execute(
         stage_history.update().where(stage_history.c.lead_id == lead_id).values(note=None)
@@ -490,6 +553,23 @@ async def delete_idempotency_keys_before(conn: AsyncConnection, before: datetime
 # Partner deliveries -----------------------------------------------------------------------
 
 
+def delivery_row(
+    *,
+    delivery_id: str,
+    lead_id: str,
+    partner_id: str,
+    event_id: str,
+    url: str,
+    payload: bytes,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": delivery_id, "lead_id": lead_id, "partner_id": partner_id, "event_id": event_id,
+        "url": url, "payload": payload, "status": "pending", "attempts": 0,
+        "next_attempt_at": now, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+
+
 async def insert_delivery(
     conn: AsyncConnection,
     *,
@@ -501,13 +581,17 @@ async def insert_delivery(
     payload: bytes,
     now: datetime,
 ) -> None:
-    await conn.execute(
-        insert_ignoring_conflicts(conn, partner_deliveries).values(
-            id=delivery_id, lead_id=lead_id, partner_id=partner_id, event_id=event_id, url=url,
-            payload=payload, status="pending", attempts=0, next_attempt_at=now, created_at=now,
-            updated_at=now,
-        )
+    await insert_deliveries(
+        conn,
+        [delivery_row(delivery_id=delivery_id, lead_id=lead_id, partner_id=partner_id,
+                      event_id=event_id, url=url, payload=payload, now=now)],
     )  # fmt: skip
+
+
+async def insert_deliveries(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Partner deliveries owed; one already owed (a replayed decision) is kept as it is."""
+    if rows:
+        await conn.execute(insert_ignoring_conflicts(conn, partner_deliveries), list(rows))
 
 
 async def due_deliveries(conn: AsyncConnection, now: datetime, limit: int) -> list[AnyRow]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -194,13 +195,7 @@ async def decide(
     stored = lead.model_dump(mode="json")
     if erased:
         stored = erase_person(stored)
-    routed = LeadRouted(
-        id=derived_event_id(cause_id, "routed"),
-        source=SOURCE_QUALIFIER,
-        time=time,
-        subject=lead.lead_id,
-        data=LeadRoutedData(**LeadSnapshot.model_validate(stored).model_dump(), decision=decision),
-    )
+    routed = _routed(lead, stored, decision, cause_id=cause_id, time=time)
     await repository.save_decision(
         conn, lead=lead, stored_snapshot=stored, decision=decision, stage=stage,
         cause_event_id=cause_id, now=now,
@@ -223,20 +218,130 @@ async def decide(
 
 
 async def qualify_lead(conn: AsyncConnection, cause: LeadReceived, *, now: datetime) -> Decision:
-    """Decide a received lead with the active definition; store it; owe `lead.routed`."""
-    lead = cause.data
-    existing = await repository.get_lead(conn, lead.lead_id)
-    if existing is not None:
-        # The lead came in first by another event (its webinar attendance, say) and was
-        # decided then; a second `lead.received` for it is not a second lead.
-        log.warning("lead %s is already qualified; ignoring lead.received %s",
-                    lead.lead_id, cause.id)  # fmt: skip
-        return Decision.model_validate(existing.decision)
-    decision, _ = await decide(
-        conn, lead, cause_id=cause.id, time=cause.time, now=now,
-        erased_at=await repository.erasure_of(conn, lead.lead_id),
-    )  # fmt: skip
+    """Decide a received lead with the active definition; store it; owe `lead.routed`.
+
+    A lead that came in first by another event (its webinar attendance, say) was decided
+    then; a second `lead.received` for it is not a second lead.
+    """
+    (decision,) = await qualify_leads(conn, [cause], now=now)
     return decision
+
+
+async def qualify_leads(
+    conn: AsyncConnection, causes: Sequence[LeadReceived], *, now: datetime
+) -> list[Decision]:
+    """`qualify_lead` for a run of received leads, as if one after the other, in a few
+    multi-row statements: the definition and the assignment state are read once, and the
+    state moves on in memory from one lead's assignment to the next."""
+    ids = [c.data.lead_id for c in causes]
+    existing = await repository.current_decisions(conn, ids)
+    erased_at = await repository.erasures_of(conn, ids)
+    number, definition = await active(conn)
+    state = await assignment_state(conn, definition, now)
+    decisions: list[Decision] = []
+    writes = _Writes()
+    for cause in causes:
+        lead = cause.data
+        if lead.lead_id in existing:
+            log.warning("lead %s is already qualified; ignoring lead.received %s",
+                        lead.lead_id, cause.id)  # fmt: skip
+            decisions.append(Decision.model_validate(existing[lead.lead_id]))
+            continue
+        result = evaluate(lead, definition, number, now=now, assignment=state)
+        decision = result.decision
+        state = _advance(state, result.round_robin_advance, decision)
+        if result.round_robin_advance is not None:
+            team, next_index = result.round_robin_advance
+            writes.round_robin[team] = next_index
+        writes.add(
+            lead, decision, definition, cause_id=cause.id, time=cause.time, now=now,
+            erased_at=erased_at.get(lead.lead_id),
+        )  # fmt: skip
+        existing[lead.lead_id] = decision.model_dump(mode="json")
+        decisions.append(decision)
+    await writes.flush(conn)
+    return decisions
+
+
+def _advance(
+    state: AssignmentState, advance: tuple[str, int] | None, decision: Decision
+) -> AssignmentState:
+    """The assignment state the next lead of a run sees: what re-reading it would give."""
+    counters = dict(state.round_robin_next)
+    if advance is not None:
+        counters[advance[0]] = advance[1]
+    loads = dict(state.open_leads)
+    if decision.route is Route.sales and decision.assignee is not None:
+        loads[decision.assignee] = loads.get(decision.assignee, 0) + 1
+    return AssignmentState(round_robin_next=counters, open_leads=loads, absent=state.absent)
+
+
+class _Writes:
+    """The rows a run of decisions owes, written together at the end."""
+
+    def __init__(self) -> None:
+        self.leads: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
+        self.events: list[LeadRouted] = []
+        self.deliveries: list[dict[str, Any]] = []
+        self.round_robin: dict[str, int] = {}
+
+    def add(
+        self,
+        lead: LeadSnapshot,
+        decision: Decision,
+        definition: LeadDefinition,
+        *,
+        cause_id: str,
+        time: datetime,
+        now: datetime,
+        erased_at: datetime | None,
+    ) -> None:
+        stored = lead.model_dump(mode="json")
+        if erased_at is not None:
+            stored = erase_person(stored)
+        routed = _routed(lead, stored, decision, cause_id=cause_id, time=time)
+        self.leads.append(
+            {"lead_id": lead.lead_id, "erased_at": erased_at}
+            | repository.lead_row(lead, stored, decision, Stage.routed, now)
+        )
+        self.decisions.append(repository.decision_row(lead.lead_id, decision, cause_id))
+        self.history.append(
+            repository.history_row(
+                lead_id=lead.lead_id, stage=Stage.routed, at=time, by=QUALIFIER,
+                reason=" ".join(decision.reasons), event_id=routed.id, event_type=routed.type,
+            )
+        )  # fmt: skip
+        self.events.append(routed)
+        partner = definition.partner(decision.partner) if decision.partner else None
+        if partner is not None and partner.webhook_url and erased_at is None:
+            self.deliveries.append(
+                repository.delivery_row(
+                    delivery_id=derived_event_id(routed.id, "delivery"), lead_id=lead.lead_id,
+                    partner_id=partner.id, event_id=routed.id, url=partner.webhook_url,
+                    payload=encode_event(routed), now=now,
+                )
+            )  # fmt: skip
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        for team, next_index in self.round_robin.items():
+            await repository.set_round_robin(conn, team, next_index)
+        await repository.insert_new_leads(conn, self.leads, self.decisions, self.history)
+        await repository.insert_deliveries(conn, self.deliveries)
+        await add_to_outbox(conn, outbox, self.events)
+
+
+def _routed(
+    lead: LeadSnapshot, stored: dict[str, Any], decision: Decision, *, cause_id: str, time: datetime
+) -> LeadRouted:
+    return LeadRouted(
+        id=derived_event_id(cause_id, "routed"),
+        source=SOURCE_QUALIFIER,
+        time=time,
+        subject=lead.lead_id,
+        data=LeadRoutedData(**LeadSnapshot.model_validate(stored).model_dump(), decision=decision),
+    )
 
 
 async def record_webinar_attendance(

@@ -227,3 +227,39 @@ async def test_the_qualifiers_own_events_are_not_applied_again(q: Harness) -> No
         claimed = (await conn.execute(sa.select(inbox.c.event_id))).scalars().all()
     assert claimed == [lead.id]
     assert await q.events(lead_id=lead.subject) == own
+
+
+class TestRunsOfReceivedLeads:
+    """A batch's received leads are decided together: the result is the one-by-one result."""
+
+    async def test_round_robin_moves_on_within_a_batch_and_across_batches(self, q: Harness) -> None:
+        first = [received() for _ in range(4)]
+        await q.receive(*first)
+        later = received()
+        await q.receive(later)
+        assignees = [(await q.lead(e.subject))["assignee"] for e in [*first, later]]
+        # The example definition's smb team, in its order, from a fresh counter.
+        assert assignees == ["vera", "grigory", "dmitry", "vera", "grigory"]
+        routed = await q.events(type="lead.routed")
+        assert [r.subject for r in routed] == [e.subject for e in [*first, later]]
+
+    async def test_a_lead_received_twice_in_one_batch_is_one_lead(self, q: Harness) -> None:
+        lead = received()
+        again = LeadReceived(source="/intake", time=lead.time, subject=lead.subject,
+                             data=lead.data)  # another event id, the same lead  # fmt: skip
+        other = received()
+        await q.receive(lead, again, other)
+        assert len(await q.rows(leads)) == 2
+        assert len(await q.rows(decisions, decisions.c.lead_id == lead.subject)) == 1
+        routed = await q.events(type="lead.routed")
+        assert [r.subject for r in routed] == [lead.subject, other.subject]
+
+    async def test_events_between_received_leads_apply_in_their_place(self, q: Harness) -> None:
+        gone = received()
+        lead = received(**LUKEWARM)
+        # The erasure comes before its lead's `lead.received`, the attendance after it.
+        await q.receive(erased(gone.subject), gone, lead, attended(lead), received())
+        view = await q.lead(gone.subject)
+        assert view["erased"] is True and view["lead"]["email"] is None
+        assert (await q.lead(lead.subject))["lead"]["webinar_attended"] is True
+        assert len(await q.rows(leads)) == 3
