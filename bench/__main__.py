@@ -113,6 +113,9 @@ async def intake_and_e2e(stack: Stack, plan: Plan, results: dict[str, Any]) -> N
     stack.start_service("qualifier")
     stack.start_service("kpi")
     await wait_consumed(stack, "qualifier", load.requests, limit_s=1800)
+    # The KPI service folds each lead's `lead.received` and `lead.routed`: a backlog
+    # still folding would take CPU from the steady run and measure the backlog instead.
+    await wait_consumed(stack, "kpi", 2 * load.requests, limit_s=1800)
     say(f"e2e: steady {plan.e2e_rate:.0f} leads/s for {plan.e2e_seconds}s, POST answered -> "
         "lead.routed received by a subscriber")  # fmt: skip
     routed_at: dict[str, float] = {}

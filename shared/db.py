@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,17 @@ AnyRow = sa.Row[*tuple[Any, ...]]
 BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Money = sa.Numeric(18, 2)
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def in_list(
+    conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[int]
+) -> sa.ColumnElement[bool]:
+    """`column IN values` for integer ids; on PostgreSQL `= ANY(array)`: one parameter, so
+    one cached plan for any number of values instead of a statement per list length."""
+    if is_postgres(conn):
+        ids = sa.bindparam("ids", list(values), unique=True)
+        return column == sa.any_(sa.cast(ids, postgresql.ARRAY(sa.BigInteger)))
+    return column.in_(values)
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:

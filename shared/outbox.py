@@ -12,26 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter as Metric
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import BigIntPK, UtcDateTime, is_postgres, utcnow
+from shared.db import BigIntPK, UtcDateTime, in_list, is_postgres, utcnow
 from shared.events import _Envelope, encode_event
 
 log = logging.getLogger(__name__)
 
-OUTBOX_PUBLISHED = Counter(
+OUTBOX_PUBLISHED = Metric(
     "leadflow_outbox_published_total", "Events the relay published", ["service", "topic"]
 )
 OUTBOX_PENDING = Gauge(
     "leadflow_outbox_pending", "Events in the outbox not yet acknowledged by Kafka", ["service"]
 )
-OUTBOX_ERRORS = Counter(
+OUTBOX_ERRORS = Metric(
     "leadflow_outbox_publish_errors_total", "Failed publish attempts (retried)", ["service"]
 )
 
@@ -162,9 +164,9 @@ class OutboxRelay:
         ]
         await asyncio.gather(*futures)
         async with self._engine.begin() as conn:
-            await conn.execute(sa.delete(t).where(t.c.id.in_([r.id for r in rows])))
-        for r in rows:
-            OUTBOX_PUBLISHED.labels(self._service, r.topic).inc()
+            await conn.execute(sa.delete(t).where(in_list(conn, t.c.id, [r.id for r in rows])))
+        for topic, count in Counter(r.topic for r in rows).items():
+            OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
         return len(rows)
 
     async def _lead(self) -> bool:
