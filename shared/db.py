@@ -53,7 +53,7 @@ def in_list(
     """`column IN values` for integer ids; on PostgreSQL `= ANY(array)`: one parameter, so
     one cached plan for any number of values instead of a statement per list length."""
     if is_postgres(conn):
-        ids = sa.bindparam("ids", list(values), unique=True)
+        ids: sa.BindParameter[list[int]] = sa.bindparam("ids", list(values), unique=True)
         return column == sa.any_(sa.cast(ids, postgresql.ARRAY(sa.BigInteger)))
     return column.in_(values)
 
