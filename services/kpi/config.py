@@ -16,6 +16,8 @@ class KpiSettings(ServiceSettings):
 
     port: int = 8003
     consumer_max_records: int = 2000
+    # A batch's leads are folded in this many concurrent transactions (PostgreSQL only).
+    fold_parallelism: int = Field(default=2, ge=1, le=8)
     # The longest period a read may ask for.
     max_range_days: int = Field(default=3 * 366, ge=1)
     # The deployment's one currency: payments in another are parked, not summed.

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kpi import service
+from services.kpi import repository, service
 from services.kpi.config import KpiSettings
-from services.kpi.tables import inbox
 from shared.consumer import BatchHandler, Delivered, TransientFailure
+from shared.db import is_postgres
 from shared.events import Event
-from shared.inbox import claim_events
 from shared.runtime import Runtime
 
 T = TypeVar("T")
@@ -50,16 +50,12 @@ def make_handler(runtime: Runtime) -> BatchHandler:
     assert isinstance(settings, KpiSettings)
     currency = settings.currency
 
-    async def handle(batch: Sequence[Delivered]) -> None:
-        # A bad event fails the batch; the loop then applies events one at a time and
-        # parks the bad one on the dead-letter topic with the reason.
-        for item in batch:
-            service.check_foldable(item.event, currency)
+    async def apply(batch: Sequence[Delivered]) -> None:
         # Sorted ids: two replicas claiming overlapping batches lock inbox rows in one order.
         claims = sorted({(d.event.id, d.event.type, d.topic) for d in batch})
 
         async def work(conn: AsyncConnection) -> None:
-            new = await claim_events(conn, inbox, claims)
+            new = await repository.claim_events(conn, claims)
             unique: dict[str, Event] = {}
             for d in batch:
                 if d.event.id in new:
@@ -67,5 +63,24 @@ def make_handler(runtime: Runtime) -> BatchHandler:
             await service.apply_live(conn, list(unique.values()))
 
         await in_transaction(runtime.engine, work)
+
+    async def handle(batch: Sequence[Delivered]) -> None:
+        # A bad event fails the batch; the loop then applies events one at a time and
+        # parks the bad one on the dead-letter topic with the reason.
+        for item in batch:
+            service.check_foldable(item.event, currency)
+        parts = settings.fold_parallelism if is_postgres(runtime.engine) else 1
+        if parts <= 1 or len(batch) < 2 * parts:
+            await apply(batch)
+            return
+        # Leads split into parts folded in concurrent transactions: while the database
+        # writes one part, this process folds the next. A lead's events stay in one part
+        # (its rows are locked by one transaction), and each part claims its own events in
+        # its own transaction, so each event is still applied exactly once; the offsets are
+        # committed only after every part is.
+        split: list[list[Delivered]] = [[] for _ in range(parts)]
+        for d in batch:
+            split[zlib.crc32(d.event.subject.encode()) % parts].append(d)
+        await asyncio.gather(*(apply(part) for part in split if part))
 
     return handle

@@ -31,7 +31,7 @@ from shared.db import create_engine
 from shared.events import Event
 from shared.migrations import migrate
 from tests.fixtures.kpi.scenario import generate
-from tests.unit.test_kpi_order import histories
+from tests.unit.test_kpi_order import Store, histories
 
 _generations = itertools.count(100)
 
@@ -112,3 +112,26 @@ async def test_writers_racing_on_the_same_leads_lose_nothing(
     expected = await _tables(engine, in_order)
     assert len(expected["kpi_leads"]) > 40 and len(expected["kpi_facts"]) > 100
     assert await _tables(engine, raced) == expected
+
+
+async def test_the_stored_aggregates_are_the_pure_folds_expansion(engine: AsyncEngine) -> None:
+    # PostgreSQL expands the changed facts into aggregate rows in SQL, SQLite from
+    # Changes.aggregates: either way the rows must be what the pure fold says.
+    s = generate(11, first=date(2025, 11, 1), last=date(2026, 4, 1), per_month=15)
+    events: list[Event] = s.events  # type: ignore[assignment]
+    generation = next(_generations)
+    shuffled = events[:]
+    random.Random(11).shuffle(shuffled)
+    for i in range(0, len(shuffled), 40):
+        await _fold(engine, generation, shuffled[i : i + 40])
+    model = Store()
+    model.apply(events)
+    expected = {
+        (k.rollup, k.grain, k.bucket_start, k.metric, k.bin, k.source, k.channel, k.campaign,
+         k.route, k.definition_version, v)
+        for k, v in model.sums().items()
+    }  # fmt: skip
+    assert len(expected) > 500
+    rows = (await _tables(engine, generation))["kpi_aggregates"]
+    stored = {(*r[:-1], Decimal(r[-1])) for r in rows}
+    assert stored == expected

@@ -1,0 +1,151 @@
+"""The hot reads on PostgreSQL: fixed statements over arrays of ranges, prepared once.
+
+Built with SQLAlchemy, a read's statement has a shape that depends on how many ranges its
+periods split into, and building, caching and compiling it cost more than the database's
+work. Here the ranges travel as arrays, so every read is one of a few statement texts
+(one per set of filters and grouping), which asyncpg prepares once per connection. The
+answers are those of the SQLAlchemy statements in `repository`, which SQLite uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.kpi.fold import DIMENSIONS
+
+# (point, metric, value bin, group or None, amount)
+Row = tuple[int, str, int, str | None, Decimal]
+
+
+def _checked(names: Sequence[str]) -> None:
+    # Dimension names become SQL text: only the known ones.
+    if not set(names) <= set(DIMENSIONS):
+        raise ValueError(f"unknown dimensions {sorted(set(names) - set(DIMENSIONS))}")
+
+
+def _filters(alias: str, filters: Sequence[str], first: int) -> str:
+    return "".join(f" AND {alias}.{name} = ${first + i}" for i, name in enumerate(filters))
+
+
+# Each range is its own index scan (LATERAL): joined to the ranges as a set, the planner
+# would scan the whole table for a handful of buckets.
+@lru_cache(maxsize=64)
+def _aggregates_sql(filters: tuple[str, ...], group_by: str | None) -> str:
+    group = f"a.{group_by}" if group_by else "NULL::text"
+    return (
+        "SELECT r.point, s.metric, s.bin, s.grp, sum(s.amount) "
+        "FROM unnest($2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[]) "
+        "AS r(point, grain, lo, hi) "
+        f"CROSS JOIN LATERAL (SELECT a.metric, a.bin, {group} AS grp, sum(a.value) AS amount "
+        "FROM kpi_aggregates AS a WHERE a.generation = $1 AND a.rollup = $6 "
+        "AND a.grain = r.grain AND a.bucket_start >= r.lo AND a.bucket_start < r.hi "
+        f"AND a.metric = ANY($7::text[]){_filters('a', filters, 8)} GROUP BY 1, 2, 3) AS s "
+        "GROUP BY 1, 2, 3, 4"
+    )
+
+
+@lru_cache(maxsize=64)
+def _facts_sql(filters: tuple[str, ...], group_by: str | None) -> str:
+    group = f"f.{group_by}" if group_by else "NULL::text"
+    return (
+        "SELECT r.point, s.metric, s.bin, s.grp, s.value "
+        "FROM unnest($2::int4[], $3::timestamptz[], $4::timestamptz[]) AS r(point, lo, hi) "
+        f"CROSS JOIN LATERAL (SELECT f.metric, f.bin, {group} AS grp, f.value "
+        "FROM kpi_facts AS f WHERE f.generation = $1 AND f.at >= r.lo AND f.at < r.hi "
+        f"AND f.metric = ANY($5::text[]){_filters('f', filters, 6)}) AS s"
+    )
+
+
+async def aggregate_sums(
+    conn: AsyncConnection,
+    generation: int,
+    rollup: int,
+    ranges: Sequence[tuple[int, str, datetime, datetime]],
+    metrics: Sequence[str],
+    filters: dict[str, str],
+    group_by: str | None,
+) -> list[Row]:
+    """Sums per (point, metric, bin, group) of the aggregate buckets of `grain` starting in
+    [lo, hi), for each (point, grain, lo, hi) of `ranges`."""
+    names = tuple(sorted(filters))
+    _checked([*names, *([group_by] if group_by else [])])
+    result = await conn.exec_driver_sql(
+        _aggregates_sql(names, group_by),
+        (
+            generation,
+            *_columns(ranges, 4),
+            rollup,
+            list(metrics),
+            *(filters[n] for n in names),
+        ),
+    )
+    rows: list[Any] = list(result)
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def edge_facts(
+    conn: AsyncConnection,
+    generation: int,
+    ranges: Sequence[tuple[int, datetime, datetime]],
+    metrics: Sequence[str],
+    filters: dict[str, str],
+    group_by: str | None,
+) -> list[Row]:
+    """The facts (point, metric, bin, group, value) at in [lo, hi), for each (point, lo, hi)."""
+    names = tuple(sorted(filters))
+    _checked([*names, *([group_by] if group_by else [])])
+    result = await conn.exec_driver_sql(
+        _facts_sql(names, group_by),
+        (generation, *_columns(ranges, 3), list(metrics), *(filters[n] for n in names)),
+    )
+    rows: list[Any] = list(result)
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+@lru_cache(maxsize=64)
+def _durations_sql(filters: tuple[str, ...], group_by: str | None) -> str:
+    group = f" AND f.{group_by} = w.grp" if group_by else ""
+    return (
+        "SELECT w.n, v.value "
+        "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::timestamptz[], $6::timestamptz[], "
+        "$7::text[], $8::int4[]) AS w(n, metric, bin, lo, hi, grp, off) "
+        "CROSS JOIN LATERAL (SELECT f.value FROM kpi_facts AS f WHERE f.generation = $1 "
+        "AND f.metric = w.metric AND f.bin = w.bin AND f.at >= w.lo AND f.at < w.hi"
+        f"{_filters('f', filters, 9)}{group} ORDER BY f.value LIMIT 1 OFFSET w.off) AS v"
+    )
+
+
+async def duration_values(
+    conn: AsyncConnection,
+    generation: int,
+    wanted: Sequence[tuple[str, int, datetime, datetime, str | None, int]],
+    filters: dict[str, str],
+    group_by: str | None,
+) -> dict[int, Decimal]:
+    """For each wanted (metric, bin, lo, hi, group, index), by its position in `wanted`: the
+    index-th smallest (from 0) duration of that bin closing in [lo, hi), in the group."""
+    names = tuple(sorted(filters))
+    _checked([*names, *([group_by] if group_by else [])])
+    rows: list[tuple[Any, ...]] = [
+        (n, metric, bin_, lo, hi, group or "", index)
+        for n, (metric, bin_, lo, hi, group, index) in enumerate(wanted)
+    ]
+    result = await conn.exec_driver_sql(
+        _durations_sql(names, group_by),
+        (generation, *_columns(rows, 7), *(filters[n] for n in names)),
+    )
+    found: list[Any] = list(result)
+    return {int(r[0]): Decimal(r[1]) for r in found}
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column (the arrays unnest takes back apart)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
