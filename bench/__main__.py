@@ -8,7 +8,6 @@ and recorded: PostgreSQL when one is reachable, else SQLite.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -25,14 +24,15 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
+from bench import e2e_probe
 from bench import events as synthetic
-from bench.load import run_wrk, steady_posts
+from bench.load import run_wrk
 from bench.stack import Stack, close_stack, new_stack, wait_ready
 from cli.kafka_broker import free_port
 from shared.db import create_engine
-from shared.events import TOPIC_ROUTED, encode_event, kafka_headers
+from shared.events import encode_event, kafka_headers
 from shared.kafka import ensure_topics
 
 RESULTS = Path(__file__).with_name("results")
@@ -118,39 +118,27 @@ async def intake_and_e2e(stack: Stack, plan: Plan, results: dict[str, Any]) -> N
     await wait_consumed(stack, "kpi", 2 * load.requests, limit_s=1800)
     say(f"e2e: steady {plan.e2e_rate:.0f} leads/s for {plan.e2e_seconds}s, POST answered -> "
         "lead.routed received by a subscriber")  # fmt: skip
-    routed_at: dict[str, float] = {}
-    consumer = AIOKafkaConsumer(
-        TOPIC_ROUTED, bootstrap_servers=stack.bootstrap, group_id=None,
-        auto_offset_reset="latest",
-    )  # fmt: skip
-    await consumer.start()
+    probe = stack.data_dir / "e2e"
+    probe.mkdir(exist_ok=True)
+    arrivals, ready, answers = probe / "routed.txt", probe / "ready", probe / "answered.json"
+    subscriber = e2e_probe.start_subscriber(stack.bootstrap, arrivals, ready)
     try:
-        await consumer.seek_to_end()
-        expected: set[str] | None = None
-        all_routed = asyncio.Event()
-
-        async def subscribe() -> None:
-            while True:
-                batches = await consumer.getmany(timeout_ms=100)
-                now = time.time()
-                for records in batches.values():
-                    for record in records:
-                        if record.key:
-                            routed_at.setdefault(record.key.decode(), now)
-                if expected is not None and expected <= routed_at.keys():
-                    all_routed.set()
-
-        sub = asyncio.create_task(subscribe())
-        answered = await steady_posts(
-            stack.url("intake"), plan.e2e_rate, plan.e2e_seconds, run=str(time.time_ns())
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if subscriber.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the e2e subscriber did not start")
+            await asyncio.sleep(0.1)
+        answered = await asyncio.to_thread(
+            e2e_probe.post, stack.url("intake"), plan.e2e_rate, plan.e2e_seconds, answers
         )
-        expected = set(answered)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(60):
-                await all_routed.wait()
-        sub.cancel()
+        deadline = time.monotonic() + 60
+        routed_at = e2e_probe.read_arrivals(arrivals)
+        while not answered.keys() <= routed_at.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            routed_at = e2e_probe.read_arrivals(arrivals)
     finally:
-        await consumer.stop()
+        subscriber.terminate()
+        subscriber.wait(30)
     latencies = [(routed_at[k] - t) * 1000 for k, t in answered.items() if k in routed_at]
     results["e2e"] = {
         "p50_ms": round(percentile(latencies, 0.5), 1),

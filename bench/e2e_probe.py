@@ -1,0 +1,100 @@
+"""The end-to-end probe's two sides, each run as a process of its own.
+
+`post` sends leads at a steady rate and records when each 202 arrived; `subscribe` reads
+`leads.routed` and records when each lead's routing arrived. Apart, neither one's work
+delays the other's clock readings: in one event loop, parsing Kafka batches held back
+the reading of HTTP answers (and the reverse), adding a few hundred milliseconds of the
+probe's own making to the measured latency.
+
+    python -m bench.e2e_probe post URL RATE SECONDS OUT
+    python -m bench.e2e_probe subscribe BOOTSTRAP OUT READY
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from bench.load import steady_posts
+from shared.events import TOPIC_ROUTED
+
+
+async def subscribe(bootstrap: str, out: Path, ready: Path) -> None:
+    """Append `lead_id arrival_time` lines to `out` until SIGTERM; touch `ready` once the
+    consumer reads from the end of the topic."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    consumer = AIOKafkaConsumer(
+        TOPIC_ROUTED, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        await asyncio.to_thread(ready.touch)
+        with out.open("a", encoding="utf-8") as sink:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=50)
+                now = time.time()
+                lines = [
+                    f"{record.key.decode()} {now:.6f}\n"
+                    for records in batches.values()
+                    for record in records
+                    if record.key
+                ]
+                if lines:
+                    sink.writelines(lines)
+                    sink.flush()
+    finally:
+        await consumer.stop()
+
+
+def start_subscriber(bootstrap: str, out: Path, ready: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.e2e_probe", "subscribe", bootstrap, str(out), str(ready)]
+    )
+
+
+def post(url: str, rate: float, seconds: float, out: Path) -> dict[str, float]:
+    """Run the poster process; lead id -> when its 202 arrived."""
+    subprocess.run(
+        [sys.executable, "-m", "bench.e2e_probe", "post", url, str(rate), str(seconds), str(out)],
+        check=True,
+    )
+    answered: dict[str, float] = json.loads(out.read_text(encoding="utf-8"))
+    return answered
+
+
+def read_arrivals(path: Path) -> dict[str, float]:
+    """What `subscribe` wrote so far: the first arrival of each lead."""
+    arrivals: dict[str, float] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, _, at = line.partition(" ")
+            if at:
+                arrivals.setdefault(key, float(at))
+    return arrivals
+
+
+def main(argv: list[str]) -> None:
+    mode, *args = argv
+    if mode == "post":
+        url, rate, seconds, out = args
+        answered = asyncio.run(steady_posts(url, float(rate), float(seconds), str(time.time_ns())))
+        Path(out).write_text(json.dumps(answered), encoding="utf-8")
+    elif mode == "subscribe":
+        bootstrap, out, ready = args
+        asyncio.run(subscribe(bootstrap, Path(out), Path(ready)))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}: post or subscribe")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
