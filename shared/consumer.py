@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from shared.db import is_unavailable
 from shared.events import TOPIC_DEADLETTER, Event, UndecodableEvent, decode_event
@@ -29,6 +29,10 @@ EVENTS_APPLIED = Counter(
 EVENTS_PARKED = Counter(
     "leadflow_events_deadlettered_total", "Messages parked on the dead-letter topic", ["service"]
 )
+BATCH_SECONDS = Histogram(
+    "leadflow_consumer_batch_seconds", "Time to apply one batch (its transaction included)",
+    ["service"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)  # fmt: skip
 CONSUMER_RETRIES = Counter(
     "leadflow_consumer_retries_total", "Batches retried after a transient failure", ["service"]
 )
@@ -89,7 +93,8 @@ class EventConsumer:
                 if not batches:
                     continue
                 try:
-                    await self._apply(batches)
+                    with BATCH_SECONDS.labels(self._service).time():
+                        await self._apply(batches)
                     backoff = 0.2
                 except Exception as exc:
                     if not is_transient(exc):
