@@ -43,6 +43,17 @@ async def active_definition(conn: AsyncConnection) -> AnyRow | None:
     ).first()
 
 
+async def active_definition_head(conn: AsyncConnection) -> AnyRow | None:
+    """The active version's number and creation time, without its document."""
+    return (
+        await conn.execute(
+            sa.select(definitions.c.version, definitions.c.created_at).where(
+                definitions.c.status == "active"
+            )
+        )
+    ).first()
+
+
 async def has_definitions(conn: AsyncConnection) -> bool:
     return bool(await conn.scalar(sa.select(sa.func.count()).select_from(definitions)))
 

@@ -75,11 +75,25 @@ def definition_of(version: int, document: dict[str, Any]) -> LeadDefinition:
     return _definition(version, orjson.dumps(document, option=orjson.OPT_SORT_KEYS))
 
 
+# Parsed active definitions by (database, version, created_at): a version never changes,
+# so deciding a batch reads two small columns, not the document.
+_ACTIVE: dict[tuple[str, int, datetime], LeadDefinition] = {}
+
+
 async def active(conn: AsyncConnection) -> tuple[int, LeadDefinition]:
-    row = await repository.active_definition(conn)
-    if row is None:
+    head = await repository.active_definition_head(conn)
+    if head is None:
         raise NoActiveDefinition("no active lead definition; publish one")
-    return row.version, definition_of(row.version, row.document)
+    key = (conn.engine.url.render_as_string(), head.version, head.created_at)
+    definition = _ACTIVE.get(key)
+    if definition is None:
+        row = await repository.active_definition(conn)
+        if row is None or row.version != head.version:
+            return await active(conn)  # published meanwhile: read again
+        definition = definition_of(row.version, row.document)
+        _ACTIVE.clear()  # only the active one is kept
+        _ACTIVE[key] = definition
+    return head.version, definition
 
 
 async def version(conn: AsyncConnection, number: int) -> tuple[AnyRow, LeadDefinition]:
