@@ -17,7 +17,7 @@ from services.qualifier import service
 from services.qualifier.tables import inbox
 from shared.consumer import BatchHandler, Delivered
 from shared.db import utcnow
-from shared.events import LeadErased, LeadReceived, LeadWebinarAttended
+from shared.events import Decision, LeadErased, LeadReceived, LeadWebinarAttended
 from shared.inbox import claim_events
 from shared.runtime import Runtime
 
@@ -32,7 +32,8 @@ def make_handler(
     after_commit: Callable[[], None] | None = None,
     kill_after_commit: int | None = None,
 ) -> BatchHandler:
-    """`after_commit` runs once a batch's transaction has committed (to wake workers).
+    """`after_commit` runs once a batch's transaction has committed a decision for a
+    partner (to wake the deliverer; most batches owe it nothing).
 
     `kill_after_commit=N` is the exactly-once test's fault (dev mode only, refused in
     production by the settings): the process SIGKILLs itself right after the N-th batch's
@@ -43,6 +44,7 @@ def make_handler(
     async def handle(batch: Sequence[Delivered]) -> None:
         nonlocal committed
         mine = [d for d in batch if isinstance(d.event, _APPLIED)]
+        decided: list[Decision | None] = []
         if mine:
             now = utcnow()
             async with runtime.engine.begin() as conn:
@@ -60,21 +62,23 @@ def make_handler(
                         received.append(event)
                         continue
                     if received:
-                        await service.qualify_leads(conn, received, now=now)
+                        decided += await service.qualify_leads(conn, received, now=now)
                         received = []
                     if isinstance(event, LeadWebinarAttended):
-                        await service.record_webinar_attendance(conn, event, now=now)
+                        decided.append(
+                            await service.record_webinar_attendance(conn, event, now=now)
+                        )
                     elif isinstance(event, LeadErased):
                         await service.erase_lead(conn, event, now=now)
                 if received:
-                    await service.qualify_leads(conn, received, now=now)
+                    decided += await service.qualify_leads(conn, received, now=now)
             committed += 1
             if kill_after_commit is not None and committed >= kill_after_commit:
                 log.warning("fault injection: SIGKILL after the database commit of batch %d, "
                             "before its offsets are committed", committed)  # fmt: skip
                 os.kill(os.getpid(), signal.SIGKILL)
         runtime.wake_relay()
-        if after_commit is not None:
+        if after_commit is not None and any(d is not None and d.partner for d in decided):
             after_commit()
 
     return handle
