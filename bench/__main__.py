@@ -310,7 +310,8 @@ async def run(plan: Plan) -> dict[str, Any]:
         "commit": git_commit(),
         "machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor() or ''}".strip(),
         "python": platform.python_version(),
-        "load_generator": "wrk (throughput), asyncio+httpx (steady e2e rate)",
+        "load_generator": "wrk (throughput); for the steady e2e rate a bare asyncio HTTP/1.1 "
+        "client and an aiokafka subscriber, each a process of its own",
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
