@@ -44,31 +44,30 @@ def idempotency_window(settings: IntakeSettings) -> dict[str, timedelta]:
     }
 
 
-async def _snapshot(
-    conn: AsyncConnection, lead: LeadIn, settings: IntakeSettings, now: datetime
-) -> LeadSnapshot:
-    """Build a JSON lead's snapshot with its form's or webinar's defaults (strict)."""
-    region, consent_version = await service.origin_defaults(conn, lead.form_id, lead.webinar_id)
-    return _build(lead, settings, now, region, consent_version)
+Defaults = tuple[str | None, str | None]  # a form's or webinar's phone region, consent text
 
 
 def _build(
-    lead: LeadIn,
-    settings: IntakeSettings,
-    now: datetime,
-    region: str | None,
-    consent_version: str | None,
+    lead: LeadIn, settings: IntakeSettings, now: datetime, defaults: Defaults
 ) -> LeadSnapshot:
-    """422 naming the field when the lead is not valid."""
+    """A JSON lead's snapshot (strict), with its origin's defaults; raises InvalidField."""
+    region, consent_version = defaults
+    return service.build_snapshot(
+        lead,
+        lead_id=service.new_lead_id(),
+        now=now,
+        default_region=settings.default_phone_region,
+        form_region=region,
+        consent_text_version=consent_version,
+    )
+
+
+def _build_one(
+    lead: LeadIn, settings: IntakeSettings, now: datetime, defaults: Defaults
+) -> LeadSnapshot:
+    """`_build`, answering 422 naming the field when the lead is not valid."""
     try:
-        return service.build_snapshot(
-            lead,
-            lead_id=service.new_lead_id(),
-            now=now,
-            default_region=settings.default_phone_region,
-            form_region=region,
-            consent_text_version=consent_version,
-        )
+        return _build(lead, settings, now, defaults)
     except InvalidField as exc:
         raise problem(422, ["body", exc.field], exc.message) from exc
 
@@ -91,11 +90,11 @@ async def post_lead(
     if idempotency_key is None:
         # The common case: built outside the writer, stored with other requests' leads in
         # multi-row statements (a group commit's batch), answered after that commit.
+        defaults: Defaults = (None, None)
         if lead.form_id or lead.webinar_id:
             async with runtime.engine.connect() as conn:
-                snapshot = await _snapshot(conn, lead, settings, now)
-        else:
-            snapshot = _build(lead, settings, now, None, None)
+                defaults = await service.origin_defaults(conn, lead.form_id, lead.webinar_id)
+        snapshot = _build_one(lead, settings, now, defaults)
         result = await runtime.write_batched(
             service.LeadWriter(timedelta(hours=settings.dedupe_window_hours)), snapshot
         )
@@ -118,7 +117,8 @@ async def post_lead(
             return slot.replay
 
         async def store(conn: AsyncConnection) -> tuple[LeadSnapshot, LeadAccepted, dict[str, Any]]:
-            snapshot = await _snapshot(conn, lead, settings, now)
+            defaults = await service.origin_defaults(conn, lead.form_id, lead.webinar_id)
+            snapshot = _build_one(lead, settings, now, defaults)
             result = await service.accept_lead(
                 conn, snapshot, dedupe_window=timedelta(hours=settings.dedupe_window_hours)
             )
@@ -155,7 +155,7 @@ async def post_lead_batch(
         if slot.replay is not None:
             return slot.replay
         async with runtime.engine.begin() as conn:
-            defaults: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
+            defaults: dict[tuple[str | None, str | None], Defaults] = {}
             for data in batch.leads:
                 if not isinstance(data, dict):
                     continue
@@ -164,17 +164,8 @@ async def post_lead_batch(
                     defaults[origin] = await service.origin_defaults(conn, *origin)
 
             def build(lead: LeadIn) -> LeadSnapshot:
-                region, consent_version = defaults.get(
-                    (lead.form_id, lead.webinar_id), (None, None)
-                )
-                return service.build_snapshot(
-                    lead,
-                    lead_id=service.new_lead_id(),
-                    now=now,
-                    default_region=settings.default_phone_region,
-                    form_region=region,
-                    consent_text_version=consent_version,
-                )
+                origin = defaults.get((lead.form_id, lead.webinar_id), (None, None))
+                return _build(lead, settings, now, origin)
 
             items = batches.prepare(batch.leads, LeadIn, build, ("body", "leads"))
             valid = [i.snapshot for i in items if i.snapshot is not None]

@@ -34,16 +34,6 @@ _DEFINITIONS_LOCK = 0x1EAD0DEF
 
 
 async def active_definition(conn: AsyncConnection) -> AnyRow | None:
-    return (
-        await conn.execute(
-            sa.select(definitions.c.version, definitions.c.document).where(
-                definitions.c.status == "active"
-            )
-        )
-    ).first()
-
-
-async def active_definition_head(conn: AsyncConnection) -> AnyRow | None:
     """The active version's number and creation time, without its document."""
     return (
         await conn.execute(

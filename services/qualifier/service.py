@@ -81,16 +81,13 @@ _ACTIVE: dict[tuple[str, int, datetime], LeadDefinition] = {}
 
 
 async def active(conn: AsyncConnection) -> tuple[int, LeadDefinition]:
-    head = await repository.active_definition_head(conn)
+    head = await repository.active_definition(conn)
     if head is None:
         raise NoActiveDefinition("no active lead definition; publish one")
     key = (conn.engine.url.render_as_string(), head.version, head.created_at)
     definition = _ACTIVE.get(key)
     if definition is None:
-        row = await repository.active_definition(conn)
-        if row is None or row.version != head.version:
-            return await active(conn)  # published meanwhile: read again
-        definition = definition_of(row.version, row.document)
+        _, definition = await version(conn, head.version)
         _ACTIVE.clear()  # only the active one is kept
         _ACTIVE[key] = definition
     return head.version, definition
@@ -231,24 +228,22 @@ async def decide(
     return decision, routed
 
 
-async def qualify_lead(conn: AsyncConnection, cause: LeadReceived, *, now: datetime) -> Decision:
-    """Decide a received lead with the active definition; store it; owe `lead.routed`.
+async def qualify_leads(
+    conn: AsyncConnection, causes: Sequence[LeadReceived], *, now: datetime
+) -> list[Decision]:
+    """Decide received leads with the active definition, store them and owe their
+    `lead.routed`, as if one after the other, in a few multi-row statements: the
+    definition and the assignment state are read once, and the state moves on in memory
+    from one lead's assignment to the next.
 
     A lead that came in first by another event (its webinar attendance, say) was decided
     then; a second `lead.received` for it is not a second lead.
     """
-    (decision,) = await qualify_leads(conn, [cause], now=now)
-    return decision
-
-
-async def qualify_leads(
-    conn: AsyncConnection, causes: Sequence[LeadReceived], *, now: datetime
-) -> list[Decision]:
-    """`qualify_lead` for a run of received leads, as if one after the other, in a few
-    multi-row statements: the definition and the assignment state are read once, and the
-    state moves on in memory from one lead's assignment to the next."""
     ids = [c.data.lead_id for c in causes]
-    existing = await repository.current_decisions(conn, ids)
+    existing = {
+        lead_id: Decision.model_validate(stored)
+        for lead_id, stored in (await repository.current_decisions(conn, ids)).items()
+    }
     erased_at = await repository.erasures_of(conn, ids)
     number, definition = await active(conn)
     state = await assignment_state(conn, definition, now)
@@ -259,7 +254,7 @@ async def qualify_leads(
         if lead.lead_id in existing:
             log.warning("lead %s is already qualified; ignoring lead.received %s",
                         lead.lead_id, cause.id)  # fmt: skip
-            decisions.append(Decision.model_validate(existing[lead.lead_id]))
+            decisions.append(existing[lead.lead_id])
             continue
         result = evaluate(lead, definition, number, now=now, assignment=state)
         decision = result.decision
@@ -271,7 +266,7 @@ async def qualify_leads(
             lead, decision, definition, cause_id=cause.id, time=cause.time, now=now,
             erased_at=erased_at.get(lead.lead_id),
         )  # fmt: skip
-        existing[lead.lead_id] = decision.model_dump(mode="json")
+        existing[lead.lead_id] = decision
         decisions.append(decision)
     await writes.flush(conn)
     return decisions

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
+import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import create_engine
 from shared.group_commit import GroupCommitter
@@ -23,10 +24,22 @@ class Refused(Exception):
     pass
 
 
-async def test_units_share_commits_and_fail_alone(database_url: str) -> None:
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh database holding the `items` table."""
     engine = create_engine(database_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+async def stored_ids(engine: AsyncEngine) -> set[int]:
+    async with engine.connect() as conn:
+        return set((await conn.execute(sa.select(items.c.id))).scalars())
+
+
+async def test_units_share_commits_and_fail_alone(engine: AsyncEngine) -> None:
     commits = 0
 
     def on_commit() -> None:
@@ -52,8 +65,7 @@ async def test_units_share_commits_and_fail_alone(database_url: str) -> None:
     assert len(refused) == 20
     assert sorted(r for r in results if isinstance(r, int)) == [i for i in range(1, 201) if i % 10]
     assert commits < 50, "units were not grouped"
-    async with engine.connect() as conn:
-        ids = set((await conn.execute(sa.select(items.c.id))).scalars())
+    ids = await stored_ids(engine)
     # The refused units' own writes were rolled back; their neighbours' were kept.
     assert ids == {i for i in range(1, 201) if i % 10}
 
@@ -69,7 +81,6 @@ async def test_units_share_commits_and_fail_alone(database_url: str) -> None:
                                    return_exceptions=True)  # fmt: skip
     assert isinstance(outcome[0], sa.exc.IntegrityError) and outcome[1] == "ok"
     await committer.close()
-    await engine.dispose()
 
 
 async def test_a_database_outage_fails_every_waiting_unit() -> None:
@@ -86,10 +97,7 @@ async def test_a_database_outage_fails_every_waiting_unit() -> None:
     await engine.dispose()
 
 
-async def test_batch_handlers_write_many_callers_items_at_once(database_url: str) -> None:
-    engine = create_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+async def test_batch_handlers_write_many_callers_items_at_once(engine: AsyncEngine) -> None:
     committer = GroupCommitter(engine, service="test")
     calls: list[int] = []
 
@@ -110,17 +118,12 @@ async def test_batch_handlers_write_many_callers_items_at_once(database_url: str
         f"{i} refused" for i in range(1, 301) if i % 7 == 0
     ]
     assert sum(calls) == 300 and len(calls) < 30, calls
-    async with engine.connect() as conn:
-        ids = set((await conn.execute(sa.select(items.c.id))).scalars())
+    ids = await stored_ids(engine)
     assert ids == {i for i in range(1, 301) if i % 7}
     await committer.close()
-    await engine.dispose()
 
 
-async def test_a_failing_batch_handler_fails_only_its_own_items(database_url: str) -> None:
-    engine = create_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+async def test_a_failing_batch_handler_fails_only_its_own_items(engine: AsyncEngine) -> None:
     committer = GroupCommitter(engine, service="test")
 
     async def broken(conn: AsyncConnection, batch: Sequence[int]) -> list[int]:
@@ -148,8 +151,6 @@ async def test_a_failing_batch_handler_fails_only_its_own_items(database_url: st
     outcome = await rest
     assert isinstance(outcome[0], Refused) and isinstance(outcome[2], Refused)
     assert outcome[1] == "ok"
-    async with engine.connect() as conn:
-        ids = set((await conn.execute(sa.select(items.c.id))).scalars())
+    ids = await stored_ids(engine)
     assert ids == {1000}, "the broken handler's writes were rolled back, the neighbour's kept"
     await committer.close()
-    await engine.dispose()

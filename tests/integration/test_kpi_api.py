@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,12 +29,6 @@ OCT = {"from": "2026-10-01", "to": "2026-11-01"}
 M = timedelta(minutes=1)
 H = timedelta(hours=1)
 D = timedelta(days=1)
-
-
-@pytest.fixture
-async def kpi(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with kpi_app(database_url, tmp_path) as harness:
-        yield harness
 
 
 async def _sales_lead(kpi: Harness, at: datetime, *, channel: str | None = "google", **kw: object):  # type: ignore[no-untyped-def]

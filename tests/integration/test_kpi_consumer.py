@@ -1,31 +1,21 @@
-"""The KPI's Kafka handler on SQLite and PostgreSQL: one inbox insert and one fold per batch,
-each event applied once, and the tables exactly what the pure fold says."""
+"""The KPI's Kafka handler on SQLite and PostgreSQL: each event applied once, whatever a
+batch repeats, and the tables exactly what the pure fold says."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from services.kpi.tables import aggregates, facts, generations, inbox, leads
 from shared.events import Event, Route, Stage
 from tests.fixtures.kpi import events as ev
-from tests.fixtures.kpi.harness import Harness, kpi_app
+from tests.fixtures.kpi.harness import Harness
 from tests.unit.test_kpi_order import Store
 
 T = datetime(2026, 10, 15, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 D = timedelta(days=1)
-
-
-@pytest.fixture
-async def kpi(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with kpi_app(database_url, tmp_path) as harness:
-        yield harness
 
 
 def _history(seed_at: datetime, channel: str) -> list[Event]:
