@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from services.kpi.durations import NOT_A_DURATION, bin_of, seconds_between
+from services.kpi.durations import BIN_EDGES, NOT_A_DURATION, bin_of, seconds_between
 from services.kpi.lead_state import LeadState, concerns_kpi, merge
 from services.kpi.metrics import (
     DURATION_METRICS,
@@ -126,8 +126,9 @@ _STEP_DURATIONS = (
 )
 
 
-def facts_of(state: LeadState) -> dict[FactKey, Fact]:
-    """Every fact a lead contributes, given what is known of it."""
+def facts_of(state: LeadState, edges: tuple[int, ...] = BIN_EDGES) -> dict[FactKey, Fact]:
+    """Every fact a lead contributes, given what is known of it; durations binned by `edges`
+    (those of the generation's fold rules)."""
     dims = lead_dims(state)
     if dims is None:
         return {}
@@ -151,7 +152,7 @@ def facts_of(state: LeadState) -> dict[FactKey, Fact]:
     def duration(metric: str, start: datetime | None, end: datetime | None) -> None:
         if start is not None and end is not None:
             seconds = seconds_between(start, end)
-            facts[(metric, "")] = new(Fact, (end, seconds, dims, bin_of(seconds)))
+            facts[(metric, "")] = new(Fact, (end, seconds, dims, bin_of(seconds, edges)))
 
     if state.payments:
         for payment_id, p in state.payments.items():
@@ -229,8 +230,14 @@ class Changes:
         return aggregate_deltas(self.fact_deltas)
 
 
-def diff(lead_id: str, before: LeadState, after: LeadState, changes: Changes) -> None:
-    old, new = facts_of(before), facts_of(after)
+def diff(
+    lead_id: str,
+    before: LeadState,
+    after: LeadState,
+    changes: Changes,
+    edges: tuple[int, ...] = BIN_EDGES,
+) -> None:
+    old, new = facts_of(before, edges), facts_of(after, edges)
     # tuple.__new__: the FactDelta without its Python-level constructor (a hot loop).
     make = tuple.__new__
     deltas = changes.fact_deltas
@@ -245,10 +252,15 @@ def diff(lead_id: str, before: LeadState, after: LeadState, changes: Changes) ->
             changes.upsert_facts.append((lead_id, *key, fact))
 
 
-def fold(states: Mapping[str, LeadState | None], events: Iterable[Event]) -> Changes:
+def fold(
+    states: Mapping[str, LeadState | None],
+    events: Iterable[Event],
+    edges: tuple[int, ...] = BIN_EDGES,
+) -> Changes:
     """Merge `events` into the stored states of their leads; what must be written.
 
-    `states` holds the stored state (or None) of every lead the events concern.
+    `states` holds the stored state (or None) of every lead the events concern; `edges` are
+    the value bins of the generation written (durations.bin_edges of its fold version).
     """
     merged: dict[str, LeadState] = {}
     for event in events:
@@ -263,5 +275,5 @@ def fold(states: Mapping[str, LeadState | None], events: Iterable[Event]) -> Cha
         if after == before:
             continue
         changes.states[lead_id] = after
-        diff(lead_id, before, after, changes)
+        diff(lead_id, before, after, changes, edges)
     return changes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kpi import api, dashboard, repository, service
 from services.kpi.config import KpiSettings
@@ -14,6 +15,26 @@ from shared.events import LEAD_TOPICS
 from shared.runtime import Runtime, create_service_app
 
 log = logging.getLogger(__name__)
+
+
+async def prepare_active_generation(engine: AsyncEngine) -> int:
+    """At start: an active generation nothing was folded into yet (a fresh install's)
+    takes the current fold rules; one folded by older rules is named in the log."""
+    async with engine.begin() as conn:
+        active = await repository.active_generation(conn)
+    async with engine.begin() as conn:
+        if await repository.adopt_fold_rules_if_empty(conn, active, service.FOLD_VERSION):
+            log.info("KPI generation %d is empty: it folds by rules v%d", active,
+                     service.FOLD_VERSION)  # fmt: skip
+    async with engine.connect() as conn:
+        found = await repository.get_generation(conn, active)
+    if found is not None and found.fold_version != service.FOLD_VERSION:
+        log.warning(
+            "KPI generation %d was folded by fold rules v%d, this build folds by v%d: "
+            "POST /v1/admin/rebuild to fold the topics again by the current rules",
+            active, found.fold_version, service.FOLD_VERSION,
+        )  # fmt: skip
+    return active
 
 
 def create_app(settings: KpiSettings | None = None) -> FastAPI:
@@ -38,16 +59,7 @@ def create_app(settings: KpiSettings | None = None) -> FastAPI:
         )
 
     async def on_startup(runtime: Runtime) -> None:
-        async with runtime.engine.connect() as conn:
-            active = await repository.active_generation(conn)
-            found = await repository.get_generation(conn, active)
-        ACTIVE_GENERATION.set(active)
-        if found is not None and found.fold_version != service.FOLD_VERSION:
-            log.warning(
-                "KPI generation %d was folded by fold rules v%d, this build folds by v%d: "
-                "POST /v1/admin/rebuild to fold the topics again by the current rules",
-                active, found.fold_version, service.FOLD_VERSION,
-            )  # fmt: skip
+        ACTIVE_GENERATION.set(await prepare_active_generation(runtime.engine))
 
     app = create_service_app(
         settings=settings,

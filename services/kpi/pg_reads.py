@@ -112,36 +112,39 @@ async def edge_facts(
 def _durations_sql(filters: tuple[str, ...], group_by: str | None) -> str:
     group = f" AND f.{group_by} = w.grp" if group_by else ""
     return (
-        "SELECT w.n, v.value "
+        "SELECT w.n, v.vals "
         "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::timestamptz[], $6::timestamptz[], "
-        "$7::text[], $8::int4[]) AS w(n, metric, bin, lo, hi, grp, off) "
-        "CROSS JOIN LATERAL (SELECT f.value FROM kpi_facts AS f WHERE f.generation = $1 "
+        "$7::text[], $8::int4[], $9::int4[]) AS w(n, metric, bin, lo, hi, grp, off, cnt) "
+        "CROSS JOIN LATERAL (SELECT array_agg(x.value ORDER BY x.value) AS vals FROM ("
+        "SELECT f.value FROM kpi_facts AS f WHERE f.generation = $1 "
         "AND f.metric = w.metric AND f.bin = w.bin AND f.at >= w.lo AND f.at < w.hi"
-        f"{_filters('f', filters, 9)}{group} ORDER BY f.value LIMIT 1 OFFSET w.off) AS v"
+        f"{_filters('f', filters, 10)}{group} "
+        "ORDER BY f.value LIMIT w.cnt OFFSET w.off) AS x) AS v"
     )
 
 
-async def duration_values(
+async def duration_runs(
     conn: AsyncConnection,
     generation: int,
-    wanted: Sequence[tuple[str, int, datetime, datetime, str | None, int]],
+    runs: Sequence[tuple[str, int, datetime, datetime, str | None, int, int]],
     filters: dict[str, str],
     group_by: str | None,
-) -> dict[int, Decimal]:
-    """For each wanted (metric, bin, lo, hi, group, index), by its position in `wanted`: the
-    index-th smallest (from 0) duration of that bin closing in [lo, hi), in the group."""
+) -> dict[int, list[Decimal]]:
+    """For each run (metric, bin, lo, hi, group, first index, count), by its position in
+    `runs`: the durations from the first index (from 0) on, in order, of that bin closing in
+    [lo, hi), in the group. One sorted read gives every rank of a run (a median's two)."""
     names = tuple(sorted(filters))
     _checked([*names, *([group_by] if group_by else [])])
     rows: list[tuple[Any, ...]] = [
-        (n, metric, bin_, lo, hi, group or "", index)
-        for n, (metric, bin_, lo, hi, group, index) in enumerate(wanted)
+        (n, metric, bin_, lo, hi, group or "", first, count)
+        for n, (metric, bin_, lo, hi, group, first, count) in enumerate(runs)
     ]
     result = await conn.exec_driver_sql(
         _durations_sql(names, group_by),
-        (generation, *_columns(rows, 7), *(filters[n] for n in names)),
+        (generation, *_columns(rows, 8), *(filters[n] for n in names)),
     )
     found: list[Any] = list(result)
-    return {int(r[0]): Decimal(r[1]) for r in found}
+    return {int(r[0]): [Decimal(v) for v in (r[1] or [])] for r in found}
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -259,9 +259,10 @@ class Rebuilder:
         self, generation: int, events: list[Event], positions: Mapping[tuple[str, int], int]
     ) -> bool:
         async def work(conn: AsyncConnection) -> bool:
-            if not await repository.lock_if_building(conn, generation):
+            fold_version = await repository.lock_if_building(conn, generation)
+            if fold_version is None:
                 return False
-            await service.fold_into(conn, generation, events)
+            await service.fold_into(conn, generation, fold_version, events)
             await repository.save_progress(conn, generation, positions)
             return True
 

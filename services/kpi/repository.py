@@ -81,26 +81,56 @@ async def active_generation(conn: AsyncConnection) -> int:
     return int(found)
 
 
-async def lock_generations_to_fold(conn: AsyncConnection) -> list[int]:
-    """The generations a live batch writes: the active one and one being built.
+async def lock_generations_to_fold(conn: AsyncConnection) -> list[tuple[int, int]]:
+    """The generations a live batch writes, with their fold versions: the active one and one
+    being built.
 
     On PostgreSQL the rows are share-locked until the batch commits, so a switch (which
     updates them) waits for batches under way and no batch writes a retired generation.
     """
     g = generations.c
     stmt = (
-        sa.select(g.generation)
+        sa.select(g.generation, g.fold_version)
         .where(g.status.in_((ACTIVE, BUILDING)))
         .order_by(g.generation)
         .with_for_update(read=True)
     )
-    return [int(v) for v in (await conn.scalars(stmt)).all()]
+    return [(int(r[0]), int(r[1])) for r in await conn.execute(stmt)]
 
 
-async def lock_if_building(conn: AsyncConnection, generation: int) -> bool:
+async def lock_if_building(conn: AsyncConnection, generation: int) -> int | None:
+    """The fold version of `generation`, share-locked, if it is still being built."""
     g = generations.c
-    stmt = sa.select(g.status).where(g.generation == generation).with_for_update(read=True)
-    return await conn.scalar(stmt) == BUILDING
+    stmt = (
+        sa.select(g.status, g.fold_version)
+        .where(g.generation == generation)
+        .with_for_update(read=True)
+    )
+    row = (await conn.execute(stmt)).first()
+    return int(row[1]) if row is not None and row[0] == BUILDING else None
+
+
+async def adopt_fold_rules_if_empty(
+    conn: AsyncConnection, generation: int, fold_version: int
+) -> bool:
+    """Give a generation nothing has been folded into yet (a fresh install's first) the
+    current fold rules; whether it changed. Run in a transaction of its own.
+
+    The row lock comes first: it waits for live batches under way (they share-lock the row)
+    and keeps new ones out until commit, so the emptiness read next is final.
+    """
+    g = generations.c
+    stmt = sa.select(g.fold_version).where(g.generation == generation).with_for_update()
+    current = await conn.scalar(stmt)
+    if current is None or current == fold_version:
+        return False
+    for table in (leads, facts):
+        if await conn.scalar(sa.select(sa.literal(1)).where(table.c.generation == generation)):
+            return False
+    await conn.execute(
+        generations.update().where(g.generation == generation).values(fold_version=fold_version)
+    )
+    return True
 
 
 async def get_generation(conn: AsyncConnection, generation: int) -> Generation | None:
@@ -677,6 +707,27 @@ async def _sums_pg(
 
 # One duration to find: (metric, value bin, period start, period end, group, index in bin).
 Wanted = tuple[str, int, datetime, datetime, str | None, int]
+# Consecutive durations of one bin and period: (..., first index, count).
+Run = tuple[str, int, datetime, datetime, str | None, int, int]
+# Indexes this close share a read: reading the few between costs less than sorting again.
+RUN_GAP = 32
+
+
+def _runs(wanted: Sequence[Wanted]) -> list[Run]:
+    by_read: dict[tuple[str, int, datetime, datetime, str | None], list[int]] = {}
+    for metric, bin_, start, end, group, index in wanted:
+        by_read.setdefault((metric, bin_, start, end, group), []).append(index)
+    runs: list[Run] = []
+    for read, indexes in by_read.items():
+        indexes.sort()
+        first = last = indexes[0]
+        for index in indexes[1:]:
+            if index - last > RUN_GAP:
+                runs.append((*read, first, last - first + 1))
+                first = index
+            last = index
+        runs.append((*read, first, last - first + 1))
+    return runs
 
 
 async def duration_values(
@@ -687,18 +738,23 @@ async def duration_values(
     `where.group_by`).
 
     The database picks them (ORDER BY ... LIMIT 1 OFFSET index): it reads only that bin's
-    rows within the period, and only the few values asked for travel back.
+    rows within the period, and only the few values asked for travel back. On PostgreSQL
+    close indexes of one bin and period (a median's two ranks) come from one sorted read.
     """
     f = facts.c
     out: dict[Wanted, Decimal] = {}
     unique = list(dict.fromkeys(wanted))
     if is_postgres(conn):
-        if unique:
-            found = await pg_reads.duration_values(
-                conn, generation, unique, dict(where.filters), where.group_by
+        runs = _runs(unique)
+        if runs:
+            found = await pg_reads.duration_runs(
+                conn, generation, runs, dict(where.filters), where.group_by
             )
-            out = {unique[n]: value for n, value in found.items()}
-        return out
+            for n, values in found.items():
+                metric, bin_, start, end, group, first, _ = runs[n]
+                for i, value in enumerate(values):
+                    out[(metric, bin_, start, end, group, first + i)] = value
+        return {w: out[w] for w in unique if w in out}
     for i in range(0, len(unique), 100):
         chunk = unique[i : i + 100]
         branches = []

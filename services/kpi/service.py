@@ -37,7 +37,9 @@ from services.kpi.repository import Slice
 from shared.events import Event, LeadPaymentReceived
 
 # Bump when the fold's rules change: generations folded by older rules must be rebuilt.
-FOLD_VERSION = 1
+# Each generation keeps folding by the rules it was created with until a rebuild replaces
+# it. v2: duration value bins 2% wide instead of 20% (services/kpi/durations.py).
+FOLD_VERSION = 2
 
 SPEND_DIMENSIONS = frozenset({"channel", "campaign"})
 
@@ -65,21 +67,25 @@ def foldable(event: Event, currency: str) -> bool:
     return True
 
 
-async def fold_into(conn: AsyncConnection, generation: int, events: Sequence[Event]) -> int:
-    """Fold events into one generation; how many leads changed."""
+async def fold_into(
+    conn: AsyncConnection, generation: int, fold_version: int, events: Sequence[Event]
+) -> int:
+    """Fold events into one generation, by the rules it was created with; how many leads
+    changed."""
     relevant = [e for e in events if concerns_kpi(e)]
     if not relevant:
         return 0
+    edges = durations.bin_edges(fold_version)
     states = await repository.lock_leads(conn, generation, (e.subject for e in relevant))
-    changes = fold(states, relevant)
+    changes = fold(states, relevant, edges)
     await repository.write_changes(conn, generation, changes)
     return len(changes.states)
 
 
 async def apply_live(conn: AsyncConnection, events: Sequence[Event]) -> None:
     """The live consumer's batch: into the active generation and one being rebuilt."""
-    for generation in await repository.lock_generations_to_fold(conn):
-        await fold_into(conn, generation, events)
+    for generation, fold_version in await repository.lock_generations_to_fold(conn):
+        await fold_into(conn, generation, fold_version, events)
 
 
 # Reading

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from services.kpi.service import FOLD_VERSION
 from services.kpi.tables import aggregates, facts, generations, inbox, leads
 from shared.events import Event, Route, Stage
 from tests.fixtures.kpi import events as ev
@@ -79,7 +80,11 @@ async def test_a_generation_being_rebuilt_gets_every_live_batch_too(kpi: Harness
     async with kpi.runtime.engine.begin() as conn:
         await conn.execute(
             generations.insert().values(
-                generation=2, status="building", fold_version=1, requested_by="test", created_at=T
+                generation=2,
+                status="building",
+                fold_version=FOLD_VERSION,
+                requested_by="test",
+                created_at=T,
             )
         )
     await kpi.receive(*_history(T, "google"), *_history(T + D, "yandex"))

@@ -66,7 +66,7 @@ async def _tables(engine: AsyncEngine, generation: int) -> dict[str, Any]:
 
 async def _fold(engine: AsyncEngine, generation: int, batch: list[Event]) -> None:
     async def work(conn: Any) -> None:
-        await service.fold_into(conn, generation, batch)
+        await service.fold_into(conn, generation, service.FOLD_VERSION, batch)
 
     await in_transaction(engine, work)
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.kpi import service
 from services.kpi.durations import (
     BIN_EDGES,
+    BIN_EDGES_BY_FOLD_VERSION,
+    bin_edges,
     bin_of,
     locate,
     needed_ranks,
@@ -47,6 +52,29 @@ def test_bins_grow_with_the_value() -> None:
         < bin_of(Decimal(86400 * 400))
     )
     assert bin_of(Decimal(0)) >= 1  # 0 is the bin of facts that are not durations
+
+
+def test_the_current_fold_rules_bin_by_the_newest_edges() -> None:
+    assert bin_edges(service.FOLD_VERSION) == BIN_EDGES
+    assert max(BIN_EDGES_BY_FOLD_VERSION) == service.FOLD_VERSION
+    with pytest.raises(ValueError, match="v99"):
+        bin_edges(99)
+
+
+@pytest.mark.parametrize("fold_version", sorted(BIN_EDGES_BY_FOLD_VERSION))
+def test_every_rule_set_bins_up_to_fifty_years_within_a_smallint(fold_version: int) -> None:
+    edges = bin_edges(fold_version)
+    assert list(edges) == sorted(set(edges)) and edges[0] == 1
+    assert edges[-1] >= 50 * 365 * 86400
+    assert bin_of(Decimal(edges[-1] + 1), edges) < 2**15
+
+
+def test_bins_of_the_current_rules_are_about_two_percent_wide_past_ten_minutes() -> None:
+    wide = [(a, b) for a, b in itertools.pairwise(BIN_EDGES) if a >= 600]
+    # Whole seconds: rounding adds up to 1/600 to the 2%.
+    assert wide and all(b / a <= 1.022 for a, b in wide)
+    # What made v2: v1's bins were ten times wider.
+    assert len(BIN_EDGES) > 8 * len(bin_edges(1))
 
 
 @settings(max_examples=300, deadline=None)
