@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,6 +15,7 @@ from services.intake.config import IntakeSettings
 from services.intake.deps import Admin, IdempotencyKey, Reader, RuntimeDep, SettingsDep, Writer
 from services.intake.domain import InvalidField
 from services.intake.errors import JsonBodyRoute, problem
+from services.intake.fast_path import json_body, with_fast_path
 from services.intake.idempotency import fingerprint, idempotent
 from services.intake.schemas import (
     BatchResult,
@@ -23,8 +25,10 @@ from services.intake.schemas import (
     LeadIn,
     StoredLead,
 )
+from shared.auth import Scope
 from shared.db import utcnow
 from shared.events import LeadSnapshot
+from shared.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["leads"], route_class=JsonBodyRoute)
 
@@ -72,12 +76,6 @@ def _build_one(
         raise problem(422, ["body", exc.field], exc.message) from exc
 
 
-@router.post(
-    "/leads",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=LeadAccepted,
-    responses=_REFUSALS,
-)
 async def post_lead(
     lead: LeadIn,
     principal: Writer,
@@ -86,24 +84,9 @@ async def post_lead(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Accept one lead: stored and queued for `leads.received` before the 202."""
-    now = utcnow()
     if idempotency_key is None:
-        # The common case: built outside the writer, stored with other requests' leads in
-        # multi-row statements (a group commit's batch), answered after that commit.
-        defaults: Defaults = (None, None)
-        if lead.form_id or lead.webinar_id:
-            async with runtime.engine.connect() as conn:
-                defaults = await service.origin_defaults(conn, lead.form_id, lead.webinar_id)
-        snapshot = _build_one(lead, settings, now, defaults)
-        result = await runtime.write_batched(
-            service.LeadWriter(timedelta(hours=settings.dedupe_window_hours)), snapshot
-        )
-        metrics.count([snapshot], [result])
-        # Serialized by pydantic's own encoder: no dict and no json.dumps on the hot path.
-        return Response(
-            result.model_dump_json(), status_code=status.HTTP_202_ACCEPTED,
-            media_type="application/json",
-        )  # fmt: skip
+        return await _accept_one(lead, runtime, settings)
+    now = utcnow()
     request_hash = fingerprint("POST", "/v1/leads", lead.model_dump(mode="json"))
     async with idempotent(
         runtime.engine,
@@ -130,6 +113,52 @@ async def post_lead(
         snapshot, result, body = await runtime.write(store)
     metrics.count([snapshot], [result])
     return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED)
+
+
+async def _accept_one(lead: LeadIn, runtime: Runtime, settings: IntakeSettings) -> Response:
+    """A lead without an Idempotency-Key, the common case: built outside the writer, stored
+    with other requests' leads in multi-row statements (a group commit's batch), answered
+    after that commit."""
+    now = utcnow()
+    defaults: Defaults = (None, None)
+    if lead.form_id or lead.webinar_id:
+        async with runtime.engine.connect() as conn:
+            defaults = await service.origin_defaults(conn, lead.form_id, lead.webinar_id)
+    snapshot = _build_one(lead, settings, now, defaults)
+    result = await runtime.write_batched(
+        service.LeadWriter(timedelta(hours=settings.dedupe_window_hours)), snapshot
+    )
+    metrics.count([snapshot], [result])
+    # Serialized by pydantic's own encoder: no dict and no json.dumps on the hot path.
+    return Response(
+        result.model_dump_json(), status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+    )  # fmt: skip
+
+
+async def _post_lead_fast(request: Request) -> Response | None:
+    """`post_lead` for a valid JSON lead from a writer without an Idempotency-Key, the
+    request intake mostly gets; None for anything else, which `post_lead` then answers."""
+    body = await json_body(request, Scope.intake_write, declined=(b"idempotency-key",))
+    if body is None:
+        return None
+    try:
+        # As FastAPI reads it: json.loads (Starlette's Request.json), then the model.
+        lead = LeadIn.model_validate(json.loads(body))
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, not a valid LeadIn
+        return None
+    return await _accept_one(lead, request.app.state.runtime, request.app.state.settings)
+
+
+router.add_api_route(
+    "/leads",
+    post_lead,
+    methods=["POST"],
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=LeadAccepted,
+    responses=_REFUSALS,
+    route_class_override=with_fast_path(_post_lead_fast),
+)
 
 
 @router.post("/leads:batch", response_model=BatchResult, responses=_REFUSALS)

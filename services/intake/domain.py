@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from shared.events import LeadSnapshot, LeadSource
 
@@ -83,11 +84,39 @@ class InvalidField(ValueError):
 
 def normalize_email(raw: str) -> str:
     """Syntax-checked, domain lower-cased (the local part is the mailbox owner's)."""
+    plain = _PLAIN_EMAIL.fullmatch(raw)
+    if plain is not None and len(raw) <= _EMAIL_MAX_LENGTH:
+        domain = _KNOWN_DOMAINS.get(plain["domain"])
+        if domain is not None and plain["local"].lower() not in _ROLE_MAILBOXES:
+            return f"{plain['local']}@{domain}"
     try:
         result = validate_email(raw, check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidField("email", f"not a valid e-mail address: {exc}") from exc
+    if (
+        plain is not None
+        and result.normalized == f"{plain['local']}@{result.domain}"
+        and result.domain.isascii()
+        and len(result.domain) == len(plain["domain"])
+        and len(_KNOWN_DOMAINS) < _MAX_KNOWN_DOMAINS
+    ):
+        _KNOWN_DOMAINS[plain["domain"]] = result.domain
     return result.normalized
+
+
+# Checking a domain is most of email_validator's work (IDNA, per-character Unicode rules),
+# and most leads come from a few domains. A plain address (an ASCII dot-atom before the @,
+# letters, digits, dots and hyphens after it) at a domain the validator accepted before,
+# and that it only lower-cased, normalizes as the validator would: the local part as given,
+# the domain as the validator wrote it. Anything else goes to the validator itself.
+_ATEXT = r"A-Za-z0-9_!#$%&'*+\-/=?^`{|}~"
+_PLAIN_EMAIL = re.compile(
+    rf"(?P<local>[{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@(?P<domain>[A-Za-z0-9.\-]+)", re.ASCII
+)
+_EMAIL_MAX_LENGTH = 254  # RFC 5321, as email_validator checks it
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # the validator lower-cases these
+_KNOWN_DOMAINS: dict[str, str] = {}
+_MAX_KNOWN_DOMAINS = 10_000
 
 
 def normalize_phone(raw: str, region: str) -> str:

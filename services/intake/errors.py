@@ -56,40 +56,46 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
-class JsonBodyRoute(APIRoute):
-    """A route whose body is JSON. A body of another content type answers 415 (after the
-    token is checked: nobody learns more than 401 without one), and bodies the JSON
-    parser chokes on (nested thousands deep, not UTF-8) answer 422 with the usual detail
-    list instead of FastAPI's bare 400."""
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        if self.body_field is None:
-            return handler
 
-        async def checked(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError:
-                # FastAPI hands a non-JSON body over as bytes, which then fails validation.
-                if await request.body() and not _is_json(request.headers.get("content-type")):
-                    raise problem(
-                        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                        ["header", "Content-Type"],
-                        "send the body as application/json",
-                        "unsupported_media_type",
-                    ) from None
+def json_body_errors(handler: Handler) -> Handler:
+    """`handler` answering as a JSON route does: a body of another content type answers 415
+    (after the token is checked: nobody learns more than 401 without one), and bodies the
+    JSON parser chokes on (nested thousands deep, not UTF-8) answer 422 with the usual
+    detail list instead of FastAPI's bare 400."""
+
+    async def checked(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RequestValidationError:
+            # FastAPI hands a non-JSON body over as bytes, which then fails validation.
+            if await request.body() and not _is_json(request.headers.get("content-type")):
+                raise problem(
+                    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                    ["header", "Content-Type"],
+                    "send the body as application/json",
+                    "unsupported_media_type",
+                ) from None
+            raise
+        except StarletteHTTPException as exc:  # FastAPI raises Starlette's own here
+            if exc.status_code != status.HTTP_400_BAD_REQUEST or isinstance(exc.detail, list):
                 raise
-            except StarletteHTTPException as exc:  # FastAPI raises Starlette's own here
-                if exc.status_code != status.HTTP_400_BAD_REQUEST or isinstance(exc.detail, list):
-                    raise
-                cause = exc.__cause__
-                if isinstance(cause, RecursionError):
-                    msg, kind = "the JSON is nested too deeply", "json_too_deep"
-                elif isinstance(cause, UnicodeDecodeError):
-                    msg, kind = "the body is not UTF-8", "json_invalid"
-                else:
-                    msg, kind = "the body could not be read as JSON", "json_invalid"
-                raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, ["body"], msg, kind) from exc
+            cause = exc.__cause__
+            if isinstance(cause, RecursionError):
+                msg, kind = "the JSON is nested too deeply", "json_too_deep"
+            elif isinstance(cause, UnicodeDecodeError):
+                msg, kind = "the body is not UTF-8", "json_invalid"
+            else:
+                msg, kind = "the body could not be read as JSON", "json_invalid"
+            raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, ["body"], msg, kind) from exc
 
-        return checked
+    return checked
+
+
+class JsonBodyRoute(APIRoute):
+    """A route whose body is JSON, its refusals shaped by `json_body_errors`."""
+
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+        return handler if self.body_field is None else json_body_errors(handler)

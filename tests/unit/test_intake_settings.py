@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
-from services.intake.schemas import LeadIn, WebinarConfigIn
+from services.intake.schemas import LeadIn, WebinarConfigIn, _printable
 from shared.auth import Scope
 from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
 
@@ -48,6 +48,19 @@ class TestText:
         with pytest.raises(ValidationError) as err:
             LeadIn(name=bad, email="a@b.example", consent=True)
         assert err.value.errors()[0]["loc"] == ("name",)
+
+    def test_exactly_the_control_characters_and_surrogates_are_refused(self) -> None:
+        refused = {*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F}
+        refused |= set(range(0xD800, 0xE000))
+        for code in range(0x10000):
+            try:
+                _printable(f"a{chr(code)}b")
+            except ValueError as exc:
+                assert code in refused, hex(code)
+                kind = "surrogate" if code >= 0xD800 else f"control character U+{code:04X}"
+                assert kind in str(exc)
+            else:
+                assert code not in refused, hex(code)
 
     def test_tabs_new_lines_emoji_and_bidi_marks_are_text(self) -> None:
         text = "Line 1\n\tLine 2 😀 \u200fשלום"
