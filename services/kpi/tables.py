@@ -100,6 +100,7 @@ sa.Index(
 
 # Sums of facts per UTC hour, day and month, by every dimension (rollup 0) and in total
 # (rollup 1); durations count per value bin. Increments commute: replicas upsert at once.
+# On PostgreSQL its pages and kpi_leads' keep room for in-place (HOT) updates (migration 0004).
 aggregates = sa.Table(
     "kpi_aggregates",
     metadata,
