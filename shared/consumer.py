@@ -10,13 +10,15 @@ the dead-letter topic with the reason, and the loop goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import is_unavailable
 from shared.events import TOPIC_DEADLETTER, Event, UndecodableEvent, decode_event
@@ -60,6 +62,43 @@ class Delivered:
 BatchHandler = Callable[[Sequence[Delivered]], Awaitable[None]]
 
 
+class HeldConnection:
+    """One database connection kept for a consumer's transactions, one batch at a time.
+
+    A pool checkout pings the connection first (on asyncpg three round trips: BEGIN, a
+    query, ROLLBACK); batches apply one after another, so their handler keeps one
+    connection instead. A transaction that fails drops it, so a connection the database
+    closed is replaced when the batch is retried.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the kept connection: committed on exit, rolled back on error."""
+        async with self._lock:
+            if self._conn is None:
+                self._conn = await self._engine.connect()
+            conn = self._conn
+            try:
+                async with conn.begin():
+                    yield conn
+            except BaseException:
+                self._conn = None
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await conn.close()
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -77,6 +116,8 @@ class EventConsumer:
         self._max_records = max_records
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committer: asyncio.Task[None] | None = None
 
     def request_stop(self) -> None:
         """Finish the batch under way (and commit its offsets), then return from `run`."""
@@ -106,16 +147,36 @@ class EventConsumer:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                try:
-                    await self._consumer.commit(
-                        {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                    )
-                except KafkaError as exc:
-                    # CommitFailedError after a rebalance, or Kafka gone: the batch is applied
-                    # (inbox), so redelivery to whoever owns the partition next changes nothing.
-                    log.info("%s consumer: offset commit failed: %s", self._service, exc)
+                self._commit_soon({tp: records[-1].offset + 1 for tp, records in batches.items()})
         finally:
-            await self._consumer.stop()
+            try:
+                if self._committer is not None:
+                    await self._committer
+            finally:
+                await self._consumer.stop()
+
+    def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit an applied batch's offsets while the next batch is fetched and applied.
+
+        Its transaction has committed, so waiting for Kafka's answer would only delay the
+        next batch. One commit is in flight at a time; offsets applied meanwhile go out
+        together in the next one, so commits stay in order.
+        """
+        if self._committer is not None and self._committer.done():
+            self._committer.result()  # an unexpected failure of the last commit surfaces here
+        self._uncommitted.update(offsets)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_uncommitted())
+
+    async def _commit_uncommitted(self) -> None:
+        while self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            try:
+                await self._consumer.commit(offsets)
+            except KafkaError as exc:
+                # CommitFailedError after a rebalance, or Kafka gone: the batch is applied
+                # (inbox), so redelivery to whoever owns the partition next changes nothing.
+                log.info("%s consumer: offset commit failed: %s", self._service, exc)
 
     async def _start(self) -> None:
         backoff = 0.5

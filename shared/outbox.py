@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
@@ -140,7 +140,7 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch; return how many events went out."""
         t = self._table
-        async with self._engine.connect() as conn:
+        async with self._connection() as conn:
             rows = (
                 await conn.execute(
                     sa.select(t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.event_type, t.c.payload)
@@ -163,11 +163,22 @@ class OutboxRelay:
             for r in rows
         ]
         await asyncio.gather(*futures)
-        async with self._engine.begin() as conn:
+        async with self._connection() as conn:
             await conn.execute(sa.delete(t).where(in_list(conn, t.c.id, [r.id for r in rows])))
+            await conn.commit()
         for topic, count in Counter(r.topic for r in rows).items():
             OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
         return len(rows)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """The leader's own connection when there is one (in autocommit: one read, one
+        delete, no pool checkout and its ping), else one from the pool."""
+        if self._leader_conn is not None:
+            yield self._leader_conn
+            return
+        async with self._engine.connect() as conn:
+            yield conn
 
     async def _lead(self) -> bool:
         """On PostgreSQL only one replica relays at a time, keeping per-key order."""
@@ -176,6 +187,8 @@ class OutboxRelay:
         if self._leader_conn is not None:
             return True
         conn = await self._engine.connect()
+        # The lock is the session's; each statement of the relay's commits on its own.
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         got = await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(self._LEADER_LOCK_KEY)))
         await conn.commit()
         if got:

@@ -21,7 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Authenticator
-from shared.consumer import BatchHandler, EventConsumer
+from shared.consumer import BatchHandler, EventConsumer, HeldConnection
 from shared.db import create_engine, ping
 from shared.group_commit import GroupCommitter, WriteBatch
 from shared.kafka import ensure_topics, kafka_reachable, make_consumer, make_producer
@@ -91,6 +91,8 @@ class Runtime:
             if group_commit
             else None
         )
+        # The connection a consumer's handler may keep for its batch transactions.
+        self.consumer_db = HeldConnection(self.engine)
         # Service-specific loops (named), supervised like the relay and the consumer.
         self._background = list(background)
         self._tasks: list[asyncio.Task[None]] = []
@@ -152,6 +154,7 @@ class Runtime:
             await _bounded("finishing group commits", self.group_commit.close(), grace_seconds)
         if self.producer_started.is_set():
             await _bounded("stopping the Kafka producer", self.producer.stop(), grace_seconds)
+        await _bounded("closing the consumer's connection", self.consumer_db.close(), grace_seconds)
         await _bounded("closing the database pool", self.engine.dispose(), grace_seconds)
 
     async def _kafka_side(self) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kpi.tables import inbox as kpi_inbox
@@ -103,3 +106,33 @@ async def test_a_relay_restarted_mid_batch_publishes_nothing_twice_in_effect(
             applied += await claim_events(conn, kpi_inbox, [(event_id, "lead.received", "t")])
     assert sorted(applied) == sorted(ids)  # exactly once in effect
     await engine.dispose()
+
+
+async def test_the_leader_relays_on_its_own_connection(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    """On PostgreSQL the relay holding the leader lock reads and deletes on that connection,
+    each statement committing on its own: no pool checkout (and ping) per batch."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("leadership (an advisory lock) is PostgreSQL's")
+    await ensure_topics(kafka_bootstrap, 6)
+    engine = await _relay_setup(database_url)
+    producer = make_producer(kafka_bootstrap, "test-relay-leader")
+    await producer.start()
+    checkouts: list[Any] = []
+    event.listen(engine.sync_engine.pool, "checkout", lambda dbapi, *_: checkouts.append(dbapi))
+    relay = OutboxRelay(service="test", engine=engine, table=outbox, producer=producer)
+    try:
+        assert await relay._lead()
+        for _ in range(3):
+            async with engine.begin() as conn:
+                await add_to_outbox(conn, outbox, [received(), received()])
+            assert await relay.publish_batch() == 2
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.select(sa.func.count()).select_from(outbox)) == 0
+        # The leader's checkout, then one per write above and the count: none by the relay.
+        assert len(checkouts) == 1 + 3 + 1
+    finally:
+        await relay._drop_leadership()
+        await producer.stop()
+        await engine.dispose()
