@@ -47,7 +47,7 @@ def make_handler(
         decided: list[Decision | None] = []
         if mine:
             now = utcnow()
-            async with runtime.engine.begin() as conn:
+            async with runtime.consumer_db.begin() as conn:
                 new = await claim_events(
                     conn, inbox, [(d.event.id, d.event.type, d.topic) for d in mine]
                 )

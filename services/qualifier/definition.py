@@ -13,6 +13,7 @@ a predicate is `<field>_<operator>`:
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import time
 from decimal import Decimal, InvalidOperation
@@ -54,6 +55,7 @@ def dotted(path: Path) -> str:
     return text
 
 
+@functools.cache  # evaluating a lead looks its definition's keys up again and again
 def parse_predicate_key(key: str) -> tuple[str, str]:
     """Split `role_in_purchase_in` into (`role_in_purchase`, `in`); raise ValueError if unknown."""
     for op in OPERATORS:
