@@ -51,17 +51,27 @@ def _days_in_month(d: date) -> int:
 
 def share_fractions(period: Period, tz: ZoneInfo) -> dict[str, Fraction]:
     """For each month meeting the period, the fraction of its amount the period gets."""
-    shares: dict[str, Fraction] = {}
+    # Whole days are counted as integers and cut days summed as fractions: a summary spreads
+    # three periods of up to months of days, and Fraction arithmetic per day was most of it.
+    whole: dict[str, int] = {}
+    cut: dict[str, Fraction] = {}
+    days_in: dict[str, int] = {}
     lo, hi = period.start.astimezone(UTC), period.end.astimezone(UTC)
     for day, start, end in local_days(period, tz):
         # In UTC: Python subtracts two times of one zone on the wall clock, where a DST day
         # would last 24 hours.
         start, end = start.astimezone(UTC), end.astimezone(UTC)
+        key = month_key(day)
+        if key not in days_in:
+            days_in[key] = _days_in_month(day)
+            whole[key] = 0
+        if lo <= start and end <= hi:
+            whole[key] += 1
+            continue
         overlap = min(end, hi) - max(start, lo)
         fraction = Fraction(overlap // _MICROSECOND, (end - start) // _MICROSECOND)
-        key = month_key(day)
-        shares[key] = shares.get(key, Fraction(0)) + fraction / _days_in_month(day)
-    return shares
+        cut[key] = cut.get(key, Fraction(0)) + fraction
+    return {key: (whole[key] + cut.get(key, 0)) / Fraction(n) for key, n in days_in.items()}
 
 
 def spread(amounts: Iterable[tuple[str, Decimal]], shares: Mapping[str, Fraction]) -> Decimal:

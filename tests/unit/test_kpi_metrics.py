@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.kpi import spread
 from services.kpi.metrics import CATALOGUE, METRICS, DurationStats, Unit, compute
-from services.kpi.periods import Period, parse_bound
+from services.kpi.periods import Period, add_months, local_days, parse_bound
 from services.kpi.presentation import comparison, csv_text, write
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "kpi.md"
@@ -69,6 +71,28 @@ class TestSpread:
     def test_a_cut_day_counts_for_its_part_in_the_period(self) -> None:
         p = Period(datetime(2026, 10, 15, 12, tzinfo=UTC), datetime(2026, 10, 16, tzinfo=UTC))
         assert spread.share_fractions(p, ZoneInfo("UTC")) == {"2026-10": Fraction(1, 62)}
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        start=st.datetimes(datetime(2025, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC)),
+        minutes=st.integers(1, 200 * 24 * 60),
+        zone=st.sampled_from(["UTC", "Asia/Kathmandu", "America/St_Johns", "Europe/Berlin"]),
+    )
+    def test_shares_are_each_days_part_over_its_months_days(
+        self, start: datetime, minutes: int, zone: str
+    ) -> None:
+        # The definition, day by day in exact fractions (what the counting shortcut must equal).
+        tz = ZoneInfo(zone)
+        p = Period(start, start + timedelta(minutes=minutes))
+        expected: dict[str, Fraction] = {}
+        for day, lo, hi in local_days(p, tz):
+            lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)
+            part = Fraction((min(hi, p.end) - max(lo, p.start)) // timedelta(microseconds=1),
+                            (hi - lo) // timedelta(microseconds=1))  # fmt: skip
+            month = spread.month_key(day)
+            days = (add_months(day.replace(day=1), 1) - day.replace(day=1)).days
+            expected[month] = expected.get(month, Fraction(0)) + part / days
+        assert spread.share_fractions(p, tz) == expected
 
     def test_a_dst_day_is_one_day(self) -> None:
         tz = ZoneInfo("Europe/Berlin")
