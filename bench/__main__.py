@@ -92,6 +92,8 @@ def trivial_baseline(plan: Plan) -> float:
 async def intake_and_e2e(stack: Stack, plan: Plan, results: dict[str, Any]) -> None:
     say("intake: throughput with wrk (intake alone; every 202 is committed)")
     stack.start_service("intake")
+    # A short run first: connections, prepared statements and caches are warm in service.
+    await asyncio.to_thread(run_wrk, stack.url("intake"), max(1, plan.load_seconds // 5))
     load = await asyncio.to_thread(run_wrk, stack.url("intake"), plan.load_seconds)
     if load.not_accepted or load.errors:
         say(f"WARNING: {load.not_accepted} answers were not 202, {load.errors} errors")

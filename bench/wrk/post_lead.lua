@@ -1,4 +1,5 @@
--- wrk script: POST a distinct, valid lead per request (distinct e-mails, so none is a duplicate).
+-- wrk script: POST a distinct, valid lead per request (distinct e-mails, so none is a duplicate;
+-- each at a domain of its own, so intake's cache of validated domains never helps).
 -- Counts answers that are not 202 so the harness can refuse a run that was not all-accepted.
 local threads = {}
 
@@ -19,7 +20,7 @@ end
 function request()
   counter = counter + 1
   local body = string.format(
-    '{"source":"api","name":"Bench Lead","email":"b%d-%d-%d@bench.example",' ..
+    '{"source":"api","name":"Bench Lead","email":"lead@b%d-%d-%d.bench.example",' ..
     '"company":"Bench LLC","services":["seo"],"budget":"200000","timeframe":"now",' ..
     '"role_in_purchase":"decision_maker","company_size":"101-500","consent":true,' ..
     '"utm":{"source":"bench","campaign":"load"}}', run, tid, counter)
