@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -216,6 +217,20 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(1.0)
 
 
+class _Freeze:
+    after_start = False
+
+
+_freeze = _Freeze()
+
+
+def freeze_after_start() -> None:
+    """For a process that serves one app until it exits (`leadflow serve`): once started,
+    the objects built so far are frozen (gc.freeze). Not for tests, which start many apps
+    in one process: frozen garbage is never collected."""
+    _freeze.after_start = True
+
+
 def create_service_app(
     *,
     settings: ServiceSettings,
@@ -246,6 +261,12 @@ def create_service_app(
         if on_startup is not None:
             await on_startup(runtime)
         await runtime.start()
+        if _freeze.after_start:
+            # What start-up built (modules, routes, schemas, the runtime) lives as long as the
+            # process: kept out of the collector's full passes, each of which would otherwise
+            # walk it all and pause the event loop for tens of milliseconds.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
