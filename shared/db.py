@@ -48,13 +48,13 @@ Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def in_list(
-    conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[int]
+    conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[Any]
 ) -> sa.ColumnElement[bool]:
-    """`column IN values` for integer ids; on PostgreSQL `= ANY(array)`: one parameter, so
-    one cached plan for any number of values instead of a statement per list length."""
+    """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, so one prepared
+    statement for any number of values instead of a statement per list length."""
     if is_postgres(conn):
-        ids: sa.BindParameter[list[int]] = sa.bindparam("ids", list(values), unique=True)
-        return column == sa.any_(sa.cast(ids, postgresql.ARRAY(sa.BigInteger)))
+        ids: sa.BindParameter[list[Any]] = sa.bindparam("ids", list(values), unique=True)
+        return column == sa.any_(sa.cast(ids, postgresql.ARRAY(column.type)))
     return column.in_(values)
 
 

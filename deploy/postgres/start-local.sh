@@ -14,13 +14,16 @@ version=$(ls /usr/lib/postgresql | sort -V | tail -1)
 if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -q "^$version main$"; then
   pg_createcluster "$version" main >&2
 fi
-pg_ctlcluster "$version" main start >&2 2>/dev/null || true
+wait_ready() {
+  for _ in $(seq 1 60); do
+    if pg_isready -q -h 127.0.0.1 -p 5432; then break; fi
+    sleep 0.5
+  done
+  pg_isready -h 127.0.0.1 -p 5432 >&2
+}
 
-for _ in $(seq 1 60); do
-  if pg_isready -q -h 127.0.0.1 -p 5432; then break; fi
-  sleep 0.5
-done
-pg_isready -h 127.0.0.1 -p 5432 >&2
+pg_ctlcluster "$version" main start >&2 2>/dev/null || true
+wait_ready
 
 su postgres -c "psql -q -v ON_ERROR_STOP=1" >&2 <<'SQL'
 DO $$
@@ -44,10 +47,7 @@ ALTER SYSTEM SET wal_compression = 'on';
 SQL
 if [ "$(su postgres -c "psql -Atc 'SHOW shared_buffers'")" != "1GB" ]; then
   pg_ctlcluster "$version" main restart >&2  # shared_buffers takes a restart
-  for _ in $(seq 1 60); do
-    if pg_isready -q -h 127.0.0.1 -p 5432; then break; fi
-    sleep 0.5
-  done
+  wait_ready
 else
   su postgres -c "psql -q -c 'SELECT pg_reload_conf()'" >/dev/null
 fi

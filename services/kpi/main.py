@@ -22,11 +22,10 @@ async def prepare_active_generation(engine: AsyncEngine) -> int:
     takes the current fold rules; one folded by older rules is named in the log."""
     async with engine.begin() as conn:
         active = await repository.active_generation(conn)
-    async with engine.begin() as conn:
         if await repository.adopt_fold_rules_if_empty(conn, active, service.FOLD_VERSION):
             log.info("KPI generation %d is empty: it folds by rules v%d", active,
                      service.FOLD_VERSION)  # fmt: skip
-    async with engine.connect() as conn:
+            return active
         found = await repository.get_generation(conn, active)
     if found is not None and found.fold_version != service.FOLD_VERSION:
         log.warning(

@@ -114,7 +114,8 @@ async def adopt_fold_rules_if_empty(
     conn: AsyncConnection, generation: int, fold_version: int
 ) -> bool:
     """Give a generation nothing has been folded into yet (a fresh install's first) the
-    current fold rules; whether it changed. Run in a transaction of its own.
+    current fold rules; whether it changed. The caller's transaction holds the row lock
+    until it commits.
 
     The row lock comes first: it waits for live batches under way (they share-lock the row)
     and keeps new ones out until commit, so the emptiness read next is final.

@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier.tables import (
@@ -23,23 +22,12 @@ from services.qualifier.tables import (
     sales_members,
     stage_history,
 )
-from shared.db import AnyRow, insert_ignoring_conflicts, is_postgres
+from shared.db import AnyRow, in_list, insert_ignoring_conflicts, is_postgres
 from shared.events import Decision, LeadSnapshot, Route, Stage
 
 # Advisory lock ids (PostgreSQL). SQLite needs none: its writers take the lock at BEGIN.
 _ROUND_ROBIN_LOCK = 0x1EAD0A55
 _DEFINITIONS_LOCK = 0x1EAD0DEF
-
-
-def _among(
-    conn: AsyncConnection, column: sa.ColumnElement[str], values: Sequence[str]
-) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL `= ANY(array)`: one statement for any number of
-    values, so a batch of another size needs no statement of its own to prepare."""
-    if is_postgres(conn):
-        ids: sa.BindParameter[list[str]] = sa.bindparam("ids", list(values), unique=True)
-        return column == sa.any_(sa.cast(ids, postgresql.ARRAY(sa.String)))
-    return column.in_(values)
 
 
 # Definitions ------------------------------------------------------------------------------
@@ -289,7 +277,7 @@ async def insert_new_leads(
 async def current_decisions(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, Any]:
     """The current decision of each of these leads that is already stored."""
     rows = await conn.execute(
-        sa.select(leads.c.lead_id, leads.c.decision).where(_among(conn, leads.c.lead_id, lead_ids))
+        sa.select(leads.c.lead_id, leads.c.decision).where(in_list(conn, leads.c.lead_id, lead_ids))
     )
     return {lead_id: decision for lead_id, decision in rows}
 
@@ -459,7 +447,7 @@ async def erasure_of(conn: AsyncConnection, lead_id: str) -> datetime | None:
 async def erasures_of(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, datetime]:
     rows = await conn.execute(
         sa.select(erasures.c.lead_id, erasures.c.erased_at).where(
-            _among(conn, erasures.c.lead_id, lead_ids)
+            in_list(conn, erasures.c.lead_id, lead_ids)
         )
     )
     return {lead_id: at for lead_id, at in rows}

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from services.intake.config import IntakeSettings
@@ -22,17 +20,8 @@ from tests.integration.test_intake_support import (
     count,
     lifecycle,
     rows,
-    running_intake,
 )
 from tests.support import DEV_AUTH, lead_payload
-
-
-@pytest.fixture
-async def intake(
-    database_url: str, kafka_bootstrap: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_intake(database_url, kafka_bootstrap, tmp_path) as client:
-        yield client
 
 
 def personal(email: str) -> dict[str, object]:

@@ -4,26 +4,16 @@ request: the fast path serves the common lead and leaves every refusal to FastAP
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from services.intake import api
-from tests.integration.test_intake_support import running_intake
 from tests.support import DEV_AUTH, lead_payload
 
 JSON_AUTH = {**DEV_AUTH, "Content-Type": "application/json"}
-
-
-@pytest.fixture
-async def intake(
-    database_url: str, kafka_bootstrap: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_intake(database_url, kafka_bootstrap, tmp_path) as client:
-        yield client
 
 
 def _raw(content: bytes, **headers: str) -> dict[str, Any]:

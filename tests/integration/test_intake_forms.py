@@ -6,7 +6,6 @@ import html.parser
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,14 +24,6 @@ from tests.integration.test_intake_support import (
 from tests.support import DEV_AUTH
 
 DOC = Path(__file__).parents[2] / "docs" / "intake.md"
-
-
-@pytest.fixture
-async def intake(
-    database_url: str, kafka_bootstrap: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_intake(database_url, kafka_bootstrap, tmp_path) as client:
-        yield client
 
 
 def person(**overrides: str) -> dict[str, str]:

@@ -4,28 +4,17 @@ and N concurrent identical requests making exactly one lead and one event."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from services.intake.idempotency import fingerprint, purge_expired
 from services.intake.schemas import LeadIn
 from services.intake.tables import idempotency_keys, leads
 from shared.db import create_engine, utcnow
-from tests.integration.test_intake_support import count, published, running_intake
+from tests.integration.test_intake_support import count, published
 from tests.support import DEV_AUTH, lead_payload
-
-
-@pytest.fixture
-async def intake(
-    database_url: str, kafka_bootstrap: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_intake(database_url, kafka_bootstrap, tmp_path) as client:
-        yield client
 
 
 async def _claim(database_url: str, key: str, body: dict[str, object], locked_for: float) -> None:

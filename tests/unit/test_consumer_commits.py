@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
-from shared.consumer import Delivered, EventConsumer
+from shared.consumer import BatchHandler, Delivered, EventConsumer
 from shared.events import TOPIC_RECEIVED, encode_event
 from tests.support import received
 
@@ -51,6 +51,12 @@ class _SlowCommitConsumer:
         self.commits.append(dict(offsets))
 
 
+def _loop(kafka: _SlowCommitConsumer, handle: BatchHandler) -> EventConsumer:
+    return EventConsumer(
+        service="test", consumer=cast(Any, kafka), producer=cast(Any, None), handle_batch=handle
+    )
+
+
 async def test_batches_go_on_while_offsets_commit_in_order() -> None:
     kafka = _SlowCommitConsumer(batches=3)
     applied: list[int] = []
@@ -61,12 +67,7 @@ async def test_batches_go_on_while_offsets_commit_in_order() -> None:
         if len(applied) == 3:
             all_applied.set()
 
-    loop = EventConsumer(
-        service="test",
-        consumer=cast(Any, kafka),
-        producer=cast(Any, None),
-        handle_batch=handle,
-    )
+    loop = _loop(kafka, handle)
     task = asyncio.create_task(loop.run())
     # The first commit has not been answered, yet every batch was applied.
     await asyncio.wait_for(all_applied.wait(), 5)
@@ -86,12 +87,7 @@ async def test_stopping_waits_for_the_last_commit() -> None:
     async def handle(batch: Sequence[Delivered]) -> None:
         done.set()
 
-    loop = EventConsumer(
-        service="test",
-        consumer=cast(Any, kafka),
-        producer=cast(Any, None),
-        handle_batch=handle,
-    )
+    loop = _loop(kafka, handle)
     task = asyncio.create_task(loop.run())
     await asyncio.wait_for(done.wait(), 5)
     loop.request_stop()
