@@ -50,6 +50,7 @@ class Runtime:
         relay_batch_size: int = 500,
         relay_poll_seconds: float = 1.0,
         consumer_max_records: int = 500,
+        consumer_fetch: tuple[int, int] = (50, 1),
         background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
         group_commit: bool = False,
     ) -> None:
@@ -78,6 +79,8 @@ class Runtime:
                     group_id=settings.group_id,
                     topics=consume,
                     client_id=f"leadflow-{self.name}",
+                    fetch_max_wait_ms=consumer_fetch[0],
+                    fetch_min_bytes=consumer_fetch[1],
                 ),
                 producer=self.producer,
                 handle_batch=handler(self),

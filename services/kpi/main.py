@@ -54,6 +54,7 @@ def create_app(settings: KpiSettings | None = None) -> FastAPI:
             consume=LEAD_TOPICS,
             handler=make_handler,
             consumer_max_records=settings.consumer_max_records,
+            consumer_fetch=(settings.consumer_fetch_max_wait_ms, settings.consumer_fetch_min_bytes),
             background=[("kpi rebuild", rebuild_job), ("kpi purge", purge_retired)],
         )
 
