@@ -147,6 +147,36 @@ async def duration_runs(
     return {int(r[0]): [Decimal(v) for v in (r[1] or [])] for r in found}
 
 
+# The small reads every summary, timeseries and funnel makes. Through SQLAlchemy's
+# statement machinery each cost about a millisecond of CPU, several times their database work.
+_ACTIVE_SQL = "SELECT generation FROM kpi_generations WHERE status = $1"
+_PLANS_SQL = "SELECT month, revenue FROM kpi_plans WHERE month = ANY($1::text[]) ORDER BY month"
+_SPEND_SQL = (
+    "SELECT month, channel, campaign, amount FROM kpi_spend WHERE month = ANY($1::text[]) "
+    "AND ($2::text IS NULL OR channel = $2) AND ($3::text IS NULL OR campaign = $3) "
+    "ORDER BY month, channel, campaign"
+)
+
+
+async def generation_with_status(conn: AsyncConnection, status: str) -> int | None:
+    found = (await conn.exec_driver_sql(_ACTIVE_SQL, (status,))).scalar()
+    return None if found is None else int(found)
+
+
+async def plans_in(conn: AsyncConnection, months: Sequence[str]) -> list[tuple[str, Decimal]]:
+    rows: list[Any] = list(await conn.exec_driver_sql(_PLANS_SQL, (list(months),)))
+    return [(r[0], Decimal(r[1])) for r in rows]
+
+
+async def spend_in(
+    conn: AsyncConnection, months: Sequence[str], channel: str | None, campaign: str | None
+) -> list[tuple[str, str, str, Decimal]]:
+    rows: list[Any] = list(
+        await conn.exec_driver_sql(_SPEND_SQL, (list(months), channel, campaign))
+    )
+    return [(r[0], r[1], r[2], Decimal(r[3])) for r in rows]
+
+
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows as one list per column (the arrays unnest takes back apart)."""
     if not rows:

@@ -75,7 +75,10 @@ def _generation(row: Any) -> Generation:
 
 async def active_generation(conn: AsyncConnection) -> int:
     g = generations.c
-    found = await conn.scalar(sa.select(g.generation).where(g.status == ACTIVE))
+    if is_postgres(conn):
+        found = await pg_reads.generation_with_status(conn, ACTIVE)
+    else:
+        found = await conn.scalar(sa.select(g.generation).where(g.status == ACTIVE))
     if found is None:
         raise RuntimeError("no active KPI generation: run the migrations (leadflow migrate kpi)")
     return int(found)
@@ -842,6 +845,28 @@ async def list_plans(
     return [
         (r.month, Decimal(r.revenue), r.updated_at, r.updated_by) for r in await conn.execute(stmt)
     ]
+
+
+async def monthly_plans(conn: AsyncConnection, months: Sequence[str]) -> list[tuple[str, Decimal]]:
+    """(month, revenue) of the plans for these months."""
+    if is_postgres(conn):
+        return await pg_reads.plans_in(conn, months)
+    return [(month, revenue) for month, revenue, _, _ in await list_plans(conn, months)]
+
+
+async def monthly_spend(
+    conn: AsyncConnection, months: Sequence[str], filters: Mapping[str, str]
+) -> list[tuple[str, str, str, Decimal]]:
+    """(month, channel, campaign, amount) of the spend for these months, filtered by channel
+    or campaign."""
+    unknown = set(filters) - {"channel", "campaign"}
+    if unknown:
+        raise ValueError(f"spend has no {sorted(unknown)}")
+    if is_postgres(conn):
+        return await pg_reads.spend_in(
+            conn, months, filters.get("channel"), filters.get("campaign")
+        )
+    return [row[:4] for row in await list_spend(conn, months, filters)]
 
 
 async def list_spend(

@@ -175,11 +175,11 @@ async def _plan_and_spend(
     shares = [spread.share_fractions(p, scope.tz) for p in points]
     months = sorted({m for s in shares for m in s})
     if money.plan_applies:
-        amounts = [(m, revenue) for m, revenue, _, _ in await repository.list_plans(conn, months)]
+        amounts = await repository.monthly_plans(conn, months)
         money.plan = {i: spread.spread(amounts, s) for i, s in enumerate(shares)}
     if money.spend_applies:
         by_group: dict[str | None, list[tuple[str, Decimal]]] = {}
-        for month, channel, campaign, amount, _, _ in await repository.list_spend(
+        for month, channel, campaign, amount in await repository.monthly_spend(
             conn, months, scope.filters
         ):
             group = {"channel": channel, "campaign": campaign}.get(scope.group_by or "")
