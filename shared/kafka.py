@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -32,21 +33,29 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
     )
 
 
+@dataclass(frozen=True)
+class FetchPolicy:
+    """How a consumer fetches.
+
+    A fetch returns once `min_bytes` are there or `max_wait_ms` have passed. The defaults
+    suit a consumer whose latency matters (the qualifier's decisions): a fetch returns with
+    the first new record, and `top_up_wait_ms` lets a batch take in what came meanwhile (see
+    shared.consumer.EventConsumer). A consumer whose readers can wait fetches in batches.
+    """
+
+    max_wait_ms: int = 50
+    min_bytes: int = 1
+    top_up_wait_ms: int = 10
+
+
 def make_consumer(
     bootstrap_servers: str,
     group_id: str,
     topics: Iterable[str],
     client_id: str,
-    *,
-    fetch_max_wait_ms: int = 50,
-    fetch_min_bytes: int = 1,
+    fetch: FetchPolicy = FetchPolicy(),
 ) -> AIOKafkaConsumer:
-    """Auto-commit off: offsets are committed only after the database transaction.
-
-    A fetch returns once `fetch_min_bytes` are there or `fetch_max_wait_ms` have passed.
-    The defaults suit a consumer whose latency matters (the qualifier's decisions): a
-    fetch returns with the first new record.
-    """
+    """Auto-commit off: offsets are committed only after the database transaction."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,
@@ -60,8 +69,8 @@ def make_consumer(
         # consumed for over 100 ms (a slow batch); its new records then wait for that
         # fetch to return, so a short wait bounds the stall (at aiokafka's default 500 ms
         # it was the e2e p99).
-        fetch_max_wait_ms=fetch_max_wait_ms,
-        fetch_min_bytes=fetch_min_bytes,
+        fetch_max_wait_ms=fetch.max_wait_ms,
+        fetch_min_bytes=fetch.min_bytes,
         session_timeout_ms=10000,
         heartbeat_interval_ms=2000,
         retry_backoff_ms=200,

@@ -25,7 +25,13 @@ from shared.auth import Authenticator
 from shared.consumer import BatchHandler, EventConsumer, HeldConnection
 from shared.db import create_engine, ping
 from shared.group_commit import GroupCommitter, WriteBatch
-from shared.kafka import ensure_topics, kafka_reachable, make_consumer, make_producer
+from shared.kafka import (
+    FetchPolicy,
+    ensure_topics,
+    kafka_reachable,
+    make_consumer,
+    make_producer,
+)
 from shared.observability import configure_logging, instrument
 from shared.outbox import OutboxRelay
 from shared.settings import DEV_TOKEN, ServiceSettings
@@ -50,7 +56,7 @@ class Runtime:
         relay_batch_size: int = 500,
         relay_poll_seconds: float = 1.0,
         consumer_max_records: int = 500,
-        consumer_fetch: tuple[int, int] = (50, 1),
+        consumer_fetch: FetchPolicy = FetchPolicy(),
         background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
         group_commit: bool = False,
     ) -> None:
@@ -79,12 +85,12 @@ class Runtime:
                     group_id=settings.group_id,
                     topics=consume,
                     client_id=f"leadflow-{self.name}",
-                    fetch_max_wait_ms=consumer_fetch[0],
-                    fetch_min_bytes=consumer_fetch[1],
+                    fetch=consumer_fetch,
                 ),
                 producer=self.producer,
                 handle_batch=handler(self),
                 max_records=consumer_max_records,
+                top_up_wait_ms=consumer_fetch.top_up_wait_ms,
             )
             if consume and handler is not None
             else None

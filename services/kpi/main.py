@@ -12,6 +12,7 @@ from services.kpi.config import KpiSettings
 from services.kpi.consumer import make_handler
 from services.kpi.rebuild import ACTIVE_GENERATION, Rebuilder, purge_retired
 from shared.events import LEAD_TOPICS
+from shared.kafka import FetchPolicy
 from shared.runtime import Runtime, create_service_app
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,11 @@ def create_app(settings: KpiSettings | None = None) -> FastAPI:
             consume=LEAD_TOPICS,
             handler=make_handler,
             consumer_max_records=settings.consumer_max_records,
-            consumer_fetch=(settings.consumer_fetch_max_wait_ms, settings.consumer_fetch_min_bytes),
+            consumer_fetch=FetchPolicy(
+                max_wait_ms=settings.consumer_fetch_max_wait_ms,
+                min_bytes=settings.consumer_fetch_min_bytes,
+                top_up_wait_ms=0,
+            ),
             background=[("kpi rebuild", rebuild_job), ("kpi purge", purge_retired)],
         )
 

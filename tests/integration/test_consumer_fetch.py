@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.kpi.config import KpiSettings
 from services.kpi.main import create_app
+from shared.consumer import EventConsumer
 from shared.kafka import make_consumer
 from shared.migrations import migrate
 from shared.settings import CommonSettings
@@ -17,6 +18,12 @@ from tests.support import serving
 
 def _fetch_settings(consumer: object) -> tuple[int, int]:
     return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes  # type: ignore[attr-defined]
+
+
+def _kpi_loop_fetch(loop: EventConsumer) -> tuple[int, int]:
+    # A batch already waits for its bytes: no second fetch to top it up.
+    assert loop._top_up_wait_ms == 0
+    return _fetch_settings(loop._consumer)
 
 
 async def test_a_consumer_fetches_each_new_record_by_default() -> None:
@@ -37,7 +44,7 @@ async def _kpi_fetch_settings(
     app = create_app(settings)
     async with serving(app):
         assert app.state.runtime.consumer is not None
-        return _fetch_settings(app.state.runtime.consumer._consumer)
+        return _kpi_loop_fetch(app.state.runtime.consumer)
 
 
 async def test_the_kpi_service_fetches_in_batches(
