@@ -117,7 +117,7 @@ def _durations_sql(filters: tuple[str, ...], group_by: str | None) -> str:
         "$7::text[], $8::int4[], $9::int4[]) AS w(n, metric, bin, lo, hi, grp, off, cnt) "
         "CROSS JOIN LATERAL (SELECT array_agg(x.value ORDER BY x.value) AS vals FROM ("
         "SELECT f.value FROM kpi_facts AS f WHERE f.generation = $1 "
-        "AND f.metric = w.metric AND f.bin = w.bin AND f.at >= w.lo AND f.at < w.hi"
+        "AND f.metric = w.metric AND f.bin = w.bin AND f.bin > 0 AND f.at >= w.lo AND f.at < w.hi"
         f"{_filters('f', filters, 10)}{group} "
         "ORDER BY f.value LIMIT w.cnt OFFSET w.off) AS x) AS v"
     )

@@ -764,8 +764,8 @@ async def duration_values(
         branches = []
         for n, (metric, bin_, start, end, group, index) in enumerate(chunk):
             conditions = [
-                f.generation == generation, f.metric == metric, f.bin == bin_, f.at >= start,
-                f.at < end, *_where_dims(facts, where),
+                f.generation == generation, f.metric == metric, f.bin == bin_, f.bin > 0,
+                f.at >= start, f.at < end, *_where_dims(facts, where),
             ]  # fmt: skip
             if where.group_by:
                 conditions.append(f[where.group_by] == (group or ""))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import sqlalchemy as sa
 
+from services.kpi import pg_reads
 from tests.fixtures.kpi.harness import Harness
+
+T = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 async def test_folded_tables_leave_room_for_in_place_updates_on_postgresql(kpi: Harness) -> None:
@@ -24,3 +29,26 @@ async def test_folded_tables_leave_room_for_in_place_updates_on_postgresql(kpi: 
         "kpi_leads": ["fillfactor=70"],
         "kpi_facts": None,  # its updates change indexed columns: no HOT to make room for
     }
+
+
+async def test_the_bin_index_holds_durations_and_percentile_reads_use_it(kpi: Harness) -> None:
+    async with kpi.runtime.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            definition = await conn.scalar(
+                sa.text(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_kpi_facts_bin_values'"
+                )
+            )
+            assert str(definition).endswith("WHERE (bin > 0)")
+            # The read must say `bin > 0` for the planner to take a partial index.
+            await conn.execute(sa.text("SET enable_seqscan = off"))
+            plan = await conn.exec_driver_sql(
+                "EXPLAIN " + pg_reads._durations_sql((), None),
+                (1, [0], ["proposal_time"], [5], [T], [T], [""], [0], [2]),
+            )
+            assert "ix_kpi_facts_bin_values" in "\n".join(r[0] for r in plan)
+        else:
+            definition = await conn.scalar(
+                sa.text("SELECT sql FROM sqlite_master WHERE name = 'ix_kpi_facts_bin_values'")
+            )
+            assert str(definition).endswith("WHERE bin > 0")
