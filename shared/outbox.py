@@ -53,12 +53,18 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
 
 
 async def add_to_outbox(
-    conn: AsyncConnection, table: sa.Table, events: Sequence[_Envelope]
+    conn: AsyncConnection,
+    table: sa.Table,
+    events: Sequence[_Envelope],
+    *,
+    payloads: Sequence[bytes] | None = None,
 ) -> None:
-    """Stage events in the caller's transaction; they go out only if it commits."""
+    """Stage events in the caller's transaction; they go out only if it commits.
+    `payloads`: the events already encoded (`encode_event`), in order."""
     if not events:
         return
     now = utcnow()
+    encoded = payloads if payloads is not None else [encode_event(e) for e in events]
     await conn.execute(
         table.insert(),
         [
@@ -67,10 +73,10 @@ async def add_to_outbox(
                 "topic": e.topic,
                 "key": e.key,
                 "event_type": e.type,
-                "payload": encode_event(e),
+                "payload": payload,
                 "created_at": now,
             }
-            for e in events
+            for e, payload in zip(events, encoded, strict=True)
         ],
     )
 

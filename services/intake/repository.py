@@ -9,10 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.intake import pg_writes
 from services.intake.domain import WEBINAR_SOURCES, DedupeKey, KnownLead
 from services.intake.tables import forms, idempotency_keys, leads, outbox, webinars
-from shared.db import AnyRow, insert_ignoring_conflicts, is_postgres
-from shared.events import LeadSnapshot
+from shared.db import AnyRow, insert_ignoring_conflicts, is_postgres, utcnow
+from shared.events import LeadReceived, LeadSnapshot, encode_event
+from shared.outbox import add_to_outbox
 
 # --- leads ---------------------------------------------------------------------------
 
@@ -27,14 +29,7 @@ async def lock_identities(conn: AsyncConnection, keys: Iterable[DedupeKey]) -> N
         return
     ids = sorted({i for key in keys for i in key.lock_ids()})
     if ids:
-        # One statement for the lot; unnest yields the sorted array in order.
-        await conn.execute(_LOCK_IN_ORDER, {"ids": ids})
-
-
-_LOCK_IN_ORDER = sa.text(
-    "SELECT count(pg_advisory_xact_lock(id)) FROM "
-    "(SELECT id FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS t(id, n) ORDER BY n) AS s"
-)
+        await pg_writes.lock_in_order(conn, ids)
 
 
 def _identity(key: DedupeKey) -> list[sa.ColumnElement[bool]]:
@@ -55,6 +50,12 @@ async def recent_leads_like(
     phones = sorted({k.phone for k in keys if k.phone})
     if not emails and not phones:
         return []
+    sources = sorted({k.source for k in keys})
+    origins = sorted({k.origin_id for k in keys})
+    if is_postgres(conn):
+        return await pg_writes.recent_leads_like(
+            conn, sources=sources, origins=origins, emails=emails, phones=phones, since=since
+        )
     identity = []
     if emails:
         identity.append(leads.c.email.in_(emails))
@@ -65,8 +66,8 @@ async def recent_leads_like(
             leads.c.lead_id, leads.c.source, leads.c.origin_id, leads.c.email, leads.c.phone,
             leads.c.received_at,
         ).where(
-            leads.c.source.in_(sorted({k.source for k in keys})),
-            leads.c.origin_id.in_(sorted({k.origin_id for k in keys})),
+            leads.c.source.in_(sources),
+            leads.c.origin_id.in_(origins),
             sa.or_(*identity),
             leads.c.received_at >= since,
             leads.c.honeypot_filled.is_(False),
@@ -95,28 +96,40 @@ async def find_webinar_lead(conn: AsyncConnection, key: DedupeKey) -> AnyRow | N
 
 
 async def insert_leads(
-    conn: AsyncConnection, new: Sequence[tuple[LeadSnapshot, DedupeKey]]
+    conn: AsyncConnection, new: Sequence[tuple[LeadReceived, DedupeKey]]
 ) -> None:
+    """New leads, each with its `lead.received` (whose data is the lead's snapshot), in the
+    outbox; each snapshot is serialized once, for its event and (PostgreSQL) its column."""
     if not new:
+        return
+    snapshots = [event.data.model_dump_json() for event, _ in new]
+    payloads = [
+        encode_event(event, data_json=data) for (event, _), data in zip(new, snapshots, strict=True)
+    ]
+    if is_postgres(conn):
+        await pg_writes.insert_leads_with_events(
+            conn, new, snapshots=snapshots, payloads=payloads, now=utcnow()
+        )
         return
     await conn.execute(
         leads.insert(),
         [
             {
-                "lead_id": snapshot.lead_id,
+                "lead_id": event.data.lead_id,
                 "source": key.source,
                 "origin_id": key.origin_id,
                 "email": key.email,
                 "phone": key.phone,
-                "snapshot": snapshot.model_dump(mode="json"),
-                "occurred_at": snapshot.occurred_at,
-                "received_at": snapshot.received_at,
+                "snapshot": event.data.model_dump(mode="json"),
+                "occurred_at": event.data.occurred_at,
+                "received_at": event.data.received_at,
                 "erased_at": None,
-                "honeypot_filled": snapshot.honeypot_filled,
+                "honeypot_filled": event.data.honeypot_filled,
             }
-            for snapshot, key in new
+            for event, key in new
         ],
     )
+    await add_to_outbox(conn, outbox, [event for event, _ in new], payloads=payloads)
 
 
 async def update_snapshot(conn: AsyncConnection, snapshot: LeadSnapshot) -> None:

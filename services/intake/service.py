@@ -258,12 +258,13 @@ def _known(snapshot: LeadSnapshot, key: DedupeKey) -> KnownLead:
 
 
 async def _insert(conn: AsyncConnection, new: Sequence[tuple[LeadSnapshot, DedupeKey]]) -> None:
-    await repository.insert_leads(conn, new)
-    events = [
-        LeadReceived(source=SOURCE_INTAKE, time=s.occurred_at, subject=s.lead_id, data=s)
-        for s, _ in new
-    ]
-    await add_to_outbox(conn, outbox, events)
+    await repository.insert_leads(
+        conn,
+        [
+            (LeadReceived(source=SOURCE_INTAKE, time=s.occurred_at, subject=s.lead_id, data=s), key)
+            for s, key in new
+        ],
+    )
 
 
 async def _accept_webinar_lead(

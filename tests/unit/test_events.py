@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from shared.events import (
+    SOURCE_INTAKE,
     TOPIC_LIFECYCLE,
     TOPIC_RECEIVED,
     TOPIC_ROUTED,
@@ -19,6 +20,8 @@ from shared.events import (
     LeadReceived,
     LeadRouted,
     LeadRoutedData,
+    LeadSnapshot,
+    LeadSource,
     Route,
     UndecodableEvent,
     decode_event,
@@ -113,3 +116,16 @@ class TestCompatibility:
     def test_what_is_not_a_leadflow_event_is_refused(self, raw: bytes) -> None:
         with pytest.raises(UndecodableEvent):
             decode_event(raw)
+
+
+def test_an_event_with_its_data_already_serialized_encodes_the_same_bytes() -> None:
+    # Intake serializes a lead's snapshot once, for its column and its lead.received.
+    snapshot = LeadSnapshot(
+        lead_id="l-1", source=LeadSource.api, name='Zoë "Z" \u2028', budget=Decimal("12.50"),
+        fields={"note": "tab\there"}, occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        received_at=datetime(2026, 1, 2, 3, 4, 6, 789, tzinfo=UTC),
+    )  # fmt: skip
+    event = LeadReceived(
+        source=SOURCE_INTAKE, time=snapshot.occurred_at, subject=snapshot.lead_id, data=snapshot
+    )
+    assert encode_event(event, data_json=snapshot.model_dump_json()) == encode_event(event)

@@ -1,0 +1,106 @@
+"""Accepting leads on PostgreSQL: fixed statements over arrays, prepared once.
+
+Built with SQLAlchemy, a group commit's statements took a share of intake's CPU per lead
+comparable to the route's (building and compiling them, binding each row, serializing
+each snapshot again for its column), and their text depended on the batch's size (an IN
+list, a VALUES row per lead), so asyncpg prepared another statement for each new size.
+Here the values travel as arrays: every batch runs the same three statements, and a
+batch's leads and their events go in with one of them (one round trip). SQLite runs the
+SQLAlchemy statements in `repository`, which store the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.intake.domain import DedupeKey, KnownLead
+from shared.events import LeadReceived
+
+# One statement for the lot; unnest yields the sorted array in order.
+_LOCK_IN_ORDER = (
+    "SELECT count(pg_advisory_xact_lock(id)) FROM "
+    "(SELECT id FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, n) ORDER BY n) AS s"
+)
+
+# An empty array matches nothing, as an identity left out of the condition does.
+_RECENT_LIKE = (
+    "SELECT lead_id, source, origin_id, email, phone, received_at FROM leads "
+    "WHERE source = ANY($1::text[]) AND origin_id = ANY($2::text[]) "
+    "AND (email = ANY($3::text[]) OR phone = ANY($4::text[])) "
+    "AND received_at >= $5 AND honeypot_filled IS false"
+)
+
+# The events keep the batch's order in the outbox's ids (ORDER BY n): the relay publishes
+# by id, so a lead's events go out in the order they were written.
+_INSERT_LEADS_WITH_EVENTS = (
+    "WITH new_leads AS (INSERT INTO leads (lead_id, source, origin_id, email, phone, "
+    "snapshot, occurred_at, received_at, erased_at, honeypot_filled) "
+    "SELECT u.lead_id, u.source, u.origin_id, u.email, u.phone, u.snapshot::jsonb, "
+    "u.occurred_at, u.received_at, NULL, u.honeypot_filled "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+    "$7::timestamptz[], $8::timestamptz[], $9::bool[]) "
+    "AS u(lead_id, source, origin_id, email, phone, snapshot, occurred_at, received_at, "
+    "honeypot_filled)) "
+    "INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at) "
+    "SELECT e.event_id, e.topic, e.key, e.event_type, e.payload, $15 "
+    "FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[]) "
+    "WITH ORDINALITY AS e(event_id, topic, key, event_type, payload, n) ORDER BY e.n"
+)
+
+
+async def lock_in_order(conn: AsyncConnection, ids: list[int]) -> None:
+    """Take these advisory locks (transaction-scoped) in the order given."""
+    await conn.exec_driver_sql(_LOCK_IN_ORDER, (ids,))
+
+
+async def recent_leads_like(
+    conn: AsyncConnection,
+    *,
+    sources: list[str],
+    origins: list[str],
+    emails: list[str],
+    phones: list[str],
+    since: datetime,
+) -> list[KnownLead]:
+    result = await conn.exec_driver_sql(_RECENT_LIKE, (sources, origins, emails, phones, since))
+    rows: list[Any] = list(result)
+    return [KnownLead(*row) for row in rows]
+
+
+async def insert_leads_with_events(
+    conn: AsyncConnection,
+    new: Sequence[tuple[LeadReceived, DedupeKey]],
+    *,
+    snapshots: Sequence[str],
+    payloads: Sequence[bytes],
+    now: datetime,
+) -> None:
+    """New leads, each with its `lead.received`; `snapshots` and `payloads` are the
+    events' data and the events serialized (the data serialized once for both)."""
+    leads = [e.data for e, _ in new]
+    keys = [k for _, k in new]
+    events = [e for e, _ in new]
+    await conn.exec_driver_sql(
+        _INSERT_LEADS_WITH_EVENTS,
+        (
+            [s.lead_id for s in leads],
+            [k.source for k in keys],
+            [k.origin_id for k in keys],
+            [k.email for k in keys],
+            [k.phone for k in keys],
+            list(snapshots),
+            [s.occurred_at for s in leads],
+            [s.received_at for s in leads],
+            [s.honeypot_filled for s in leads],
+            [e.id for e in events],
+            [e.topic for e in events],
+            [e.key for e in events],
+            [e.type for e in events],
+            list(payloads),
+            now,
+        ),
+    )
