@@ -37,16 +37,25 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
 
 
-class _HttpMetrics:
-    """Pure ASGI middleware: count and time requests, labelled by route template.
+class HttpMetrics:
+    """Count and time a service's requests, labelled by route template (never the raw
+    path: lead ids would explode the number of series)."""
 
-    Labels use the matched route's template, never the raw path: lead ids would
-    explode the number of series.
-    """
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def observe(self, method: str, route: str, status: int, start: float) -> None:
+        """A request answered `status`, begun at `start` (`time.perf_counter`)."""
+        HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+        HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+
+
+class _HttpMetrics:
+    """Pure ASGI middleware: `HttpMetrics` of every request."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
-        self.service = service
+        self.metrics = HttpMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,9 +74,7 @@ class _HttpMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+            self.metrics.observe(scope["method"], route, status, start)
 
 
 def instrument(app: FastAPI, service: str) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.auth import Authenticator
 from shared.consumer import BatchHandler, EventConsumer, HeldConnection
 from shared.db import create_engine, ping
+from shared.front import Front, FrontHandler, ServiceApp
 from shared.group_commit import GroupCommitter, WriteBatch
 from shared.kafka import (
     FetchPolicy,
@@ -32,10 +33,16 @@ from shared.kafka import (
     make_consumer,
     make_producer,
 )
-from shared.observability import configure_logging, instrument
+from shared.observability import HttpMetrics, configure_logging, instrument
 from shared.outbox import OutboxRelay
 from shared.settings import DEV_TOKEN, ServiceSettings
-from shared.web import BodySizeLimit, SecurityHeaders, health_router, install_error_handlers
+from shared.web import (
+    BodyLimits,
+    BodySizeLimit,
+    SecurityHeaders,
+    health_router,
+    install_error_handlers,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -250,8 +257,11 @@ def create_service_app(
     body_limits: dict[str, int] | None = None,
     default_body_limit: int = 1024 * 1024,
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
+    front: dict[tuple[str, str], FrontHandler] | None = None,
 ) -> FastAPI:
-    """The FastAPI app of one service: auth, health, metrics, errors, lifespan."""
+    """The FastAPI app of one service: auth, health, metrics, errors, lifespan. `front`:
+    handlers by (method, path) that answer their common request before the middleware
+    stack (shared.front)."""
     settings.check_secure()
     common = settings.common
     configure_logging(settings.service_name, common.log_level)
@@ -281,7 +291,7 @@ def create_service_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         description=description,
         version="1.0.0",
@@ -312,5 +322,8 @@ def create_service_app(
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
-    app.add_middleware(BodySizeLimit, limits=body_limits or {}, default=default_body_limit)
+    limits = BodyLimits(body_limits or {}, default_body_limit)
+    app.add_middleware(BodySizeLimit, limits=limits)
+    if front:
+        app.front = Front(front, limits=limits, metrics=HttpMetrics(settings.service_name))
     return app

@@ -86,32 +86,39 @@ async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
-class BodySizeLimit:
-    """Refuse bodies over a limit with 413 before the app reads them.
+class BodyLimits:
+    """The body size limit of each path. `limits` maps a path prefix to its limit; the
+    longest matching prefix wins. A key with `*` is a glob matched against the whole path
+    (`/v1/webinars/*/attendees:import`), for routes whose distinguishing part comes after a
+    path parameter."""
 
-    Checks Content-Length up front and counts the bytes of chunked bodies as they
-    arrive, so a client cannot stream past the limit by leaving the header out.
-    `limits` maps a path prefix to its limit; the longest matching prefix wins. A key
-    with `*` is a glob matched against the whole path (`/v1/webinars/*/attendees:import`),
-    for routes whose distinguishing part comes after a path parameter.
-    """
-
-    def __init__(self, app: Any, *, limits: dict[str, int], default: int) -> None:
-        self.app = app
+    def __init__(self, limits: dict[str, int], default: int) -> None:
         self.limits = sorted(limits.items(), key=lambda kv: -len(kv[0]))
         self.default = default
 
-    def _limit_for(self, path: str) -> int:
+    def for_path(self, path: str) -> int:
         for prefix, limit in self.limits:
             if fnmatch.fnmatchcase(path, prefix) if "*" in prefix else path.startswith(prefix):
                 return limit
         return self.default
 
+
+class BodySizeLimit:
+    """Refuse bodies over a limit with 413 before the app reads them.
+
+    Checks Content-Length up front and counts the bytes of chunked bodies as they
+    arrive, so a client cannot stream past the limit by leaving the header out.
+    """
+
+    def __init__(self, app: Any, *, limits: BodyLimits) -> None:
+        self.app = app
+        self.limits = limits
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
+        limit = self.limits.for_path(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -175,13 +182,18 @@ class SecurityHeaders:
 
         async def with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers += [(k, v) for k, v in self.DEFAULTS if k not in present]
-                message = {**message, "headers": headers}
+                message = self.added_to(message)
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+    @classmethod
+    def added_to(cls, start: Any) -> Any:
+        """A response start message with the defaults its headers lack."""
+        headers = list(start.get("headers", []))
+        present = {name.lower() for name, _ in headers}
+        headers += [(k, v) for k, v in cls.DEFAULTS if k not in present]
+        return {**start, "headers": headers}
 
 
 class _BodyTooLarge(Exception):

@@ -136,9 +136,10 @@ async def _accept_one(lead: LeadIn, runtime: Runtime, settings: IntakeSettings) 
     )  # fmt: skip
 
 
-async def _post_lead_fast(request: Request) -> Response | None:
+async def post_lead_fast(request: Request) -> Response | None:
     """`post_lead` for a valid JSON lead from a writer without an Idempotency-Key, the
-    request intake mostly gets; None for anything else, which `post_lead` then answers."""
+    request intake mostly gets; None for anything else, which `post_lead` then answers.
+    Intake's front (shared.front) tries it before the middleware stack, the route after."""
     body = await json_body(request, Scope.intake_write, declined=(b"idempotency-key",))
     if body is None:
         return None
@@ -157,7 +158,7 @@ router.add_api_route(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=LeadAccepted,
     responses=_REFUSALS,
-    route_class_override=with_fast_path(_post_lead_fast),
+    route_class_override=with_fast_path(post_lead_fast),
 )
 
 

@@ -20,6 +20,7 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from services.intake.errors import Handler, json_body_errors
 from shared.auth import Authenticator, Scope
+from shared.front import raise_front_failure
 
 FastPath = Callable[[Request], Awaitable[Response | None]]
 
@@ -38,6 +39,7 @@ def with_fast_path(fast: FastPath) -> type[APIRoute]:
             handler = super().get_route_handler()
 
             async def answer(request: Request) -> Response:
+                raise_front_failure(request)
                 # Overridden dependencies (tests do that) are FastAPI's to apply.
                 if not request.app.dependency_overrides:
                     response = await fast(request)

@@ -88,6 +88,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             "/v1/webinars/*/attendees:import": settings.max_csv_bytes,
         },
         on_startup=on_startup,
+        front={("POST", "/v1/leads"): api.post_lead_fast},
     )
     app.state.form_limits = FormLimits(settings)
     _document_people_schema(app)
