@@ -8,7 +8,9 @@ commits once and every caller is answered after that commit, so an acknowledgeme
 means "stored". Batches form naturally: whatever queued while the previous batch was
 committing goes together, so a lone request waits for no timer. One writer per process
 keeps intake's advisory locks from deadlocking against each other; a deadlock against
-another replica retries the batch.
+another replica retries the batch. On PostgreSQL the writer keeps its connection across
+batches (`shared.writer_connection`): one it finds closed retries the batch on a fresh
+one, while a failure once COMMIT was sent fails the batch (its outcome is unknown).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import is_unavailable
+from shared.writer_connection import StaleConnection, WriterConnection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +75,7 @@ class GroupCommitter:
         max_batch: int = 200,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
-        self._engine = engine
+        self._conn = WriterConnection(engine)
         self._service = service
         self._max_batch = max_batch
         self._on_commit = on_commit
@@ -113,6 +116,7 @@ class GroupCommitter:
             unit = self._queue.popleft()
             if not unit.future.done():
                 unit.future.set_exception(RuntimeError("shutting down"))
+        await self._conn.close()
 
     async def _writer(self) -> None:
         while True:
@@ -130,15 +134,30 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Unit]) -> None:
         groups = _groups(batch)
-        for attempt in range(3):
+
+        async def write(conn: AsyncConnection) -> list[tuple[_Unit, Any, BaseException | None]]:
             outcomes: list[tuple[_Unit, Any, BaseException | None]] = []
+            for group in groups:
+                outcomes += await self._write_group(conn, group, alone=len(groups) == 1)
+            return outcomes
+
+        attempt = 0
+        while True:
             try:
-                async with self._engine.begin() as conn:
-                    for group in groups:
-                        outcomes += await self._write_group(conn, group, alone=len(groups) == 1)
+                outcomes = await self._conn.transaction(write)
+            except StaleConnection as exc:
+                # Nothing was committed, and the next try checks a connection out (and
+                # pings it), so this cannot repeat: not one of the deadlock retries.
+                log.info("%s group commit: %s; retrying the batch", self._service, exc)
+                continue
             except Exception as exc:
                 if _retryable(exc) and attempt < 2:
-                    log.info("%s group commit: %s; retrying the batch", self._service, exc)
+                    attempt += 1
+                    # No error text: it holds the statement's parameters (people's data).
+                    log.info(
+                        "%s group commit: %s (deadlock or serialization failure); retrying "
+                        "the batch", self._service, type(exc).__name__,
+                    )  # fmt: skip
                     continue
                 for unit in batch:
                     if not unit.future.done():
