@@ -22,7 +22,7 @@ from prometheus_client import Counter as Metric
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import BigIntPK, UtcDateTime, in_list, is_postgres, utcnow
+from shared.db import BigIntPK, UtcDateTime, is_postgres, utcnow
 from shared.events import _Envelope, encode_event
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,12 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._leader_conn: AsyncConnection | None = None
+        # On PostgreSQL fixed text (the ids as one array): no statement to build per batch.
+        name = engine.dialect.identifier_preparer.format_table(table)
+        self._pg_read = (
+            f"SELECT id, event_id, topic, key, event_type, payload FROM {name} ORDER BY id LIMIT $1"
+        )
+        self._pg_delete = f"DELETE FROM {name} WHERE id = ANY($1::bigint[])"
 
     def wake(self) -> None:
         """Call after committing outbox rows so they go out without waiting for a poll."""
@@ -147,13 +153,15 @@ class OutboxRelay:
         """Publish up to one batch; return how many events went out."""
         t = self._table
         async with self._connection() as conn:
-            rows = (
-                await conn.execute(
+            if is_postgres(conn):
+                read = await conn.exec_driver_sql(self._pg_read, (self._batch_size,))
+            else:
+                read = await conn.execute(
                     sa.select(t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.event_type, t.c.payload)
                     .order_by(t.c.id)
                     .limit(self._batch_size)
                 )
-            ).all()
+            rows = read.all()
             await conn.rollback()
         if not rows:
             OUTBOX_PENDING.labels(self._service).set(0)
@@ -169,8 +177,12 @@ class OutboxRelay:
             for r in rows
         ]
         await asyncio.gather(*futures)
+        ids = [r.id for r in rows]
         async with self._connection() as conn:
-            await conn.execute(sa.delete(t).where(in_list(conn, t.c.id, [r.id for r in rows])))
+            if is_postgres(conn):
+                await conn.exec_driver_sql(self._pg_delete, (ids,))
+            else:
+                await conn.execute(sa.delete(t).where(t.c.id.in_(ids)))
             await conn.commit()
         for topic, count in Counter(r.topic for r in rows).items():
             OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
