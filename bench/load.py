@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -35,7 +36,7 @@ def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 1) -> 
         raise RuntimeError("wrk is not installed: apt-get install wrk (Debian's package)")
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-s", str(WRK_SCRIPT), url, "/v1/leads"],
+         "-s", str(WRK_SCRIPT), url, "/v1/leads", secrets.token_hex(6)],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout  # fmt: skip
     match = re.search(

@@ -11,8 +11,10 @@ end
 function init(args)
   counter = 0
   bad = 0
-  run = math.random(1, 1000000000)
+  -- The harness names each run: wrk's Lua never seeds math.random, so a random run id
+  -- was the same in every run and a second run re-sent the first one's leads (duplicates).
   path = args[1] or "/v1/leads"
+  run = args[2] or error("the harness passes a run id")
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer dev"
 end
@@ -20,7 +22,7 @@ end
 function request()
   counter = counter + 1
   local body = string.format(
-    '{"source":"api","name":"Bench Lead","email":"lead@b%d-%d-%d.bench.example",' ..
+    '{"source":"api","name":"Bench Lead","email":"lead@b%s-%d-%d.bench.example",' ..
     '"company":"Bench LLC","services":["seo"],"budget":"200000","timeframe":"now",' ..
     '"role_in_purchase":"decision_maker","company_size":"101-500","consent":true,' ..
     '"utm":{"source":"bench","campaign":"load"}}', run, tid, counter)
