@@ -58,6 +58,14 @@ def in_list(
     return column.in_(values)
 
 
+def as_columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column: the arrays a PostgreSQL statement takes back apart
+    with unnest (one parameter per column, so one prepared statement for any row count)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
     parsed = make_url(url)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.domain import DedupeKey, KnownLead
+from shared.db import as_columns
 from shared.events import LeadReceived
 
 # One statement for the lot; unnest yields the sorted array in order.
@@ -81,26 +82,18 @@ async def insert_leads_with_events(
 ) -> None:
     """New leads, each with its `lead.received`; `snapshots` and `payloads` are the
     events' data and the events serialized (the data serialized once for both)."""
-    leads = [e.data for e, _ in new]
-    keys = [k for _, k in new]
-    events = [e for e, _ in new]
+    rows = [
+        (
+            event.data.lead_id, key.source, key.origin_id, key.email, key.phone, snapshot,
+            event.data.occurred_at, event.data.received_at, event.data.honeypot_filled,
+            event.id, event.topic, event.key, event.type, payload,
+        )
+        for (event, key), snapshot, payload in zip(new, snapshots, payloads, strict=True)
+    ]  # fmt: skip
     await conn.exec_driver_sql(
         _INSERT_LEADS_WITH_EVENTS,
         (
-            [s.lead_id for s in leads],
-            [k.source for k in keys],
-            [k.origin_id for k in keys],
-            [k.email for k in keys],
-            [k.phone for k in keys],
-            list(snapshots),
-            [s.occurred_at for s in leads],
-            [s.received_at for s in leads],
-            [s.honeypot_filled for s in leads],
-            [e.id for e in events],
-            [e.topic for e in events],
-            [e.key for e in events],
-            [e.type for e in events],
-            list(payloads),
+            *as_columns(rows, 14),
             now,
         ),
     )

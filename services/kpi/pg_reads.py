@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kpi.fold import DIMENSIONS
+from shared.db import as_columns
 
 # (point, metric, value bin, group or None, amount)
 Row = tuple[int, str, int, str | None, Decimal]
@@ -79,7 +80,7 @@ async def aggregate_sums(
         _aggregates_sql(names, group_by),
         (
             generation,
-            *_columns(ranges, 4),
+            *as_columns(ranges, 4),
             rollup,
             list(metrics),
             *(filters[n] for n in names),
@@ -102,7 +103,7 @@ async def edge_facts(
     _checked([*names, *([group_by] if group_by else [])])
     result = await conn.exec_driver_sql(
         _facts_sql(names, group_by),
-        (generation, *_columns(ranges, 3), list(metrics), *(filters[n] for n in names)),
+        (generation, *as_columns(ranges, 3), list(metrics), *(filters[n] for n in names)),
     )
     rows: list[Any] = list(result)
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
@@ -141,7 +142,7 @@ async def duration_runs(
     ]
     result = await conn.exec_driver_sql(
         _durations_sql(names, group_by),
-        (generation, *_columns(rows, 8), *(filters[n] for n in names)),
+        (generation, *as_columns(rows, 8), *(filters[n] for n in names)),
     )
     found: list[Any] = list(result)
     return {int(r[0]): [Decimal(v) for v in (r[1] or [])] for r in found}
@@ -175,10 +176,3 @@ async def spend_in(
         await conn.exec_driver_sql(_SPEND_SQL, (list(months), channel, campaign))
     )
     return [(r[0], r[1], r[2], Decimal(r[3])) for r in rows]
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as one list per column (the arrays unnest takes back apart)."""
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*rows, strict=True)]
