@@ -27,12 +27,20 @@ _LOCK_IN_ORDER = (
     "(SELECT id FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, n) ORDER BY n) AS s"
 )
 
-# An empty array matches nothing, as an identity left out of the condition does.
+# Each branch looks up exact (source, form, e-mail) or (source, form, phone) triples
+# through its index. The generic plan PostgreSQL settles on for a prepared statement must
+# not depend on the arrays' contents: with `email = ANY($n)` beside `source = ANY(...)` it
+# scanned every lead of the source within the dedupe window and filtered them (7 ms at
+# 30,000 leads a day, growing with the day's leads), while a join on unnested triples
+# costs an index probe a lead whatever the table holds. Empty arrays match nothing.
 _RECENT_LIKE = (
     "SELECT lead_id, source, origin_id, email, phone, received_at FROM leads "
-    "WHERE source = ANY($1::text[]) AND origin_id = ANY($2::text[]) "
-    "AND (email = ANY($3::text[]) OR phone = ANY($4::text[])) "
-    "AND received_at >= $5 AND honeypot_filled IS false"
+    "WHERE received_at >= $7 AND honeypot_filled IS false AND (source, origin_id, email) IN "
+    "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
+    "UNION "
+    "SELECT lead_id, source, origin_id, email, phone, received_at FROM leads "
+    "WHERE received_at >= $7 AND honeypot_filled IS false AND (source, origin_id, phone) IN "
+    "(SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))"
 )
 
 # The events keep the batch's order in the outbox's ids (ORDER BY n): the relay publishes
@@ -61,13 +69,15 @@ async def lock_in_order(conn: AsyncConnection, ids: list[int]) -> None:
 async def recent_leads_like(
     conn: AsyncConnection,
     *,
-    sources: list[str],
-    origins: list[str],
-    emails: list[str],
-    phones: list[str],
+    by_email: Sequence[tuple[str, str, str]],
+    by_phone: Sequence[tuple[str, str, str]],
     since: datetime,
 ) -> list[KnownLead]:
-    result = await conn.exec_driver_sql(_RECENT_LIKE, (sources, origins, emails, phones, since))
+    """Leads since `since` with one of these (source, origin, e-mail) or (source, origin,
+    phone) identities, bots' submissions left out."""
+    result = await conn.exec_driver_sql(
+        _RECENT_LIKE, (*as_columns(by_email, 3), *as_columns(by_phone, 3), since)
+    )
     rows: list[Any] = list(result)
     return [KnownLead(*row) for row in rows]
 

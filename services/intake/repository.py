@@ -54,7 +54,10 @@ async def recent_leads_like(
     origins = sorted({k.origin_id for k in keys})
     if is_postgres(conn):
         return await pg_writes.recent_leads_like(
-            conn, sources=sources, origins=origins, emails=emails, phones=phones, since=since
+            conn,
+            by_email=sorted({(k.source, k.origin_id, k.email) for k in keys if k.email}),
+            by_phone=sorted({(k.source, k.origin_id, k.phone) for k in keys if k.phone}),
+            since=since,
         )
     identity = []
     if emails:

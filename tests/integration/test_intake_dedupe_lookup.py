@@ -1,0 +1,85 @@
+"""The duplicate lookup of a group commit on PostgreSQL: exact identities, and a plan
+that probes the index per lead however many leads the dedupe window holds."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.intake import pg_writes
+from services.intake.domain import KnownLead
+from shared.db import create_engine
+from shared.migrations import migrate
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+WINDOW_LEADS = 3000
+
+
+async def test_the_lookup_probes_the_index_whatever_the_window_holds(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the fixed statement and its generic plan are PostgreSQL's")
+    await asyncio.to_thread(migrate, "intake", database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            # A busy day: thousands of leads of one source and form within the window,
+            # plus a bot's submission and a lead of another form with a known e-mail.
+            await conn.exec_driver_sql(
+                "INSERT INTO leads (lead_id, source, origin_id, email, phone, snapshot, "
+                "occurred_at, received_at, honeypot_filled) "
+                "SELECT 'l' || g, 'api', '', 'p' || g || '@x.example', '+7900' || g, '{}', "
+                "$1, $1, false FROM generate_series(1, $2) AS g",
+                (NOW, WINDOW_LEADS),
+            )
+            await conn.exec_driver_sql(
+                "INSERT INTO leads (lead_id, source, origin_id, email, phone, snapshot, "
+                "occurred_at, received_at, honeypot_filled) VALUES "
+                "('bot', 'api', '', 'p7@x.example', NULL, '{}', $1, $1, true), "
+                "('other-form', 'form', 'f1', 'p7@x.example', NULL, '{}', $1, $1, false), "
+                "('old', 'api', '', 'gone@x.example', NULL, '{}', $2, $2, false)",
+                (NOW, NOW - timedelta(days=3)),
+            )
+            await conn.exec_driver_sql("ANALYZE leads")
+
+        since = NOW - timedelta(days=1)
+        async with engine.connect() as conn:
+            found = await pg_writes.recent_leads_like(
+                conn,
+                by_email=[("api", "", "p7@x.example"), ("api", "", "gone@x.example")],
+                by_phone=[("api", "", "+790012"), ("form", "f1", "+790013")],
+                since=since,
+            )
+            # Exact (source, form, identity) matches in the window, no bot's submission.
+            assert sorted(found) == sorted(
+                [
+                    KnownLead("l7", "api", "", "p7@x.example", "+79007", NOW),
+                    KnownLead("l12", "api", "", "p12@x.example", "+790012", NOW),
+                ]
+            )
+
+            # The plan a prepared statement settles on, as asyncpg's would after five runs.
+            await conn.exec_driver_sql(
+                "PREPARE recent(text[], text[], text[], text[], text[], text[], timestamptz) AS "
+                + pg_writes._RECENT_LIKE
+            )
+            await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            plan = "\n".join(
+                row[0]
+                for row in await conn.exec_driver_sql(
+                    # A utility statement takes no parameters: the values are literals.
+                    "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE recent("
+                    "'{api}', '{\"\"}', '{p7@x.example}', '{api}', '{\"\"}', '{+790012}', "
+                    f"'{since.isoformat()}')"
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert "ix_leads_dedupe_email" in plan and "ix_leads_dedupe_phone" in plan, plan
+    # Each branch finds its lead through the index: no scan of the window's leads.
+    removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)]
+    assert all(n < 10 for n in removed), plan
+    visited = [int(n) for n in re.findall(r"Index Scan .*actual time=\S+ rows=(\d+)", plan)]
+    assert visited and all(n <= 1 for n in visited), plan
