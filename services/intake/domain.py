@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
@@ -86,7 +87,7 @@ def normalize_email(raw: str) -> str:
     """Syntax-checked, domain lower-cased (the local part is the mailbox owner's)."""
     plain = _PLAIN_EMAIL.fullmatch(raw)
     if plain is not None and len(raw) <= _EMAIL_MAX_LENGTH:
-        domain = _KNOWN_DOMAINS.get(plain["domain"])
+        domain = _KNOWN_DOMAINS.get(plain["domain"]) or _plain_domain(plain["domain"])
         if domain is not None and plain["local"].lower() not in _ROLE_MAILBOXES:
             return f"{plain['local']}@{domain}"
     try:
@@ -104,11 +105,12 @@ def normalize_email(raw: str) -> str:
     return result.normalized
 
 
-# Checking a domain is most of email_validator's work (IDNA, per-character Unicode rules),
-# and most leads come from a few domains. A plain address (an ASCII dot-atom before the @,
-# letters, digits, dots and hyphens after it) at a domain the validator accepted before,
-# and that it only lower-cased, normalizes as the validator would: the local part as given,
-# the domain as the validator wrote it. Anything else goes to the validator itself.
+# Checking a domain is most of email_validator's work (IDNA, per-character Unicode rules:
+# about 55 us of a lead's 80 us of normalizing), all of it needless for the usual domain.
+# A plain address (an ASCII dot-atom before the @, letters, digits, dots and hyphens after
+# it) normalizes as the validator would, the local part as given and the domain as the
+# validator writes it, when its domain is one the validator accepted before and only
+# lower-cased, or a plain host name (`_plain_domain`). Anything else goes to the validator.
 _ATEXT = r"A-Za-z0-9_!#$%&'*+\-/=?^`{|}~"
 _PLAIN_EMAIL = re.compile(
     rf"(?P<local>[{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@(?P<domain>[A-Za-z0-9.\-]+)", re.ASCII
@@ -117,6 +119,24 @@ _EMAIL_MAX_LENGTH = 254  # RFC 5321, as email_validator checks it
 _ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # the validator lower-cases these
 _KNOWN_DOMAINS: dict[str, str] = {}
 _MAX_KNOWN_DOMAINS = 10_000
+# Labels of letters, digits and inner hyphens (1-63 characters), a letters-only top-level
+# domain: what the validator accepts and only lower-cases. Narrower than its rules on
+# purpose (no "--" anywhere, so no Punycode or R-LDH label, 253 characters at most).
+_LDH_DOMAIN = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.ASCII | re.IGNORECASE
+)
+
+
+def _plain_domain(domain: str) -> str | None:
+    """The domain lower-cased, if it is a plain host name the validator accepts; else None."""
+    if len(domain) > 253 or "--" in domain or _LDH_DOMAIN.fullmatch(domain) is None:
+        return None
+    lowered = domain.lower()
+    # The validator's list of special-use names (`.local`, `.test`...), read as it reads it.
+    for special in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        if lowered == special or lowered.endswith("." + special):
+            return None
+    return lowered
 
 
 def normalize_phone(raw: str, region: str) -> str:
@@ -351,6 +371,38 @@ def find_original(known: Iterable[KnownLead], key: DedupeKey, since: datetime) -
              or (key.phone is not None and k.phone == key.phone))
     ]  # fmt: skip
     return min(matches, key=lambda k: k.received_at).lead_id if matches else None
+
+
+class KnownLeads:
+    """Known leads by identity (source, origin and e-mail, or source, origin and phone), so
+    a batch finds each lead's possible originals without scanning every other lead of it."""
+
+    def __init__(self, leads: Iterable[KnownLead] = ()) -> None:
+        self._by_identity: dict[tuple[str, str, str, str], list[KnownLead]] = {}
+        for lead in leads:
+            self.add(lead)
+
+    def add(self, lead: KnownLead) -> None:
+        for identity in _identities(lead.source, lead.origin_id, lead.email, lead.phone):
+            self._by_identity.setdefault(identity, []).append(lead)
+
+    def like(self, key: DedupeKey) -> list[KnownLead]:
+        """The known leads sharing an identity with `key`: all `find_original` may pick."""
+        found: list[KnownLead] = []
+        for identity in _identities(key.source, key.origin_id, key.email, key.phone):
+            found += self._by_identity.get(identity, ())
+        return found
+
+
+def _identities(
+    source: str, origin_id: str, email: str | None, phone: str | None
+) -> list[tuple[str, str, str, str]]:
+    identities = []
+    if email is not None:
+        identities.append((source, origin_id, "email", email))
+    if phone is not None:
+        identities.append((source, origin_id, "phone", phone))
+    return identities
 
 
 def dedupe_email(email: str | None) -> str | None:

@@ -18,6 +18,7 @@ from services.intake.domain import (
     DedupeKey,
     InvalidField,
     KnownLead,
+    KnownLeads,
     clean_text,
     dedupe_email,
     find_original,
@@ -213,15 +214,17 @@ async def accept_leads(
     await repository.lock_identities(conn, keys)
     results: dict[int, LeadAccepted] = {}
     plain = [i for i, key in enumerate(keys) if not key.is_webinar]
-    known: list[KnownLead] = []
+    known = KnownLeads()
     if plain and dedupe_window > timedelta(0):
         since = min(snapshots[i].received_at for i in plain) - dedupe_window
-        known = await repository.recent_leads_like(conn, [keys[i] for i in plain], since)
+        known = KnownLeads(
+            await repository.recent_leads_like(conn, [keys[i] for i in plain], since)
+        )
     new: list[tuple[LeadSnapshot, DedupeKey]] = []
     for i in plain:
         snapshot, key = snapshots[i], keys[i]
         original = (
-            find_original(known, key, since=snapshot.received_at - dedupe_window)
+            find_original(known.like(key), key, since=snapshot.received_at - dedupe_window)
             if dedupe_window > timedelta(0)
             else None
         )
@@ -231,7 +234,7 @@ async def accept_leads(
         new.append((snapshot, key))
         results[i] = LeadAccepted(lead_id=snapshot.lead_id, status="accepted")
         if not snapshot.honeypot_filled:
-            known.append(_known(snapshot, key))
+            known.add(_known(snapshot, key))
     await _insert(conn, new)
     for i, key in enumerate(keys):
         if key.is_webinar:

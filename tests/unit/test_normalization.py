@@ -13,6 +13,7 @@ from services.intake.domain import (
     DedupeKey,
     InvalidField,
     KnownLead,
+    KnownLeads,
     find_original,
     normalize_company_size,
     normalize_country,
@@ -80,6 +81,33 @@ class TestContact:
         for _ in range(2):
             for raw in corpus:
                 assert _ours(raw) == _validator(raw), raw
+
+    def test_addresses_at_plain_host_names_normalize_as_email_validator_does(self) -> None:
+        # Domains built to sit on either side of the plain-host-name shortcut's edges:
+        # label and domain lengths, hyphens and Punycode, numeric and special-use TLDs.
+        rng = random.Random(11)
+        tlds = ["com", "RU", "io", "c", "123", "a1", "local", "test", "onion", "invalid",
+                "arpa", "localhost", "example", "xn--p1ai", "рф"]  # fmt: skip
+
+        def label() -> str:
+            kind = rng.random()
+            if kind < 0.05:
+                return "xn--" + "".join(rng.choice("abc123") for _ in range(rng.randint(0, 6)))
+            if kind < 0.1:
+                return "ab--cd"
+            length = rng.choice([1, 2, 5, 12, 62, 63, 64, 65])
+            alphabet = string.ascii_letters + string.digits + "-" * 3
+            return "".join(rng.choice(alphabet) for _ in range(length))
+
+        corpus = []
+        for _ in range(3000):
+            labels = [label() for _ in range(rng.choice([1, 1, 2, 3, 4, 5]))]
+            domain = ".".join([*labels, rng.choice(tlds)])
+            corpus.append(f"{rng.choice(['a', 'Anna.P', 'x+y', 'Abuse'])}@{domain}")
+        accepted = [raw for raw in corpus if not _ours(raw).startswith("refused")]
+        assert len(accepted) > 300, "the corpus must exercise the shortcut"
+        for raw in corpus:
+            assert _ours(raw) == _validator(raw), raw
 
     @pytest.mark.parametrize(
         ("raw", "region", "e164"),
@@ -178,6 +206,30 @@ class TestFindOriginal:
     def test_a_lead_without_contacts_duplicates_nobody(self) -> None:
         known = [self.known("x", 0)]
         assert find_original(known, DedupeKey("api", "", None, None), since=self.T0) is None
+        assert KnownLeads(known).like(DedupeKey("api", "", None, None)) == []
+
+    def test_the_identity_index_offers_every_lead_find_original_may_pick(self) -> None:
+        rng = random.Random(5)
+
+        def pick(values: list[str]) -> str | None:
+            return rng.choice([*values, None])
+
+        sources, origins = ["api", "web_form"], ["", "pricing"]
+        emails, phones = ["a@x.example", "b@x.example"], ["+79000000001", "+79000000002"]
+        for _ in range(300):
+            known = [
+                self.known(f"k{n}", rng.randint(-60, 60), source=rng.choice(sources),
+                           origin_id=rng.choice(origins),
+                           **{k: v for k, v in (("email", pick(emails)), ("phone", pick(phones)))
+                              if v is not None})
+                for n in range(rng.randint(0, 12))
+            ]  # fmt: skip
+            index = KnownLeads(known[:6])
+            for lead in known[6:]:
+                index.add(lead)
+            key = DedupeKey(rng.choice(sources), rng.choice(origins), pick(emails), pick(phones))
+            since = self.T0 + timedelta(minutes=rng.randint(-70, 70))
+            assert find_original(index.like(key), key, since) == find_original(known, key, since)
 
 
 class TestZoomAndFormVocabulary:
