@@ -39,15 +39,18 @@ class Authenticator:
     """Checks a presented token against the configured SHA-256 digests in constant time."""
 
     def __init__(self, tokens: Iterable[TokenSpec]) -> None:
-        self._tokens = [(bytes.fromhex(t.token_sha256), t) for t in tokens]
+        self._tokens = [
+            (bytes.fromhex(t.token_sha256), Principal(name=t.name, scopes=frozenset(t.scopes)))
+            for t in tokens
+        ]
 
     def authenticate(self, token: str) -> Principal | None:
         presented = hashlib.sha256(token.encode()).digest()
         found: Principal | None = None
         # Compare with every digest, not stopping at a match, so timing says nothing.
-        for digest, spec in self._tokens:
+        for digest, principal in self._tokens:
             if hmac.compare_digest(presented, digest) and found is None:
-                found = Principal(name=spec.name, scopes=frozenset(spec.scopes))
+                found = principal
         return found
 
 

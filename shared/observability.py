@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -43,11 +44,21 @@ class HttpMetrics:
 
     def __init__(self, service: str) -> None:
         self.service = service
+        # Each series' children, looked up once: `labels()` joins and checks its values
+        # under a lock every call, a few microseconds on every request.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, start: float) -> None:
         """A request answered `status`, begun at `start` (`time.perf_counter`)."""
-        HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
-        HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = (
+                HTTP_REQUESTS.labels(self.service, method, route, str(status)),
+                HTTP_LATENCY.labels(self.service, method, route),
+            )
+            self._series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(time.perf_counter() - start)
 
 
 class _HttpMetrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -25,7 +26,15 @@ REFUSED = Counter(
 def count(snapshots: Iterable[LeadSnapshot], results: Iterable[LeadAccepted]) -> None:
     """Count committed outcomes; call after the transaction, so a rollback counts nothing."""
     for snapshot, result in zip(snapshots, results, strict=True):
-        LEADS.labels(snapshot.source.value, result.status).inc()
+        key = (snapshot.source.value, result.status)
+        child = _LEADS_SERIES.get(key)
+        if child is None:
+            child = _LEADS_SERIES[key] = LEADS.labels(*key)
+        child.inc()
+
+
+# Each series' child, looked up once (`labels()` takes a lock and checks its values).
+_LEADS_SERIES: dict[tuple[str, str], Any] = {}
 
 
 def refused(reason: str) -> None:
