@@ -26,12 +26,15 @@ leads = sa.Table(
     # A bot's submission never counts as the original a real person duplicates.
     sa.Column("honeypot_filled", sa.Boolean, nullable=False, server_default=sa.false()),
 )
-sa.Index(
-    "ix_leads_dedupe_email", leads.c.source, leads.c.origin_id, leads.c.email, leads.c.received_at
-)
-sa.Index(
-    "ix_leads_dedupe_phone", leads.c.source, leads.c.origin_id, leads.c.phone, leads.c.received_at
-)
+# Each holds the leads having its identity (migration 0003): an e-mail's lookup can only
+# take the e-mail index, whatever the planner knows of the table.
+for _identity in (leads.c.email, leads.c.phone):
+    sa.Index(
+        f"ix_leads_dedupe_{_identity.name}",
+        leads.c.source, leads.c.origin_id, _identity, leads.c.received_at,
+        postgresql_where=_identity.isnot(None),
+        sqlite_where=_identity.isnot(None),
+    )  # fmt: skip
 
 idempotency_keys = sa.Table(
     "idempotency_keys",

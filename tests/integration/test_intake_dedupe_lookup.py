@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from services.intake import pg_writes
 from services.intake.domain import KnownLead
@@ -83,3 +84,73 @@ async def test_the_lookup_probes_the_index_whatever_the_window_holds(database_ur
     assert all(n < 10 for n in removed), plan
     visited = [int(n) for n in re.findall(r"Index Scan .*actual time=\S+ rows=(\d+)", plan)]
     assert visited and all(n <= 1 for n in visited), plan
+
+
+async def test_a_batch_plans_its_lookup_for_the_table_as_it_is_now(database_url: str) -> None:
+    """A plan fixed while `leads` was empty would scan it whole for every batch until
+    autovacuum first analyzed it; a batch's transaction plans for the table as it is."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("prepared statements' plan caching is PostgreSQL's")
+    await asyncio.to_thread(migrate, "intake", database_url)
+    engine = create_engine(database_url)
+    since = f"'{(NOW - timedelta(days=1)).isoformat()}'"
+    explain = (
+        "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE recent('{api}', '{\"\"}', '{p7@x.example}', "
+        f"'{{}}', '{{}}', '{{}}', {since})"
+    )
+    try:
+        async with engine.connect() as conn:
+            # Prepared on the empty table and run as a fresh install's writer runs it: after
+            # five runs PostgreSQL settles on a generic plan, made for an empty table.
+            await conn.exec_driver_sql(
+                "PREPARE recent(text[], text[], text[], text[], text[], text[], timestamptz) AS "
+                + pg_writes._RECENT_LIKE
+            )
+            for _ in range(6):
+                await conn.exec_driver_sql(explain)
+            await conn.commit()
+            # The day fills (autovacuum has not analyzed it yet).
+            await conn.exec_driver_sql(
+                "INSERT INTO leads (lead_id, source, origin_id, email, phone, snapshot, "
+                "occurred_at, received_at, honeypot_filled) "
+                "SELECT 'l' || g, 'api', '', 'p' || g || '@x.example', NULL, '{}', $1, $1, "
+                "false FROM generate_series(1, $2) AS g",
+                (NOW, WINDOW_LEADS),
+            )
+            await conn.commit()
+
+            kept = "\n".join(r[0] for r in await conn.exec_driver_sql(explain))
+            await conn.rollback()
+            await pg_writes.lock_in_order(conn, [1, 2])
+            batch = "\n".join(r[0] for r in await conn.exec_driver_sql(explain))
+            setting = await conn.scalar(sa.text("SELECT current_setting('plan_cache_mode')"))
+            await conn.commit()
+            after = await conn.scalar(sa.text("SELECT current_setting('plan_cache_mode')"))
+    finally:
+        await engine.dispose()
+    # The kept plan reads the whole window; the batch's probes the index for its lead.
+    assert "Seq Scan on leads" in kept, kept
+    assert "Seq Scan on leads" not in batch and "ix_leads_dedupe_email" in batch, batch
+    # Only the batch's own transaction plans afresh.
+    assert (setting, after) == ("force_custom_plan", "auto")
+
+
+async def test_identity_indexes_hold_only_leads_with_that_identity(database_url: str) -> None:
+    # Up to 0002 and back again: the migration and its downgrade both run.
+    for revision in ("0002", "head", "0002", "head"):
+        await asyncio.to_thread(migrate, "intake", database_url, revision)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'leads'"
+            else:
+                query = "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+            definitions = dict((await conn.exec_driver_sql(query)).all())
+    finally:
+        await engine.dispose()
+    for identity in ("email", "phone"):
+        definition = str(definitions[f"ix_leads_dedupe_{identity}"])
+        assert definition.endswith(f"WHERE ({identity} IS NOT NULL)") or definition.endswith(
+            f"WHERE {identity} IS NOT NULL"
+        ), definition
