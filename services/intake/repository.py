@@ -46,19 +46,19 @@ async def recent_leads_like(
 ) -> list[KnownLead]:
     """Leads since `since` that may be the original of one of these (same source, form,
     e-mail or phone), bots' submissions left out; `domain.find_original` picks per lead."""
-    emails = sorted({k.email for k in keys if k.email})
-    phones = sorted({k.phone for k in keys if k.phone})
-    if not emails and not phones:
+    by_email = sorted({(k.source, k.origin_id, k.email) for k in keys if k.email})
+    by_phone = sorted({(k.source, k.origin_id, k.phone) for k in keys if k.phone})
+    if not by_email and not by_phone:
         return []
-    sources = sorted({k.source for k in keys})
-    origins = sorted({k.origin_id for k in keys})
     if is_postgres(conn):
         return await pg_writes.recent_leads_like(
-            conn,
-            by_email=sorted({(k.source, k.origin_id, k.email) for k in keys if k.email}),
-            by_phone=sorted({(k.source, k.origin_id, k.phone) for k in keys if k.phone}),
-            since=since,
+            conn, by_email=by_email, by_phone=by_phone, since=since
         )
+    # SQLite: the identities' parts as IN lists (a superset; find_original picks exactly).
+    emails = sorted({email for _, _, email in by_email})
+    phones = sorted({phone for _, _, phone in by_phone})
+    sources = sorted({k.source for k in keys})
+    origins = sorted({k.origin_id for k in keys})
     identity = []
     if emails:
         identity.append(leads.c.email.in_(emails))
