@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import Counter
 
 from services.intake.schemas import LeadAccepted
 from shared.events import LeadSnapshot
+from shared.observability import Series
 
 LEADS = Counter(
     "leadflow_intake_leads_total",
     "Submissions stored or recognised, by source and outcome (accepted, updated, duplicate)",
     ["source", "status"],
 )
+_LEADS = Series(LEADS)
 REFUSED = Counter(
     "leadflow_intake_refused_total",
     "Submissions turned away or trapped, by reason (rate_limited, origin, server_key, "
@@ -26,15 +27,7 @@ REFUSED = Counter(
 def count(snapshots: Iterable[LeadSnapshot], results: Iterable[LeadAccepted]) -> None:
     """Count committed outcomes; call after the transaction, so a rollback counts nothing."""
     for snapshot, result in zip(snapshots, results, strict=True):
-        key = (snapshot.source.value, result.status)
-        child = _LEADS_SERIES.get(key)
-        if child is None:
-            child = _LEADS_SERIES[key] = LEADS.labels(*key)
-        child.inc()
-
-
-# Each series' child, looked up once (`labels()` takes a lock and checks its values).
-_LEADS_SERIES: dict[tuple[str, str], Any] = {}
+        _LEADS(snapshot.source.value, result.status).inc()
 
 
 def refused(reason: str) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import pg_writes
 from services.intake.domain import KnownLead
@@ -17,6 +18,24 @@ from shared.migrations import migrate
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 WINDOW_LEADS = 3000
+# The lookup as a named prepared statement, as asyncpg prepares it for the writer.
+PREPARE_RECENT = (
+    "PREPARE recent(text[], text[], text[], text[], text[], text[], timestamptz) AS "
+    + pg_writes._RECENT_LIKE
+)
+
+
+async def fill_window(conn: AsyncConnection, *, phones: bool) -> None:
+    """A busy day: WINDOW_LEADS leads of one source and form received at NOW, lead `lN`
+    at `pN@x.example` (and `+7900N` when `phones`)."""
+    phone = "'+7900' || g" if phones else "NULL"
+    await conn.exec_driver_sql(
+        "INSERT INTO leads (lead_id, source, origin_id, email, phone, snapshot, "
+        "occurred_at, received_at, honeypot_filled) "
+        f"SELECT 'l' || g, 'api', '', 'p' || g || '@x.example', {phone}, '{{}}', "
+        "$1, $1, false FROM generate_series(1, $2) AS g",
+        (NOW, WINDOW_LEADS),
+    )
 
 
 async def test_the_lookup_probes_the_index_whatever_the_window_holds(database_url: str) -> None:
@@ -28,13 +47,7 @@ async def test_the_lookup_probes_the_index_whatever_the_window_holds(database_ur
         async with engine.begin() as conn:
             # A busy day: thousands of leads of one source and form within the window,
             # plus a bot's submission and a lead of another form with a known e-mail.
-            await conn.exec_driver_sql(
-                "INSERT INTO leads (lead_id, source, origin_id, email, phone, snapshot, "
-                "occurred_at, received_at, honeypot_filled) "
-                "SELECT 'l' || g, 'api', '', 'p' || g || '@x.example', '+7900' || g, '{}', "
-                "$1, $1, false FROM generate_series(1, $2) AS g",
-                (NOW, WINDOW_LEADS),
-            )
+            await fill_window(conn, phones=True)
             await conn.exec_driver_sql(
                 "INSERT INTO leads (lead_id, source, origin_id, email, phone, snapshot, "
                 "occurred_at, received_at, honeypot_filled) VALUES "
@@ -62,10 +75,7 @@ async def test_the_lookup_probes_the_index_whatever_the_window_holds(database_ur
             )
 
             # The plan a prepared statement settles on, as asyncpg's would after five runs.
-            await conn.exec_driver_sql(
-                "PREPARE recent(text[], text[], text[], text[], text[], text[], timestamptz) AS "
-                + pg_writes._RECENT_LIKE
-            )
+            await conn.exec_driver_sql(PREPARE_RECENT)
             await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
             plan = "\n".join(
                 row[0]
@@ -102,21 +112,12 @@ async def test_a_batch_plans_its_lookup_for_the_table_as_it_is_now(database_url:
         async with engine.connect() as conn:
             # Prepared on the empty table and run as a fresh install's writer runs it: after
             # five runs PostgreSQL settles on a generic plan, made for an empty table.
-            await conn.exec_driver_sql(
-                "PREPARE recent(text[], text[], text[], text[], text[], text[], timestamptz) AS "
-                + pg_writes._RECENT_LIKE
-            )
+            await conn.exec_driver_sql(PREPARE_RECENT)
             for _ in range(6):
                 await conn.exec_driver_sql(explain)
             await conn.commit()
             # The day fills (autovacuum has not analyzed it yet).
-            await conn.exec_driver_sql(
-                "INSERT INTO leads (lead_id, source, origin_id, email, phone, snapshot, "
-                "occurred_at, received_at, honeypot_filled) "
-                "SELECT 'l' || g, 'api', '', 'p' || g || '@x.example', NULL, '{}', $1, $1, "
-                "false FROM generate_series(1, $2) AS g",
-                (NOW, WINDOW_LEADS),
-            )
+            await fill_window(conn, phones=False)
             await conn.commit()
 
             kept = "\n".join(r[0] for r in await conn.exec_driver_sql(explain))
