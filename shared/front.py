@@ -45,7 +45,8 @@ class Front:
         metrics: HttpMetrics,
     ) -> None:
         self.handlers = handlers
-        self._limits = limits
+        # Each front path's body limit, looked up once (a limit may be a glob).
+        self._limits = {path: limits.for_path(path) for _, path in handlers}
         self._metrics = metrics
 
     async def serve(
@@ -53,7 +54,7 @@ class Front:
     ) -> Receive | None:
         """Answer the request with `handler` (None); when it declines, having sent nothing,
         the `receive` to take the request down the stack with."""
-        limit = self._limits.for_path(scope["path"])
+        limit = self._limits[scope["path"]]
         if not self._takes(app, scope, limit):
             return receive
         start = time.perf_counter()

@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared.events import LEAD_TOPICS, TOPIC_DEADLETTER
+from shared.partitioner import KeyPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
+        partitioner=KeyPartitioner(),
         linger_ms=2,
         request_timeout_ms=15000,
         retry_backoff_ms=200,

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Authenticator
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item of a batch
 R = TypeVar("R")
+
+# FastAPI's OpenTelemetry instrumentation, off unless LEADFLOW_OPENTELEMETRY is set.
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 class Runtime:
@@ -299,6 +303,7 @@ def create_service_app(
         docs_url="/docs" if common.docs_enabled else None,
         redoc_url=None,
         openapi_url="/openapi.json" if common.docs_enabled else None,
+        telemetry=None if common.opentelemetry else _NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.authenticator = Authenticator(common.tokens())

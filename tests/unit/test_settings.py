@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry import trace
 
 from services.intake.config import IntakeSettings
+from services.intake.main import create_app
 from shared.auth import Authenticator, Scope
+from shared.front import Front
 from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
 
 REAL = TokenSpec(
@@ -53,3 +58,30 @@ class TestDevMode:
     def test_default_database_is_a_sqlite_file_in_the_data_dir(self, tmp_path: object) -> None:
         settings = IntakeSettings(common=CommonSettings(data_dir=tmp_path))  # type: ignore[arg-type]
         assert settings.db_url == f"sqlite+aiosqlite:///{tmp_path}/intake.db"
+
+
+class TestOpenTelemetry:
+    """FastAPI's OpenTelemetry instrumentation runs only when asked for; the front (which
+    answers ahead of that layer) then leaves requests to the stack, so each is traced."""
+
+    SCOPE = {"type": "http", "method": "POST", "path": "/v1/leads", "headers": []}
+
+    @pytest.fixture(autouse=True)
+    def configured_tracing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # As after an OpenTelemetry SDK's set-up: a real provider, not the API's proxy.
+        monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
+
+    def _app(self, tmp_path: Path, **common: Any) -> Any:
+        return create_app(IntakeSettings(common=CommonSettings(data_dir=tmp_path, **common)))
+
+    def test_off_by_default_even_with_a_provider(self, tmp_path: Path) -> None:
+        app = self._app(tmp_path)
+        assert not app._native_telemetry.enabled()
+        assert Front._takes(app, self.SCOPE, 65_536)
+
+    def test_on_when_asked(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LEADFLOW_OPENTELEMETRY", "true")
+        assert CommonSettings().opentelemetry
+        app = self._app(tmp_path, opentelemetry=True)
+        assert app._native_telemetry.enabled()
+        assert not Front._takes(app, self.SCOPE, 65_536)
