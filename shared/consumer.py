@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -115,9 +116,11 @@ class EventConsumer:
         handle_batch: BatchHandler,
         max_records: int = 500,
         top_up_wait_ms: int = 0,
+        in_flight: int = 1,
     ) -> None:
         self._service = service
         self._top_up_wait_ms = top_up_wait_ms
+        self._in_flight = max(1, in_flight)
         self._consumer = consumer
         self._producer = producer
         self._handle_batch = handle_batch
@@ -132,37 +135,89 @@ class EventConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Fetch, apply and commit batches until asked to stop.
+
+        With `in_flight` > 1 the next batches are fetched, decoded and applied while earlier
+        ones are still in their transactions, for a handler whose result does not depend on
+        the order batches commit in (the KPI fold: any order, the same numbers). Offsets are
+        still committed in order, each batch's once it and every batch before it committed;
+        when one fails for a transient reason, every batch after it is let finish, then
+        all of them are fetched again from the failed one on (the inbox drops what a
+        finished one applied).
+        """
         await self._start()
+        flights: deque[tuple[Records, asyncio.Task[None]]] = deque()
         try:
             backoff = 0.2
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(
                     timeout_ms=500, max_records=self._max_records
                 )
-                if not batches:
-                    continue
-                batches = await self._top_up(batches)
-                try:
-                    with BATCH_SECONDS.labels(self._service).time():
-                        await self._apply(batches)
-                    backoff = 0.2
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
+                if batches:
+                    batches = await self._top_up(batches)
+                    flights.append((batches, asyncio.create_task(self._timed_apply(batches))))
+                # Retire in order: the oldest batch when no more may fly, when nothing
+                # new came, or when it is done anyway.
+                while flights and (
+                    len(flights) >= self._in_flight or not batches or flights[0][1].done()
+                ):
+                    failure = await self._retire(flights)
+                    if failure is None:
+                        backoff = 0.2
+                        continue
                     CONSUMER_RETRIES.labels(self._service).inc()
-                    log.warning("%s consumer: %s; retrying in %.1fs", self._service, exc, backoff)
-                    for tp, records in batches.items():
-                        self._consumer.seek(tp, records[0].offset)
+                    log.warning(
+                        "%s consumer: %s; retrying in %.1fs", self._service, failure, backoff
+                    )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    continue
-                self._commit_soon({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        except BaseException:
+            # Cancelled, or Kafka failed: what is in flight is cancelled (rolled back) too;
+            # its offsets were not committed, so it is fetched again.
+            for _, task in flights:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in flights), return_exceptions=True)
+            flights.clear()
+            raise
         finally:
             try:
+                # Stopping: the batches under way finish, and those that committed have
+                # their offsets committed.
+                while flights:
+                    if await self._retire(flights) is not None:
+                        break
                 if self._committer is not None:
                     await self._committer
             finally:
                 await self._consumer.stop()
+
+    async def _timed_apply(self, batches: Records) -> None:
+        with BATCH_SECONDS.labels(self._service).time():
+            await self._apply(batches)
+
+    async def _retire(self, flights: deque[tuple[Records, asyncio.Task[None]]]) -> Exception | None:
+        """Wait for the oldest batch in flight. Applied: its offsets go to be committed
+        (None). A transient failure: the batches after it finish, every partition is
+        rewound to its first record among them, and the failure is returned. Any other
+        failure is raised."""
+        batches, task = flights.popleft()
+        try:
+            await task
+        except Exception as exc:
+            rest = list(flights)
+            flights.clear()
+            await asyncio.gather(*(t for _, t in rest), return_exceptions=True)
+            if not is_transient(exc):
+                raise
+            first: dict[TopicPartition, int] = {}
+            for failed in (batches, *(b for b, _ in rest)):
+                for tp, records in failed.items():
+                    first[tp] = min(first.get(tp, records[0].offset), records[0].offset)
+            for tp, offset in first.items():
+                self._consumer.seek(tp, offset)
+            return exc
+        self._commit_soon({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        return None
 
     async def _top_up(self, batches: Records) -> Records:
         """Add what the broker got while the last batch was applied.

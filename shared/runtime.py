@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Authenticator
 from shared.consumer import BatchHandler, EventConsumer, HeldConnection
-from shared.db import create_engine, ping
+from shared.db import create_engine, is_postgres, ping
 from shared.front import Front, FrontHandler, ServiceApp
 from shared.group_commit import GroupCommitter, WriteBatch
 from shared.kafka import (
@@ -67,6 +67,7 @@ class Runtime:
         relay_batch_size: int = 500,
         relay_poll_seconds: float = 1.0,
         consumer_max_records: int = 500,
+        consumer_in_flight: int = 1,
         consumer_fetch: FetchPolicy = FetchPolicy(),
         background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
         group_commit: bool = False,
@@ -101,6 +102,8 @@ class Runtime:
                 producer=self.producer,
                 handle_batch=handler(self),
                 max_records=consumer_max_records,
+                # Batches applied at once; SQLite has one writer at a time, so there one.
+                in_flight=consumer_in_flight if is_postgres(self.engine) else 1,
                 top_up_wait_ms=consumer_fetch.top_up_wait_ms,
             )
             if consume and handler is not None

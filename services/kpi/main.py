@@ -55,6 +55,7 @@ def create_app(settings: KpiSettings | None = None) -> FastAPI:
             consume=LEAD_TOPICS,
             handler=make_handler,
             consumer_max_records=settings.consumer_max_records,
+            consumer_in_flight=settings.consumer_in_flight,
             consumer_fetch=FetchPolicy(
                 max_wait_ms=settings.consumer_fetch_max_wait_ms,
                 min_bytes=settings.consumer_fetch_min_bytes,
