@@ -126,8 +126,13 @@ async def _duration_stats(
     plans: list[tuple[tuple[int, str | None, str], int, dict[int, repository.Wanted]]] = []
     for (point, group), sums in stored.items():
         p = points[point]
+        # Each duration's bin counts, in one pass over the sums (they hold every metric).
+        histograms: dict[str, dict[int, int]] = {}
+        for (m, b), v in sums.items():
+            if b and v:
+                histograms.setdefault(m, {})[b] = int(v)
         for metric in names:
-            histogram = {b: int(v) for (m, b), v in sums.items() if m == metric and b and v}
+            histogram = histograms.get(metric, {})
             n = sum(histogram.values())
             located = durations.locate(histogram, durations.needed_ranks(n))
             by_rank = {

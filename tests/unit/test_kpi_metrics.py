@@ -59,6 +59,14 @@ class TestSpread:
         for tz in (ZoneInfo("UTC"), ZoneInfo("Asia/Kathmandu"), ZoneInfo("America/St_Johns")):
             p = Period(parse_bound("2026-10-01", tz), parse_bound("2026-11-01", tz))
             assert spread.share_fractions(p, tz) == {"2026-10": Fraction(1)}
+        # Santiago's clocks go forward at midnight on 6 September 2026: that day starts at 01:00.
+        tz = ZoneInfo("America/Santiago")
+        for a, b, month in (("2026-09-01", "2026-10-01", "2026-09"),
+                            ("2026-08-01", "2026-09-01", "2026-08")):  # fmt: skip
+            p = Period(parse_bound(a, tz), parse_bound(b, tz))
+            assert spread.share_fractions(p, tz) == {month: Fraction(1)}
+        p = Period(parse_bound("2026-09-06", tz), parse_bound("2026-09-08", tz))
+        assert spread.share_fractions(p, tz) == {"2026-09": Fraction(2, 30)}
 
     def test_a_period_across_months_gets_a_share_of_each_by_days(self) -> None:
         tz = ZoneInfo("Europe/Moscow")
@@ -72,11 +80,13 @@ class TestSpread:
         p = Period(datetime(2026, 10, 15, 12, tzinfo=UTC), datetime(2026, 10, 16, tzinfo=UTC))
         assert spread.share_fractions(p, ZoneInfo("UTC")) == {"2026-10": Fraction(1, 62)}
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=400, deadline=None)
     @given(
         start=st.datetimes(datetime(2025, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC)),
-        minutes=st.integers(1, 200 * 24 * 60),
-        zone=st.sampled_from(["UTC", "Asia/Kathmandu", "America/St_Johns", "Europe/Berlin"]),
+        minutes=st.one_of(st.integers(1, 3 * 24 * 60), st.integers(1, 200 * 24 * 60)),
+        # Santiago and Havana move their clocks at midnight: a day may start at 01:00.
+        zone=st.sampled_from(["UTC", "Asia/Kathmandu", "America/St_Johns", "Europe/Berlin",
+                              "America/Santiago", "America/Havana"]),
     )
     def test_shares_are_each_days_part_over_its_months_days(
         self, start: datetime, minutes: int, zone: str
