@@ -9,13 +9,14 @@ working when producers move ahead.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
+
+from shared.ids import random_uuid
 
 TOPIC_RECEIVED = "leads.received"
 TOPIC_ROUTED = "leads.routed"
@@ -207,7 +208,7 @@ class _Envelope(BaseModel):
 
     specversion: Literal["1.0"] = "1.0"
     type: str
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = Field(default_factory=random_uuid)
     source: str
     time: datetime
     subject: str

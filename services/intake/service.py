@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +52,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
+from shared.ids import random_uuid
 from shared.outbox import add_to_outbox
 
 # A submission time this far ahead of our clock is a client bug, not clock skew.
@@ -362,4 +362,4 @@ def webinar_lead(person: WebinarPersonIn, *, webinar: AnyRow, attended: bool) ->
 
 
 def new_lead_id() -> str:
-    return str(uuid.uuid4())
+    return random_uuid()

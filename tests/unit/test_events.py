@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -28,6 +29,7 @@ from shared.events import (
     encode_event,
     kafka_headers,
 )
+from shared.ids import random_uuid
 from tests.support import received, snapshot
 
 
@@ -129,3 +131,16 @@ def test_an_event_with_its_data_already_serialized_encodes_the_same_bytes() -> N
         source=SOURCE_INTAKE, time=snapshot.occurred_at, subject=snapshot.lead_id, data=snapshot
     )
     assert encode_event(event, data_json=snapshot.model_dump_json()) == encode_event(event)
+
+
+def test_random_ids_are_version_4_uuids_in_canonical_text() -> None:
+    ids = [random_uuid() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
+    # Every other bit is random: each of the 122 takes both values over the sample.
+    values = [uuid.UUID(t).int for t in ids]
+    fixed = {i for i in range(128) if len({(v >> i) & 1 for v in values}) == 1}
+    assert fixed == {76, 77, 78, 79, 62, 63}  # the version (4 = 0100) and variant (10) bits
