@@ -28,6 +28,7 @@ from services.intake.schemas import (
 from shared.auth import Scope
 from shared.db import utcnow
 from shared.events import LeadSnapshot
+from shared.front import JsonAnswer
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["leads"], route_class=JsonBodyRoute)
@@ -85,7 +86,7 @@ async def post_lead(
 ) -> Response:
     """Accept one lead: stored and queued for `leads.received` before the 202."""
     if idempotency_key is None:
-        return await _accept_one(lead, runtime, settings)
+        return (await _accept_one(lead, runtime, settings)).response()
     now = utcnow()
     request_hash = fingerprint("POST", "/v1/leads", lead.model_dump(mode="json"))
     async with idempotent(
@@ -115,7 +116,7 @@ async def post_lead(
     return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED)
 
 
-async def _accept_one(lead: LeadIn, runtime: Runtime, settings: IntakeSettings) -> Response:
+async def _accept_one(lead: LeadIn, runtime: Runtime, settings: IntakeSettings) -> JsonAnswer:
     """A lead without an Idempotency-Key, the common case: built outside the writer, stored
     with other requests' leads in multi-row statements (a group commit's batch), answered
     after that commit."""
@@ -130,13 +131,13 @@ async def _accept_one(lead: LeadIn, runtime: Runtime, settings: IntakeSettings) 
     )
     metrics.count([snapshot], [result])
     # Serialized by pydantic's own encoder: no dict and no json.dumps on the hot path.
-    return Response(
-        result.model_dump_json(), status_code=status.HTTP_202_ACCEPTED,
-        media_type="application/json",
-    )  # fmt: skip
+    return JsonAnswer(status.HTTP_202_ACCEPTED, _ACCEPTED_JSON.to_json(result))
 
 
-async def post_lead_fast(request: Request) -> Response | None:
+_ACCEPTED_JSON = LeadAccepted.__pydantic_serializer__
+
+
+async def post_lead_fast(request: Request) -> JsonAnswer | None:
     """`post_lead` for a valid JSON lead from a writer without an Idempotency-Key, the
     request intake mostly gets; None for anything else, which `post_lead` then answers.
     Intake's front (shared.front) tries it before the middleware stack, the route after."""

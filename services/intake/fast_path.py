@@ -20,9 +20,9 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from services.intake.errors import Handler, json_body_errors
 from shared.auth import Authenticator, Scope
-from shared.front import raise_front_failure
+from shared.front import JsonAnswer, raise_front_failure
 
-FastPath = Callable[[Request], Awaitable[Response | None]]
+FastPath = Callable[[Request], Awaitable[JsonAnswer | None]]
 
 # Content types FastAPI reads as JSON (errors._is_json), as clients send them; any other
 # spelling is left to FastAPI.
@@ -42,9 +42,9 @@ def with_fast_path(fast: FastPath) -> type[APIRoute]:
                 raise_front_failure(request)
                 # Overridden dependencies (tests do that) are FastAPI's to apply.
                 if not request.app.dependency_overrides:
-                    response = await fast(request)
-                    if response is not None:
-                        return response
+                    answer = await fast(request)
+                    if answer is not None:
+                        return answer.response()
                 return await handler(request)
 
             return json_body_errors(answer)
