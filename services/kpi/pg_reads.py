@@ -17,6 +17,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kpi.fold import DIMENSIONS
@@ -156,7 +157,7 @@ async def duration_runs(
     snapshot = _snapshot_id((await conn.exec_driver_sql(_EXPORT_SQL)).scalar_one())
     half = len(runs) // 2
     async with conn.engine.connect() as sibling:
-        driver = (await sibling.get_raw_connection()).driver_connection
+        driver: asyncpg.Connection = (await sibling.get_raw_connection()).driver_connection
         async with driver.transaction(isolation="repeatable_read", readonly=True):
             await driver.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             first, second = await asyncio.gather(
@@ -200,8 +201,9 @@ async def _read_runs(
 
 
 async def _read_runs_on_driver(
-    driver: Any, sql: str, generation: int, runs: Runs, first_n: int, filters: Sequence[str]
-) -> dict[int, list[Decimal]]:
+    driver: asyncpg.Connection, sql: str, generation: int, runs: Runs, first_n: int,
+    filters: Sequence[str],
+) -> dict[int, list[Decimal]]:  # fmt: skip
     return _found(await driver.fetch(sql, *_run_params(generation, runs, first_n, filters)))
 
 

@@ -83,7 +83,9 @@ async def test_a_split_read_answers_as_one_connection_does(
     split = await _summary(engine)
     assert on_sibling == [len(reads[1]) - len(reads[1]) // 2]
     assert split == whole
-    medians = [m["value"]["median"] for m in whole["metrics"].values() if isinstance(m["value"], dict)]
+    medians = [
+        m["value"]["median"] for m in whole["metrics"].values() if isinstance(m["value"], dict)
+    ]
     assert any(v is not None for v in medians)  # the durations compared are real ones
 
 

@@ -85,8 +85,16 @@ class TestSpread:
         start=st.datetimes(datetime(2025, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC)),
         minutes=st.one_of(st.integers(1, 3 * 24 * 60), st.integers(1, 200 * 24 * 60)),
         # Santiago and Havana move their clocks at midnight: a day may start at 01:00.
-        zone=st.sampled_from(["UTC", "Asia/Kathmandu", "America/St_Johns", "Europe/Berlin",
-                              "America/Santiago", "America/Havana"]),
+        zone=st.sampled_from(
+            [
+                "UTC",
+                "Asia/Kathmandu",
+                "America/St_Johns",
+                "Europe/Berlin",
+                "America/Santiago",
+                "America/Havana",
+            ]
+        ),
     )
     def test_shares_are_each_days_part_over_its_months_days(
         self, start: datetime, minutes: int, zone: str

@@ -60,11 +60,12 @@ class TestDevMode:
         assert settings.db_url == f"sqlite+aiosqlite:///{tmp_path}/intake.db"
 
 
+LEAD_POST = {"type": "http", "method": "POST", "path": "/v1/leads", "headers": []}
+
+
 class TestOpenTelemetry:
     """FastAPI's OpenTelemetry instrumentation runs only when asked for; the front (which
     answers ahead of that layer) then leaves requests to the stack, so each is traced."""
-
-    SCOPE = {"type": "http", "method": "POST", "path": "/v1/leads", "headers": []}
 
     @pytest.fixture(autouse=True)
     def configured_tracing(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,11 +78,11 @@ class TestOpenTelemetry:
     def test_off_by_default_even_with_a_provider(self, tmp_path: Path) -> None:
         app = self._app(tmp_path)
         assert not app._native_telemetry.enabled()
-        assert Front._takes(app, self.SCOPE, 65_536)
+        assert Front._takes(app, LEAD_POST, 65_536)
 
     def test_on_when_asked(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("LEADFLOW_OPENTELEMETRY", "true")
         assert CommonSettings().opentelemetry
         app = self._app(tmp_path, opentelemetry=True)
         assert app._native_telemetry.enabled()
-        assert not Front._takes(app, self.SCOPE, 65_536)
+        assert not Front._takes(app, LEAD_POST, 65_536)
