@@ -13,7 +13,14 @@ import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from fastapi import FastAPI
 
-from shared.events import Event, LeadReceived, LeadSnapshot, decode_event
+from shared.events import (
+    TOPIC_RECEIVED,
+    Event,
+    LeadReceived,
+    LeadSnapshot,
+    decode_event,
+    encode_event,
+)
 
 DEV_AUTH = {"Authorization": "Bearer dev"}
 
@@ -122,3 +129,14 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
         if key == name:
             return value.decode()
     return None
+
+
+class ReceivedRecord:
+    """What the consumer loop reads of a Kafka record: a `lead.received` at `offset` of
+    partition 0 (for loop tests that hand out records themselves)."""
+
+    def __init__(self, offset: int) -> None:
+        self.topic, self.partition, self.offset = TOPIC_RECEIVED, 0, offset
+        self.key = b"k"
+        self.value = encode_event(received())
+        self.timestamp = int(datetime.now(UTC).timestamp() * 1000)

@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiokafka import TopicPartition
 
 from shared.consumer import BatchHandler, Delivered, EventConsumer
-from shared.events import TOPIC_RECEIVED, encode_event
-from tests.support import received
+from shared.events import TOPIC_RECEIVED
+from tests.support import ReceivedRecord
 
 TP = TopicPartition(TOPIC_RECEIVED, 0)
-
-
-class _Record:
-    def __init__(self, offset: int) -> None:
-        self.topic, self.partition, self.offset = TOPIC_RECEIVED, 0, offset
-        self.key = b"k"
-        self.value = encode_event(received())
-        self.timestamp = int(datetime.now(UTC).timestamp() * 1000)
 
 
 class _SlowCommitConsumer:
     """Hands out one single-record batch per getmany; commits wait for `release`."""
 
     def __init__(self, batches: int) -> None:
-        self.queue = [{TP: [_Record(offset)]} for offset in range(batches)]
+        self.queue = [{TP: [ReceivedRecord(offset)]} for offset in range(batches)]
         self.release = asyncio.Event()
         self.commits: list[dict[TopicPartition, int]] = []
         self.stopped = False

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiokafka import TopicPartition
 
 from shared.consumer import Delivered, EventConsumer, TransientFailure
-from shared.events import TOPIC_RECEIVED, encode_event
-from tests.support import received
+from shared.events import TOPIC_RECEIVED
+from tests.support import ReceivedRecord
 
 TP = TopicPartition(TOPIC_RECEIVED, 0)
-
-
-class _Record:
-    def __init__(self, offset: int) -> None:
-        self.topic, self.partition, self.offset = TOPIC_RECEIVED, 0, offset
-        self.key = b"k"
-        self.value = encode_event(received())
-        self.timestamp = int(datetime.now(UTC).timestamp() * 1000)
 
 
 class _Partition:
@@ -44,7 +35,7 @@ class _Partition:
         await asyncio.sleep(0)
         if self.position < self.records:
             self.position += 1
-            return {TP: [_Record(self.position - 1)]}
+            return {TP: [ReceivedRecord(self.position - 1)]}
         await asyncio.sleep(timeout_ms / 1000)
         return {}
 
