@@ -151,12 +151,12 @@ async def new_stack(root: Path, label: str) -> Stack:
     """Kafka and three fresh databases (PostgreSQL when reachable, else SQLite files)."""
     data_dir = root / label
     data_dir.mkdir(parents=True)
+    kafka_port, controller_port, *service_ports = kafka_broker.free_ports(2 + len(SERVICES))
     broker = kafka_broker.BrokerConfig(
-        data_dir=data_dir, port=kafka_broker.free_port(),
-        controller_port=kafka_broker.free_port(), heap_mb=512,
-    )  # fmt: skip
+        data_dir=data_dir, port=kafka_port, controller_port=controller_port, heap_mb=512
+    )
     await asyncio.to_thread(kafka_broker.start, broker)
-    ports = {name: kafka_broker.free_port() for name in SERVICES}
+    ports = dict(zip(SERVICES, service_ports, strict=True))
     admin = await find_postgres()
     if admin:
         suffix = uuid.uuid4().hex[:8]

@@ -159,10 +159,19 @@ class BrokerStatus:
 
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1 (may be taken by someone else before you bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different unused TCP ports on 127.0.0.1. Held open together while they are
+    picked: one `free_port()` after another may return the same port twice."""
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((HOST, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
 
 
 def _port_open(port: int, timeout: float = 0.5) -> bool:

@@ -28,10 +28,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if existing:
         yield existing
         return
+    port, controller_port = kafka_broker.free_ports(2)
     cfg = kafka_broker.BrokerConfig(
-        data_dir=tmp_path_factory.mktemp("kafka"),
-        port=kafka_broker.free_port(),
-        controller_port=kafka_broker.free_port(),
+        data_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port
     )
     kafka_broker.start(cfg)
     try:

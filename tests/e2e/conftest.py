@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.kafka_broker import free_port
+from cli.kafka_broker import free_ports
 
 
 @dataclass
@@ -41,14 +41,14 @@ def _pump(stack: Stack) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("stack")
-    kafka_port = free_port()
-    ports = {name: free_port() for name in ("intake", "qualifier", "kpi")}
+    kafka_port, controller_port, *service_ports = free_ports(5)
+    ports = dict(zip(("intake", "qualifier", "kpi"), service_ports, strict=True))
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "LEADFLOW_DATA_DIR": str(data_dir),
         "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
-        "LEADFLOW_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "LEADFLOW_KAFKA_CONTROLLER_PORT": str(controller_port),
         "LEADFLOW_TOPIC_PARTITIONS": "3",
         **{f"LEADFLOW_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }

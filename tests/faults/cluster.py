@@ -140,10 +140,10 @@ class Cluster:
     def create(cls, root: Path, env: dict[str, str], counts: dict[str, int]) -> Cluster:
         postgres = PostgresInstance()
         postgres.init(SERVICES)
+        port, controller_port = kafka_broker.free_ports(2)
         broker = kafka_broker.BrokerConfig(
-            data_dir=root, port=kafka_broker.free_port(),
-            controller_port=kafka_broker.free_port(),
-        )  # fmt: skip
+            data_dir=root, port=port, controller_port=controller_port
+        )
         kafka_broker.start(broker)
         cluster = cls(root, postgres, broker)
         for service in SERVICES:

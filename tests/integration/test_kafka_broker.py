@@ -31,11 +31,16 @@ def _port_open(port: int) -> bool:
 
 
 def _two_free_ports() -> tuple[int, int]:
-    port = kb.free_port()
-    controller_port = kb.free_port()
-    while controller_port == port:
-        controller_port = kb.free_port()
+    port, controller_port = kb.free_ports(2)
     return port, controller_port
+
+
+def test_free_ports_picked_together_differ() -> None:
+    # One free_port() after another may return the same port (a broker's two listeners
+    # then clashed in CI); ports picked together never do.
+    for _ in range(50):
+        ports = kb.free_ports(5)
+        assert len(set(ports)) == 5 and all(0 < p < 65536 for p in ports)
 
 
 @pytest.fixture(scope="module")
