@@ -58,14 +58,16 @@ def share_fractions(period: Period, tz: ZoneInfo) -> dict[str, Fraction]:
     first = period.start.astimezone(tz).date()
     last = _last_day(period, tz, first)
     whole: dict[str, int] = {}
+    days_in: dict[str, int] = {}
     cut: dict[str, Fraction] = {}
     month = first.replace(day=1)
     while month <= last:
+        following = add_months(month, 1)
+        key = month_key(month)
+        days_in[key] = _days_in_month(month)
         # Days of this month strictly between the first and the last day.
-        inner_from = max(month, first + timedelta(days=1))
-        inner_to = min(add_months(month, 1), last)
-        whole[month_key(month)] = max(0, (inner_to - inner_from).days)
-        month = add_months(month, 1)
+        whole[key] = max(0, (min(following, last) - max(month, first + timedelta(days=1))).days)
+        month = following
     for day in dict.fromkeys((first, last)):
         # In UTC: Python subtracts two times of one zone on the wall clock, where a DST day
         # would last 24 hours.
@@ -78,10 +80,7 @@ def share_fractions(period: Period, tz: ZoneInfo) -> dict[str, Fraction]:
         overlap = min(end, hi) - max(start, lo)
         fraction = Fraction(overlap // _MICROSECOND, (end - start) // _MICROSECOND)
         cut[key] = cut.get(key, Fraction(0)) + fraction
-    return {
-        key: (count + cut.get(key, 0)) / Fraction(_days_in_month(parse_month(key)))
-        for key, count in whole.items()
-    }
+    return {key: (whole[key] + cut.get(key, 0)) / Fraction(n) for key, n in days_in.items()}
 
 
 def _last_day(period: Period, tz: ZoneInfo, first: date) -> date:

@@ -30,11 +30,6 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _two_free_ports() -> tuple[int, int]:
-    port, controller_port = kb.free_ports(2)
-    return port, controller_port
-
-
 def test_free_ports_picked_together_differ() -> None:
     # One free_port() after another may return the same port (a broker's two listeners
     # then clashed in CI); ports picked together never do.
@@ -45,7 +40,7 @@ def test_free_ports_picked_together_differ() -> None:
 
 @pytest.fixture(scope="module")
 def broker_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kb.BrokerConfig]:
-    port, controller_port = _two_free_ports()
+    port, controller_port = kb.free_ports(2)
     cfg = kb.BrokerConfig(
         data_dir=tmp_path_factory.mktemp("stack"), port=port, controller_port=controller_port
     )
