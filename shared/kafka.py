@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.events import LEAD_TOPICS, TOPIC_DEADLETTER
 from shared.partitioner import KeyPartitioner
@@ -20,6 +21,15 @@ log = logging.getLogger(__name__)
 # The lead topics are the history the KPI service rebuilds from: never expire them.
 TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
+# The bytes a produce batch (one partition's records in one request) may hold. The
+# broker's work is mostly per batch: with aiokafka's 16 KiB a batch held about fifteen
+# 1 KiB lead events, and relaying them cost the broker 40-85 us of CPU an event against
+# 10 us with batches of 256 KiB (the relay's own cost fell from about 30 to 18 us). A
+# batch is still sent after `linger_ms` however little it holds; far below the broker's
+# 1 MiB `message.max.bytes`.
+PRODUCER_BATCH_BYTES = 256 * 1024
+_PARTITIONER = KeyPartitioner()
+
 
 def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
     """Idempotent, acks=all: an acknowledged send is on every in-sync replica, once."""
@@ -28,11 +38,59 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
-        partitioner=KeyPartitioner(),
+        partitioner=_PARTITIONER,
         linger_ms=2,
+        max_batch_size=PRODUCER_BATCH_BYTES,
         request_timeout_ms=15000,
         retry_backoff_ms=200,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A keyed record to publish."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+async def send_all(producer: AIOKafkaProducer, records: Sequence[Outgoing]) -> None:
+    """Publish `records`, each on the partition its key maps to (as `producer.send` would
+    put it, see shared.partitioner), in order per partition; return once Kafka has
+    acknowledged all of them, else raise the first failure.
+
+    Each partition's records go as whole batches (`send_batch`): sent one at a time,
+    each record cost aiokafka a future, a partitioner call and an accumulator lookup,
+    about half of what relaying an event cost the process.
+    """
+    partitions: dict[str, list[int]] = {}
+    by_partition: dict[tuple[str, int], list[Outgoing]] = {}
+    for record in records:
+        known = partitions.get(record.topic)
+        if known is None:
+            # Waits for the topic's metadata, as `send` does.
+            known = partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
+        partition = _PARTITIONER(record.key, known, known)
+        by_partition.setdefault((record.topic, partition), []).append(record)
+    deliveries: list[asyncio.Future[object]] = []
+    for (topic, partition), mine in by_partition.items():
+        batch = producer.create_batch()
+        for record in mine:
+            if not _append(batch, record):
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                _append(batch, record)
+        batch.close()  # nothing else joins it: `send` would otherwise add to an open batch
+        deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*deliveries)
+
+
+def _append(batch: BatchBuilder, record: Outgoing) -> bool:
+    """False when the batch is full; a new batch always takes its first record."""
+    added = batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+    return added is not None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import BigIntPK, UtcDateTime, is_postgres, utcnow
 from shared.events import _Envelope, encode_event
+from shared.kafka import Outgoing, send_all
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +168,18 @@ class OutboxRelay:
             OUTBOX_PENDING.labels(self._service).set(0)
             return 0
         # Sending outside any transaction keeps writers free while Kafka is slow or down.
-        futures = [
-            await self._producer.send(
-                r.topic,
-                value=r.payload,
-                key=r.key.encode(),
-                headers=[("ce_type", r.event_type.encode()), ("ce_id", r.event_id.encode())],
-            )
-            for r in rows
-        ]
-        await asyncio.gather(*futures)
+        await send_all(
+            self._producer,
+            [
+                Outgoing(
+                    r.topic,
+                    r.key.encode(),
+                    r.payload,
+                    [("ce_type", r.event_type.encode()), ("ce_id", r.event_id.encode())],
+                )
+                for r in rows
+            ],
+        )
         ids = [r.id for r in rows]
         async with self._connection() as conn:
             if is_postgres(conn):
