@@ -6,11 +6,17 @@ handler: all items queued for one handler are written by one call of it (multi-r
 statements instead of a few statements per item), inside one savepoint. The batch
 commits once and every caller is answered after that commit, so an acknowledgement still
 means "stored". Batches form naturally: whatever queued while the previous batch was
-committing goes together, so a lone request waits for no timer. One writer per process
-keeps intake's advisory locks from deadlocking against each other; a deadlock against
-another replica retries the batch. On PostgreSQL the writer keeps its connection across
-batches (`shared.writer_connection`): one it finds closed retries the batch on a fresh
-one, while a failure once COMMIT was sent fails the batch (its outcome is unknown).
+committing goes together, so a lone request waits for no timer.
+
+On PostgreSQL several writers may commit batches at once (`writers`), each on a
+connection of its own kept across batches (`shared.writer_connection`): with one, the
+process sat idle while its batch was in the database (its statements and the commit's
+WAL flush), as every request then waited for that batch. Concurrent batches are as safe
+as batches of separate replicas: each group takes its locks in one sorted statement, and
+a deadlock between a batch's groups and another batch's (two idempotent requests for the
+same person, say) is detected by PostgreSQL and retries the batch. A connection a writer
+finds closed retries the batch on a fresh one, while a failure once COMMIT was sent fails
+the batch (its outcome is unknown).
 """
 
 from __future__ import annotations
@@ -74,8 +80,13 @@ class GroupCommitter:
         service: str,
         max_batch: int = 200,
         on_commit: Callable[[], None] | None = None,
+        writers: int = 1,
     ) -> None:
-        self._conn = WriterConnection(engine)
+        if writers < 1:
+            raise ValueError("a group committer needs at least one writer")
+        self._conns = [WriterConnection(engine) for _ in range(writers)]
+        self._tasks: list[asyncio.Task[None] | None] = [None] * writers
+        self._busy = 0  # writers with a batch under way
         self._service = service
         self._max_batch = max_batch
         self._on_commit = on_commit
@@ -83,7 +94,6 @@ class GroupCommitter:
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in a shared transaction; return its result once that is committed."""
@@ -97,8 +107,11 @@ class GroupCommitter:
         return result
 
     async def _submit(self, unit: _Unit) -> Any:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._writer(), name=f"{self._service}-group-commit")
+        for i, task in enumerate(self._tasks):
+            if task is None or task.done():
+                self._tasks[i] = asyncio.create_task(
+                    self._writer(self._conns[i]), name=f"{self._service}-group-commit-{i}"
+                )
         self._queue.append(unit)
         self._idle.clear()
         self._pending.set()
@@ -106,45 +119,55 @@ class GroupCommitter:
 
     async def close(self) -> None:
         """Commit what is queued, then stop; callers still waiting after that are failed."""
-        if self._task is not None and not self._task.done():
+        running = [t for t in self._tasks if t is not None and not t.done()]
+        if running:
             await self._idle.wait()
-        if self._task is not None:
-            self._task.cancel()
+        for task in running:
+            task.cancel()
+        for task in running:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         while self._queue:
             unit = self._queue.popleft()
             if not unit.future.done():
                 unit.future.set_exception(RuntimeError("shutting down"))
-        await self._conn.close()
+        for conn in self._conns:
+            await conn.close()
 
-    async def _writer(self) -> None:
+    async def _writer(self, conn: WriterConnection) -> None:
         while True:
-            await self._pending.wait()
-            self._pending.clear()
-            while self._queue:
-                batch = [
-                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
-                ]
-                # A caller that gave up (client disconnected) is not worth writing.
-                batch = [u for u in batch if not u.future.done()]
-                if batch:
-                    await self._commit(batch)
-            self._idle.set()
+            if not self._queue:
+                # `_pending` is set while anything is queued; a writer woken after another
+                # took everything just waits again.
+                self._pending.clear()
+                if not self._busy:
+                    self._idle.set()
+                await self._pending.wait()
+                continue
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            # A caller that gave up (client disconnected) is not worth writing.
+            batch = [u for u in batch if not u.future.done()]
+            if not batch:
+                continue
+            self._busy += 1
+            try:
+                await self._commit(conn, batch)
+            finally:
+                self._busy -= 1
 
-    async def _commit(self, batch: list[_Unit]) -> None:
+    async def _commit(self, conn: WriterConnection, batch: list[_Unit]) -> None:
         groups = _groups(batch)
 
-        async def write(conn: AsyncConnection) -> list[tuple[_Unit, Any, BaseException | None]]:
+        async def write(db: AsyncConnection) -> list[tuple[_Unit, Any, BaseException | None]]:
             outcomes: list[tuple[_Unit, Any, BaseException | None]] = []
             for group in groups:
-                outcomes += await self._write_group(conn, group, alone=len(groups) == 1)
+                outcomes += await self._write_group(db, group, alone=len(groups) == 1)
             return outcomes
 
         attempt = 0
         while True:
             try:
-                outcomes = await self._conn.transaction(write)
+                outcomes = await conn.transaction(write)
             except StaleConnection as exc:
                 # Nothing was committed, and the next try checks a connection out (and
                 # pings it), so this cannot repeat: not one of the deadlock retries.

@@ -71,6 +71,7 @@ class Runtime:
         consumer_fetch: FetchPolicy = FetchPolicy(),
         background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
         group_commit: bool = False,
+        group_commit_writers: int = 1,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
@@ -111,7 +112,13 @@ class Runtime:
         )
         # Request writes share commits when asked (intake under load); see shared.group_commit.
         self.group_commit = (
-            GroupCommitter(self.engine, service=self.name, on_commit=self.wake_relay)
+            GroupCommitter(
+                self.engine,
+                service=self.name,
+                on_commit=self.wake_relay,
+                # SQLite has one writer at a time: there one.
+                writers=group_commit_writers if is_postgres(self.engine) else 1,
+            )
             if group_commit
             else None
         )

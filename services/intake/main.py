@@ -51,6 +51,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             outbox=outbox,
             relay_batch_size=settings.relay_batch_size,
             group_commit=settings.group_commit,
+            group_commit_writers=settings.group_commit_writers,
             relay_poll_seconds=settings.relay_poll_seconds,
             background=[("idempotency-purge", purge_idempotency_keys)],
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -153,4 +153,96 @@ async def test_a_failing_batch_handler_fails_only_its_own_items(engine: AsyncEng
     assert outcome[1] == "ok"
     ids = await stored_ids(engine)
     assert ids == {1000}, "the broken handler's writes were rolled back, the neighbour's kept"
+    await committer.close()
+
+
+def _needs_postgres(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: its services run one batch at a time")
+
+
+def _unit(
+    item_id: int,
+    *,
+    lock: int | None = None,
+    locked: asyncio.Event | None = None,
+    then: asyncio.Event | None = None,
+    runs: list[int] | None = None,
+) -> Callable[[AsyncConnection], Awaitable[int]]:
+    """Work storing item `item_id`: first taking advisory lock `lock` (and saying so with
+    `locked`), then waiting for `then`; each run noted in `runs`."""
+
+    async def work(conn: AsyncConnection) -> int:
+        if runs is not None:
+            runs.append(item_id)
+        if lock is not None:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock})
+            if locked is not None:
+                locked.set()
+        if then is not None:
+            await then.wait()
+        await conn.execute(items.insert().values(id=item_id, name=f"i{item_id}"))
+        return item_id
+
+    return work
+
+
+async def test_two_writers_commit_a_batch_while_another_is_in_the_database(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    _needs_postgres(database_url)
+    committer = GroupCommitter(engine, service="test", writers=2)
+    started, release = asyncio.Event(), asyncio.Event()
+    slow = asyncio.ensure_future(committer.run(_unit(1, lock=1, locked=started, then=release)))
+    await asyncio.wait_for(started.wait(), 5)
+    # The first batch is still in its transaction; the second writer commits this one.
+    assert await asyncio.wait_for(committer.run(_unit(2)), 5) == 2
+    assert await stored_ids(engine) == {2}
+    assert not slow.done()
+    closing = asyncio.ensure_future(committer.close())
+    await asyncio.sleep(0.1)
+    assert not closing.done(), "close waits for the batch still under way"
+    release.set()
+    assert await slow == 1
+    await closing
+    assert await stored_ids(engine) == {1, 2}
+
+
+async def test_one_writer_commits_one_batch_at_a_time(engine: AsyncEngine) -> None:
+    committer = GroupCommitter(engine, service="test", writers=1)
+    started, release = asyncio.Event(), asyncio.Event()
+    slow = asyncio.ensure_future(committer.run(_unit(1, locked=started, then=release)))
+    await asyncio.sleep(0.1)
+    second = asyncio.ensure_future(committer.run(_unit(2)))
+    await asyncio.sleep(0.2)
+    assert not second.done(), "queued behind the batch under way"
+    release.set()
+    assert (await slow, await second) == (1, 2)
+    await committer.close()
+
+
+async def test_a_deadlock_between_two_writers_batches_is_retried(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """Batch A locks 1 then 2, batch B 2 then 1 (each group's locks are sorted, but a
+    batch of several groups takes them group by group): PostgreSQL aborts one, which is
+    run again once the other has committed. Every caller gets its answer."""
+    _needs_postgres(database_url)
+    committer = GroupCommitter(engine, service="test", writers=2)
+    a_holds_1, b_holds_2 = asyncio.Event(), asyncio.Event()
+    runs: list[int] = []
+    batch_a = asyncio.gather(
+        committer.run(_unit(11, lock=1, locked=a_holds_1, then=b_holds_2, runs=runs)),
+        committer.run(_unit(12, lock=2, runs=runs)),
+    )
+    await asyncio.wait_for(a_holds_1.wait(), 5)
+    batch_b = asyncio.gather(
+        committer.run(_unit(21, lock=2, locked=b_holds_2, runs=runs)),
+        committer.run(_unit(22, lock=1, runs=runs)),
+    )
+    results = await asyncio.wait_for(asyncio.gather(batch_a, batch_b), 30)
+    assert results == [[11, 12], [21, 22]]
+    # One batch was aborted by the deadlock and ran again: its units ran twice.
+    assert sorted(runs) in ([11, 11, 12, 12, 21, 22], [11, 12, 21, 21, 22, 22]), runs
+    assert await stored_ids(engine) == {11, 12, 21, 22}
     await committer.close()
