@@ -82,6 +82,9 @@ class Front:
             return replayed  # too long, or the client left: the stack answers that
         scope["app"] = app
         request = Request(scope, _whole(body, receive))
+        # Starlette's `Request.body()` keeps what it read in `_body`: set, the handler's
+        # read returns the bytes in hand instead of taking them through `receive` again.
+        request._body = body
         try:
             response = await handler(request)
         except Exception as exc:
