@@ -210,8 +210,8 @@ async def test_two_writers_commit_a_batch_while_another_is_in_the_database(
 
 async def test_one_writer_commits_one_batch_at_a_time(engine: AsyncEngine) -> None:
     committer = GroupCommitter(engine, service="test", writers=1)
-    started, release = asyncio.Event(), asyncio.Event()
-    slow = asyncio.ensure_future(committer.run(_unit(1, locked=started, then=release)))
+    release = asyncio.Event()
+    slow = asyncio.ensure_future(committer.run(_unit(1, then=release)))
     await asyncio.sleep(0.1)
     second = asyncio.ensure_future(committer.run(_unit(2)))
     await asyncio.sleep(0.2)
