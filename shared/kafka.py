@@ -57,9 +57,9 @@ class Outgoing:
 
 
 async def send_all(producer: AIOKafkaProducer, records: Sequence[Outgoing]) -> None:
-    """Publish `records`, each on the partition its key maps to (as `producer.send` would
-    put it, see shared.partitioner), in order per partition; return once Kafka has
-    acknowledged all of them, else raise the first failure.
+    """Publish `records`, each on the partition its key maps to (`KeyPartitioner`, the one
+    `make_producer`'s `send` uses: the Java client's choice), in order per partition;
+    return once Kafka has acknowledged all of them, else raise the first failure.
 
     Each partition's records go as whole batches (`send_batch`): sent one at a time,
     each record cost aiokafka a future, a partitioner call and an accumulator lookup,
