@@ -76,6 +76,8 @@ class Runtime:
         self.settings = settings
         self.name = settings.service_name
         self.engine: AsyncEngine = create_engine(settings.db_url)
+        # SQLite has one writer at a time: there, one batch at a time whatever is asked.
+        single_writer = not is_postgres(self.engine)
         common = settings.common
         self.producer = make_producer(common.kafka_bootstrap_servers, f"leadflow-{self.name}")
         self.relay = (
@@ -103,8 +105,7 @@ class Runtime:
                 producer=self.producer,
                 handle_batch=handler(self),
                 max_records=consumer_max_records,
-                # Batches applied at once; SQLite has one writer at a time, so there one.
-                in_flight=consumer_in_flight if is_postgres(self.engine) else 1,
+                in_flight=1 if single_writer else consumer_in_flight,
                 top_up_wait_ms=consumer_fetch.top_up_wait_ms,
             )
             if consume and handler is not None
@@ -116,8 +117,7 @@ class Runtime:
                 self.engine,
                 service=self.name,
                 on_commit=self.wake_relay,
-                # SQLite has one writer at a time: there one.
-                writers=group_commit_writers if is_postgres(self.engine) else 1,
+                writers=1 if single_writer else group_commit_writers,
             )
             if group_commit
             else None
