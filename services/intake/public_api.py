@@ -31,7 +31,7 @@ from services.intake.forms import (
     parse_rendered_at,
     request_origin,
 )
-from services.intake.ratelimit import retry_after
+from services.intake.ratelimit import client_key, retry_after
 from services.intake.schemas import LeadIn, WebinarPersonIn
 from shared.db import AnyRow, utcnow
 
@@ -123,20 +123,15 @@ async def submit_form(
             "unsupported_media_type",
         )
     server_key = key or request.headers.get(FORM_KEY_HEADER)
-    client = request.client.host if request.client else "unknown"
-    if not server_key:
-        # Checked before the database is asked anything: a flood costs little.
-        _limit(limits.per_ip.acquire(client), "from this address")
+    client = client_key(request.client.host) if request.client else "unknown"
+    # Checked before the database is asked anything, and for server posts too: a flood
+    # costs little, and a made-up key is no way around the limit.
+    _limit(limits.per_ip.acquire(client), "from this address")
     async with runtime.engine.connect() as conn:
         form = await repository.get_form(conn, form_id)
     if form is None:
         raise problem(404, ["path", "form_id"], f"no form {form_id!r}", "not_found")
     cors = _check_access(form, server_key, request)
-    _limit(
-        limits.per_form.acquire(form_id, per_minute=form.rate_limit_per_minute),
-        "to this form",
-        cors,
-    )
     pairs = await _form_pairs(request, settings.max_json_bytes)
     if is_tilda_test(pairs):
         return PlainTextResponse("ok")
@@ -169,6 +164,15 @@ async def submit_form(
             log.info("form %s: honeypot filled and nothing valid to store", form_id)
             return _thanks(form.thank_you_url, server_key is not None, cors)
         raise _form_error(exc, mapped.form_field, cors) from exc
+    if not mapped.honeypot_filled:
+        # Only a post stored as a person's takes from the form's bucket: bots' and broken
+        # posts from many addresses would otherwise lock every visitor out of the form.
+        # They take from their own address's bucket (above).
+        _limit(
+            limits.per_form.acquire(form_id, per_minute=form.rate_limit_per_minute),
+            "to this form",
+            cors,
+        )
     async with runtime.engine.begin() as conn:
         result = await service.accept_lead(
             conn, snapshot, dedupe_window=timedelta(hours=settings.dedupe_window_hours)

@@ -7,6 +7,7 @@ must hold cluster-wide belongs in the load balancer or a shared counter.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -66,6 +67,23 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / rate
+
+
+def client_key(host: str) -> str:
+    """The bucket key of a client address: an IPv4 address, or an IPv6 address's /64.
+
+    An IPv6 client commonly holds a whole /64 (SLAAC, privacy addresses, a /64 per
+    subscriber), so keyed by address it could take a fresh bucket for every post.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an address (a test client's name, a Unix socket): as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def retry_after(seconds: float) -> str:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.intake.idempotency import Outcome, Record, decide, fingerprint
-from services.intake.ratelimit import RateLimiter, retry_after
+from services.intake.ratelimit import RateLimiter, client_key, retry_after
 
 
 class Clock:
@@ -50,6 +50,22 @@ class TestTokenBucket:
 
     def test_retry_after_is_whole_seconds_at_least_one(self) -> None:
         assert (retry_after(0.2), retry_after(9.01)) == ("1", "10")
+
+
+class TestClientKey:
+    def test_an_ipv6_client_is_its_64(self) -> None:
+        assert (
+            client_key("2001:db8:1:2::1")
+            == client_key("2001:DB8:1:2:ffff::9")
+            == ("2001:db8:1:2::/64")
+        )
+        assert client_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+
+    def test_ipv4_as_it_is_also_when_written_as_ipv6(self) -> None:
+        assert client_key("203.0.113.7") == client_key("::ffff:203.0.113.7") == "203.0.113.7"
+
+    def test_a_name_that_is_no_address_is_kept(self) -> None:
+        assert client_key("testclient") == "testclient"
 
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
