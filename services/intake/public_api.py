@@ -309,7 +309,9 @@ async def zoom_webhook(request: Request, runtime: RuntimeDep, settings: Settings
         )
     attended = hook.event == zoom.PARTICIPANT_JOINED
     person = (
-        zoom.attendance_lead(obj, host_id=obj.host_id) if attended else zoom.registration_lead(obj)
+        zoom.attendance_lead(obj, host_id=obj.host_id, event_ts=hook.event_ts)
+        if attended
+        else zoom.registration_lead(obj, event_ts=hook.event_ts)
     )
     if isinstance(person, zoom.Skipped):
         return JSONResponse({"status": "skipped", "reason": person.reason})

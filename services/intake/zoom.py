@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -93,7 +94,6 @@ class Registrant(_Zoom):
     state: str | None = None
     city: str | None = None
     custom_questions: list[CustomQuestion] = Field(default_factory=list)
-    create_time: str | None = None
 
 
 class Participant(_Zoom):
@@ -127,6 +127,8 @@ class ZoomPayload(_Zoom):
 
 class ZoomWebhook(_Zoom):
     event: str
+    # When the event happened, in epoch milliseconds. Zoom retries a failed delivery
+    # after 5, 20 and 60 minutes: the time of arrival may be 85 minutes late.
     event_ts: int | None = None
     payload: ZoomPayload
 
@@ -142,8 +144,20 @@ def _present(value: str | None) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
-def registration_lead(obj: ZoomObject) -> dict[str, Any] | Skipped:
-    """A `webinar.registration_created` as the fields of a `WebinarPersonIn`."""
+def event_time(event_ts: int | None) -> str | None:
+    """`event_ts` (epoch milliseconds) as an ISO 8601 time; None if absent or no time."""
+    if event_ts is None or event_ts <= 0:
+        return None
+    try:
+        seconds, millis = divmod(event_ts, 1000)
+        return (datetime.fromtimestamp(seconds, UTC) + timedelta(milliseconds=millis)).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def registration_lead(obj: ZoomObject, *, event_ts: int | None) -> dict[str, Any] | Skipped:
+    """A `webinar.registration_created` as the fields of a `WebinarPersonIn`, dated by the
+    event's `event_ts`: the registrant object carries no time of registration."""
     r = obj.registrant
     if r is None:
         return Skipped("the event carries no registrant")
@@ -167,14 +181,16 @@ def registration_lead(obj: ZoomObject) -> dict[str, Any] | Skipped:
         "country": _present(r.country),
         "region": _present(r.state),
         "fields": fields,
+        "occurred_at": event_time(event_ts),
     }
-    if _present(r.create_time):
-        person["occurred_at"] = r.create_time
     return {k: v for k, v in person.items() if v not in (None, {}, "")}
 
 
-def attendance_lead(obj: ZoomObject, *, host_id: str | None) -> dict[str, Any] | Skipped:
-    """A `webinar.participant_joined` as the fields of a `WebinarPersonIn`."""
+def attendance_lead(
+    obj: ZoomObject, *, host_id: str | None, event_ts: int | None
+) -> dict[str, Any] | Skipped:
+    """A `webinar.participant_joined` as the fields of a `WebinarPersonIn`, dated by the
+    participant's `join_time`, else the event's `event_ts`."""
     p = obj.participant
     if p is None:
         return Skipped("the event carries no participant")
@@ -186,6 +202,6 @@ def attendance_lead(obj: ZoomObject, *, host_id: str | None) -> dict[str, Any] |
         "name": _present(p.user_name),
         "email": _present(p.email),
         "phone": _present(p.phone_number),
-        "occurred_at": _present(p.join_time),
+        "occurred_at": _present(p.join_time) or event_time(event_ts),
     }
     return {k: v for k, v in person.items() if v is not None}

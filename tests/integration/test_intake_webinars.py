@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,8 +286,8 @@ class TestCsvImport:
         assert await count(database_url) == 2
 
 
-def zoom_event(event: str, obj: dict[str, Any]) -> bytes:
-    body = {"event": event, "event_ts": int(time.time() * 1000),
+def zoom_event(event: str, obj: dict[str, Any], *, event_ts: int | None = None) -> bytes:
+    body = {"event": event, "event_ts": event_ts or int(time.time() * 1000),
             "payload": {"account_id": "acc", "object": obj}}  # fmt: skip
     return json.dumps(body, ensure_ascii=False).encode()
 
@@ -332,6 +333,24 @@ class TestZoomWebhook:
         assert lead["fields"] == {"Бюджет": "300 000"} and lead["webinar_attended"] is True
         events = await published(database_url, kafka_bootstrap, {lead_id})
         assert [e.type for e in events] == ["lead.received", "lead.webinar_attended"]
+
+    async def test_a_retried_registration_is_dated_when_it_happened(
+        self, intake: httpx.AsyncClient, database_url: str
+    ) -> None:
+        # Zoom's last retry of a failed delivery comes 5 + 20 + 60 minutes after the event;
+        # the registrant object carries no time, the event's `event_ts` does.
+        happened = int(time.time() * 1000) - 85 * 60 * 1000
+        reg = zoom_event("webinar.registration_created", {
+            "id": int(ZOOM_ID), "registrant": {"email": email(), "first_name": "Вера"},
+        }, event_ts=happened)  # fmt: skip
+        r = await intake.post("/v1/webhooks/zoom", content=reg, headers=zoom_headers(reg))
+        assert r.status_code == 200, r.text
+        lead = (await snapshots(database_url))[r.json()["lead_id"]]
+        occurred = datetime.fromisoformat(lead["occurred_at"])
+        assert occurred == datetime.fromtimestamp(happened / 1000, UTC).replace(
+            microsecond=happened % 1000 * 1000
+        )
+        assert datetime.fromisoformat(lead["received_at"]) - occurred > timedelta(minutes=84)
 
     async def test_the_host_and_unlinked_webinars_are_not_leads(
         self, intake: httpx.AsyncClient, database_url: str

@@ -13,6 +13,7 @@ from services.intake.zoom import (
     ZoomAuthError,
     ZoomWebhook,
     attendance_lead,
+    event_time,
     registration_lead,
     signature,
     url_validation_answer,
@@ -69,9 +70,9 @@ class TestSignature:
                           "encryptedToken": expected.hexdigest()}  # fmt: skip
 
 
-def hook(event: str, obj: dict[str, object]) -> ZoomWebhook:
+def hook(event: str, obj: dict[str, object], *, event_ts: int = NOW * 1000) -> ZoomWebhook:
     return ZoomWebhook.model_validate_json(
-        json.dumps({"event": event, "event_ts": NOW * 1000, "payload": {"object": obj}})
+        json.dumps({"event": event, "event_ts": event_ts, "payload": {"object": obj}})
     )
 
 
@@ -83,16 +84,33 @@ class TestEvents:
                            "last_name": "Петрова", "org": "Acme", "no_of_employees": "501-1,000",
                            "purchasing_time_frame": "Within a month", "comments": "hi",
                            "custom_questions": [{"title": "Budget?", "value": "200k"}],
-                           "city": "Kazan", "create_time": "2026-10-10T08:00:00Z"},
+                           "city": "Kazan"},
         })  # fmt: skip
         assert event.payload.object is not None and event.payload.object.id == "81234567890"
-        person = registration_lead(event.payload.object)
+        person = registration_lead(event.payload.object, event_ts=event.event_ts)
         assert person == {
             "name": "Анна Петрова", "email": "anna@acme.example", "company": "Acme",
             "company_size": "501-1,000", "timeframe": "Within a month", "message": "hi",
             "fields": {"Budget?": "200k", "city": "Kazan"},
-            "occurred_at": "2026-10-10T08:00:00Z",
+            "occurred_at": "2026-09-21T14:13:20+00:00",  # event_ts, NOW in milliseconds
         }  # fmt: skip
+
+    def test_a_registration_is_dated_when_it_happened_not_when_it_arrived(self) -> None:
+        # Zoom's registrant object has no time of its own; `event_ts` is when the person
+        # registered, however late a retried delivery arrives.
+        event = hook("webinar.registration_created", {
+            "id": 1, "registrant": {"email": "anna@acme.example"},
+        }, event_ts=1_760_000_000_123)  # fmt: skip
+        assert event.payload.object is not None
+        person = registration_lead(event.payload.object, event_ts=event.event_ts)
+        assert not isinstance(person, Skipped)
+        assert person["occurred_at"] == "2025-10-09T08:53:20.123000+00:00"
+        undated = registration_lead(event.payload.object, event_ts=None)
+        assert not isinstance(undated, Skipped) and "occurred_at" not in undated
+
+    @pytest.mark.parametrize("event_ts", [None, 0, -5, 10**20])
+    def test_an_event_ts_that_is_no_time_is_left_out(self, event_ts: int | None) -> None:
+        assert event_time(event_ts) is None
 
     def test_a_participant_as_an_attendee(self) -> None:
         event = hook("webinar.participant_joined", {
@@ -101,9 +119,18 @@ class TestEvents:
                             "join_time": "2026-10-15T10:01:00Z"},
         })  # fmt: skip
         assert event.payload.object is not None
-        assert attendance_lead(event.payload.object, host_id="h") == {
+        assert attendance_lead(event.payload.object, host_id="h", event_ts=event.event_ts) == {
             "name": "Anna", "email": "anna@acme.example", "occurred_at": "2026-10-15T10:01:00Z",
         }  # fmt: skip
+
+    def test_a_participant_without_join_time_is_dated_by_the_event(self) -> None:
+        event = hook("webinar.participant_joined", {
+            "id": "81234567890", "participant": {"id": "u1", "email": "anna@acme.example"},
+        })  # fmt: skip
+        assert event.payload.object is not None
+        person = attendance_lead(event.payload.object, host_id="h", event_ts=event.event_ts)
+        assert not isinstance(person, Skipped)
+        assert person["occurred_at"] == "2026-09-21T14:13:20+00:00"
 
     def test_the_host_and_anonymous_guests_are_not_leads(self) -> None:
         host = hook("webinar.participant_joined", {
@@ -113,5 +140,5 @@ class TestEvents:
             "id": 1, "participant": {"user_name": "Guest"},
         }).payload.object  # fmt: skip
         assert host is not None and guest is not None
-        assert isinstance(attendance_lead(host, host_id="h"), Skipped)
-        assert isinstance(attendance_lead(guest, host_id="h"), Skipped)
+        assert isinstance(attendance_lead(host, host_id="h", event_ts=None), Skipped)
+        assert isinstance(attendance_lead(guest, host_id="h", event_ts=None), Skipped)
