@@ -67,16 +67,26 @@ def as_columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    """An async engine; SQLite gets WAL, a busy timeout and write-locking transactions.
+
+    `hide_parameters`: an error's text (and `echo`) never quotes a statement's values,
+    which are people's e-mails, phones and names."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, hide_parameters=True, connect_args={"timeout": 30}
+        )
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        echo=echo,
+        hide_parameters=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
     )
 
 
@@ -144,6 +154,38 @@ def is_unavailable(exc: BaseException) -> bool:
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
     return False
+
+
+def error_summary(exc: BaseException) -> str:
+    """What a log may say of an error: a database error as its type and SQLSTATE only (say
+    `IntegrityError/UniqueViolationError SQLSTATE 23505`), since its text quotes people's
+    data even with the parameters hidden (PostgreSQL's `DETAIL:  Key (email)=(…)`, `invalid
+    input syntax for type integer: "…"`); any other error as its type and text."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    if not any(_is_database_error(e) for e in chain):
+        return f"{type(exc).__name__}: {exc}"
+    names = "/".join(dict.fromkeys(type(e).__name__ for e in chain))
+    for e in chain:
+        # asyncpg's sqlstate, psycopg's pgcode; SQLite has no SQLSTATE but names its code.
+        code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(code, str):
+            return f"{names} SQLSTATE {code}"
+        name = getattr(e, "sqlite_errorname", None)
+        if isinstance(name, str):
+            return f"{names} {name}"
+    return names
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return isinstance(exc, sa.exc.SQLAlchemyError) or module.startswith(
+        ("asyncpg", "sqlite3", "aiosqlite", "psycopg")
+    )
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -61,7 +61,7 @@ def run_migrations_from_env(metadata: sa.MetaData) -> None:
             context.run_migrations()
 
     async def go() -> None:
-        engine = create_async_engine(url, poolclass=NullPool)
+        engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
         try:
             async with engine.connect() as conn:
                 await conn.run_sync(run)

@@ -22,7 +22,7 @@ from prometheus_client import Counter as Metric
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import BigIntPK, UtcDateTime, is_postgres, utcnow
+from shared.db import BigIntPK, UtcDateTime, error_summary, is_postgres, utcnow
 from shared.events import _Envelope, encode_event
 from shared.kafka import Outgoing, send_all
 
@@ -134,7 +134,7 @@ class OutboxRelay:
                     backoff = 0.2
                 except (KafkaError, OSError, sa.exc.SQLAlchemyError) as exc:
                     OUTBOX_ERRORS.labels(self._service).inc()
-                    log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
+                    log.warning("outbox relay: %s; retrying in %.1fs", error_summary(exc), backoff)
                     await self._drop_leadership()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(backoff):

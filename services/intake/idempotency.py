@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.intake import repository
 from services.intake.errors import problem
 from services.intake.ratelimit import retry_after
+from shared.db import error_summary
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,10 @@ async def idempotent(
         try:
             async with engine.begin() as conn:
                 await repository.release_idempotency_claim(conn, principal, key, slot.claim_id)
-        except Exception:
-            log.warning("could not release Idempotency-Key claim; it lapses", exc_info=True)
+        except Exception as exc:
+            log.warning(
+                "could not release Idempotency-Key claim (%s); it lapses", error_summary(exc)
+            )
         raise
 
 

@@ -21,7 +21,7 @@ from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
 from services.intake.deps import FormLimits
 from services.intake.schemas import WebinarPersonIn
 from services.intake.tables import outbox
-from shared.db import utcnow
+from shared.db import error_summary, utcnow
 from shared.runtime import Runtime, create_service_app
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
                 if purged:
                     log.info("purged %d expired Idempotency-Keys", purged)
             except (sa.exc.SQLAlchemyError, OSError) as exc:
-                log.warning("purging Idempotency-Keys failed (%s); trying again later", exc)
+                log.warning(
+                    "purging Idempotency-Keys failed (%s); trying again later", error_summary(exc)
+                )
             if await runtime.sleep_unless_stopping(PURGE_EVERY_SECONDS):
                 return
 
@@ -63,7 +65,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             async with runtime.engine.begin() as conn:
                 await configuration.seed_dev_config(conn, utcnow())
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            log.warning("dev mode: could not create the demo form and webinar: %s", exc)
+            log.warning(
+                "dev mode: could not create the demo form and webinar: %s", error_summary(exc)
+            )
             return
         log.warning(
             "dev mode: form %r (origin http://localhost, honeypot `website`) and webinar %r "

@@ -36,7 +36,7 @@ from services.kpi import repository, service
 from services.kpi.config import KpiSettings
 from services.kpi.consumer import in_transaction
 from shared.consumer import is_transient
-from shared.db import utcnow
+from shared.db import error_summary, utcnow
 from shared.events import LEAD_TOPICS, Event, UndecodableEvent, decode_event
 from shared.runtime import Runtime
 
@@ -168,7 +168,11 @@ class Rebuilder:
                     if not is_transient(exc):
                         raise
                     # Kafka or the database away: resume from the recorded progress later.
-                    log.warning("rebuild of generation %d: %s; resuming", building.generation, exc)
+                    log.warning(
+                        "rebuild of generation %d: %s; resuming",
+                        building.generation,
+                        error_summary(exc),
+                    )
                     await runtime.sleep_unless_stopping(2.0)
                 continue
             await self._idle(self.settings.rebuild_poll_seconds)
@@ -299,7 +303,9 @@ async def purge_retired(runtime: Runtime) -> None:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("purging retired KPI generations: %s; trying again later", exc)
+            log.warning(
+                "purging retired KPI generations: %s; trying again later", error_summary(exc)
+            )
         if await runtime.sleep_unless_stopping(max(1.0, min(30.0, settings.retired_grace_seconds))):
             return
 

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.qualifier import repository
 from services.qualifier.config import QualifierSettings
 from services.qualifier.webhooks import retriable, retry_delay, signed_headers
-from shared.db import AnyRow, utcnow
+from shared.db import AnyRow, error_summary, utcnow
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class PartnerDeliverer:
                         pass
                     wait = await self._seconds_to_next(runtime.engine)
                 except (sa.exc.SQLAlchemyError, OSError) as exc:
-                    log.warning("partner deliveries: %s; trying again shortly", exc)
+                    log.warning("partner deliveries: %s; trying again shortly", error_summary(exc))
                     wait = s.partner_poll_seconds
                 await self._sleep(runtime, wait)
 

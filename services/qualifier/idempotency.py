@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier import repository
-from shared.db import utcnow
+from shared.db import error_summary, utcnow
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,6 @@ async def forget_expired(runtime: Runtime, ttl: timedelta, every: float = 3600.0
             async with runtime.engine.begin() as conn:
                 await repository.delete_idempotency_keys_before(conn, utcnow() - ttl)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            log.warning("forgetting expired idempotency keys: %s", exc)
+            log.warning("forgetting expired idempotency keys: %s", error_summary(exc))
         if await runtime.sleep_unless_stopping(every):
             return

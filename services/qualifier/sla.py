@@ -21,7 +21,7 @@ from services.qualifier import repository, service
 from services.qualifier.evaluator import reassign
 from services.qualifier.sales import dimensions_of
 from services.qualifier.tables import outbox
-from shared.db import utcnow
+from shared.db import error_summary, utcnow
 from shared.events import SOURCE_QUALIFIER, LeadSlaBreached, LeadSlaBreachedData, Stage
 from shared.outbox import add_to_outbox
 from shared.runtime import Runtime
@@ -97,6 +97,6 @@ async def watch(runtime: Runtime, interval: float) -> None:
             while await breach_overdue(runtime.engine, now=utcnow()):
                 runtime.wake_relay()
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            log.warning("SLA watch: %s; trying again in %.0fs", exc, interval)
+            log.warning("SLA watch: %s; trying again in %.0fs", error_summary(exc), interval)
         if await runtime.sleep_unless_stopping(interval):
             return

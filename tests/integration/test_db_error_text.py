@@ -1,0 +1,102 @@
+"""A database error says nothing of the people in the statement: neither in its text
+(the engine hides parameters) nor in the logs of the loops that meet it (type and
+SQLSTATE only)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import sqlalchemy as sa
+
+from services.qualifier.tables import outbox
+from shared.db import create_engine, error_summary, is_postgres
+from shared.kafka import make_producer
+from shared.outbox import OutboxRelay
+
+EMAIL = "anna.petrova@acme.example"
+
+
+async def test_an_error_does_not_quote_the_statement_values(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as failed:
+                await conn.execute(
+                    sa.text("INSERT INTO no_such_table (email) VALUES (:email)"), {"email": EMAIL}
+                )
+    finally:
+        await engine.dispose()
+    assert "no_such_table" in str(failed.value)
+    assert EMAIL not in str(failed.value)
+
+
+async def test_the_summary_of_an_error_is_its_type_and_sqlstate(database_url: str) -> None:
+    engine = create_engine(database_url)
+    errors: list[BaseException] = []
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("CREATE TEMPORARY TABLE people (email VARCHAR(100) UNIQUE)"))
+            insert = sa.text("INSERT INTO people (email) VALUES (:email)")
+            await conn.execute(insert, {"email": EMAIL})
+            with pytest.raises(sa.exc.IntegrityError) as duplicate:
+                await conn.execute(insert, {"email": EMAIL})
+            errors.append(duplicate.value)
+            await conn.rollback()
+            if is_postgres(conn):
+                # PostgreSQL quotes the value itself: hiding parameters is not enough.
+                with pytest.raises(sa.exc.DBAPIError) as cast:
+                    await conn.execute(
+                        sa.text("SELECT CAST(CAST(:email AS TEXT) AS INTEGER)"), {"email": EMAIL}
+                    )
+                assert EMAIL in str(cast.value)
+                errors.append(cast.value)
+    finally:
+        await engine.dispose()
+    summaries = [error_summary(e) for e in errors]
+    if database_url.startswith("postgresql"):
+        assert summaries == [
+            "IntegrityError/UniqueViolationError SQLSTATE 23505",
+            "DBAPIError/Error/InvalidTextRepresentationError SQLSTATE 22P02",
+        ]
+    else:
+        assert summaries == ["IntegrityError SQLITE_CONSTRAINT_UNIQUE"]
+
+
+def test_the_summary_of_other_errors_keeps_their_text() -> None:
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
+    assert error_summary(refused) == f"ConnectionRefusedError: {refused}"
+
+
+async def test_the_relay_logs_a_database_error_as_its_type_and_sqlstate(database_url: str) -> None:
+    """The relay's table is missing: it keeps retrying, and says so without the error text."""
+    engine = create_engine(database_url)
+    relay = OutboxRelay(
+        service="test", engine=engine, table=outbox, producer=make_producer("127.0.0.1:1", "t")
+    )
+    logged: list[str] = []
+    seen = asyncio.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+            seen.set()
+
+    handler = Seen(logging.WARNING)
+    logging.getLogger("shared.outbox").addHandler(handler)
+    running = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(30):
+            await seen.wait()
+    finally:
+        logging.getLogger("shared.outbox").removeHandler(handler)
+        relay.request_stop()
+        await running
+        await engine.dispose()
+    error = (
+        "ProgrammingError/UndefinedTableError SQLSTATE 42P01"
+        if database_url.startswith("postgresql")
+        else "OperationalError SQLITE_ERROR"
+    )
+    assert logged[0] == f"outbox relay: {error}; retrying in 0.2s"
