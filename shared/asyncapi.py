@@ -6,7 +6,13 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from shared.events import EVENT_TYPES, LEAD_TOPICS, TOPIC_DEADLETTER, TOPIC_OF_TYPE
+from shared.events import (
+    CONTENT_TYPE,
+    EVENT_TYPES,
+    LEAD_TOPICS,
+    TOPIC_DEADLETTER,
+    TOPIC_OF_TYPE,
+)
 
 _PRODUCERS = {
     "leads.received": "intake",
@@ -28,10 +34,15 @@ def asyncapi_document() -> dict[str, Any]:
             "name": event_type,
             "title": event_type,
             "summary": (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "",
-            "contentType": "application/cloudevents+json",
+            "contentType": CONTENT_TYPE,
             "headers": {
                 "type": "object",
                 "properties": {
+                    "content-type": {
+                        "type": "string",
+                        "const": CONTENT_TYPE,
+                        "description": "structured content mode (CloudEvents Kafka binding)",
+                    },
                     "ce_type": {"type": "string", "const": event_type},
                     "ce_id": {"type": "string", "format": "uuid"},
                 },
@@ -60,10 +71,12 @@ def asyncapi_document() -> dict[str, Any]:
         "info": {
             "title": "Leadflow event stream",
             "version": "1.0.0",
-            "description": "CloudEvents 1.0 structured JSON events. Delivery is at-least-once; "
-            "every event id is stable across retries, so consumers apply each id once.",
+            "description": "CloudEvents 1.0 structured JSON events (each record's content-type "
+            "header says so, as the CloudEvents Kafka binding asks); every time is in UTC. "
+            "Delivery is at-least-once; every event id is stable across retries, so consumers "
+            "apply each id once.",
         },
-        "defaultContentType": "application/cloudevents+json",
+        "defaultContentType": CONTENT_TYPE,
         "servers": {"dev": {"host": "127.0.0.1:9092", "protocol": "kafka"}},
         "channels": channels,
         "components": {"messages": messages, "schemas": schemas},

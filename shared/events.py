@@ -14,7 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_serializer
+from pydantic_core import TzInfo
 
 from shared.ids import random_uuid
 
@@ -23,6 +24,28 @@ TOPIC_ROUTED = "leads.routed"
 TOPIC_LIFECYCLE = "leads.lifecycle"
 TOPIC_DEADLETTER = "leads.deadletter"
 LEAD_TOPICS = (TOPIC_RECEIVED, TOPIC_ROUTED, TOPIC_LIFECYCLE)
+
+# The CloudEvents Kafka binding (section 3) reads a record as structured mode only when its
+# `content-type` header starts with `application/cloudevents`; without it, as binary mode.
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+# What pydantic's parser makes of `Z`: a fixed zero offset, already UTC.
+_PARSED_UTC = TzInfo(0)
+
+
+def _in_utc(value: datetime) -> datetime:
+    # The contract's times are UTC: a caller's offset (`+03:00`) is converted at the edge,
+    # so no consumer ever sees a zone; a time without one (never RFC 3339) is read as UTC.
+    zone = value.tzinfo
+    if zone is UTC or zone == _PARSED_UTC:  # every decoded time: no copy
+        return value
+    if value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class LeadSource(StrEnum):
@@ -105,14 +128,14 @@ class LeadSnapshot(_Data):
     utm: Utm = Field(default_factory=Utm)
     page_url: str | None = None
     referrer: str | None = None
-    occurred_at: datetime
-    received_at: datetime
+    occurred_at: UtcTime
+    received_at: UtcTime
     fields: dict[str, str] = Field(default_factory=dict)
     honeypot_filled: bool = False
     webinar_attended: bool = False
     # When the person gave consent (their submission) and, for webinars, when they joined.
-    consent_at: datetime | None = None
-    webinar_attended_at: datetime | None = None
+    consent_at: UtcTime | None = None
+    webinar_attended_at: UtcTime | None = None
 
     @field_serializer("budget")
     def _budget_as_string(self, v: Decimal | None) -> str | None:
@@ -142,8 +165,8 @@ class Decision(_Data):
     team: str | None = None
     assignee: str | None = None
     partner: str | None = None
-    sla_due_at: datetime | None = None
-    decided_at: datetime
+    sla_due_at: UtcTime | None = None
+    decided_at: UtcTime
 
 
 class LeadRoutedData(LeadSnapshot):
@@ -154,7 +177,7 @@ class LeadRoutedData(LeadSnapshot):
 
 class LifecycleData(_Data):
     lead_id: str
-    at: datetime
+    at: UtcTime
     by: str | None = None
     dimensions: Dimensions
 
@@ -190,14 +213,14 @@ class LeadPaymentReceivedData(LifecycleData):
 
 class LeadErasedData(_Data):
     lead_id: str
-    at: datetime
+    at: UtcTime
     by: str | None = None
 
 
 class LeadSlaBreachedData(LifecycleData):
     team: str | None = None
     assignee: str | None = None
-    sla_due_at: datetime
+    sla_due_at: UtcTime
     reassigned_to: str | None = None
 
 
@@ -210,7 +233,7 @@ class _Envelope(BaseModel):
     type: str
     id: str = Field(default_factory=random_uuid)
     source: str
-    time: datetime
+    time: UtcTime
     subject: str
     datacontenttype: Literal["application/json"] = "application/json"
 
@@ -350,9 +373,18 @@ def encode_event(event: _Envelope, *, data_json: str | None = None) -> bytes:
 _DATA: set[str] = {"data"}
 
 
+_CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
+
+
 def kafka_headers(event: _Envelope) -> list[tuple[str, bytes]]:
-    """`ce_type` and `ce_id` let consumers filter without parsing the body."""
-    return [("ce_type", event.type.encode()), ("ce_id", event.id.encode())]
+    return record_headers(event.type, event.id)
+
+
+def record_headers(event_type: str, event_id: str) -> list[tuple[str, bytes]]:
+    """The headers of an event's record: `content-type` says structured mode (the value is
+    the whole event, as the CloudEvents Kafka binding reads it); `ce_type` and `ce_id` let
+    consumers filter without parsing the value."""
+    return [_CONTENT_TYPE_HEADER, ("ce_type", event_type.encode()), ("ce_id", event_id.encode())]
 
 
 def utcnow() -> datetime:

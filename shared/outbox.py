@@ -23,7 +23,7 @@ from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import BigIntPK, UtcDateTime, error_summary, is_postgres, utcnow
-from shared.events import _Envelope, encode_event
+from shared.events import _Envelope, encode_event, record_headers
 from shared.kafka import Outgoing, send_all
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class OutboxRelay:
                     r.topic,
                     r.key.encode(),
                     r.payload,
-                    [("ce_type", r.event_type.encode()), ("ce_id", r.event_id.encode())],
+                    record_headers(r.event_type, r.event_id),
                 )
                 for r in rows
             ],

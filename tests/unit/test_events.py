@@ -58,6 +58,7 @@ class TestEnvelope:
         assert event.topic == TOPIC_RECEIVED
         assert event.key == event.data.lead_id
         assert kafka_headers(event) == [
+            ("content-type", b"application/cloudevents+json"),
             ("ce_type", b"lead.received"),
             ("ce_id", event.id.encode()),
         ]
