@@ -72,9 +72,9 @@ def test_the_summary_of_other_errors_keeps_their_text() -> None:
 async def test_the_relay_logs_a_database_error_as_its_type_and_sqlstate(database_url: str) -> None:
     """The relay's table is missing: it keeps retrying, and says so without the error text."""
     engine = create_engine(database_url)
-    relay = OutboxRelay(
-        service="test", engine=engine, table=outbox, producer=make_producer("127.0.0.1:1", "t")
-    )
+    # Never started: the relay fails before it has anything to send.
+    producer = make_producer("127.0.0.1:1", "test-relay-db-error")
+    relay = OutboxRelay(service="test", engine=engine, table=outbox, producer=producer)
     logged: list[str] = []
     seen = asyncio.Event()
 
@@ -93,6 +93,7 @@ async def test_the_relay_logs_a_database_error_as_its_type_and_sqlstate(database
         logging.getLogger("shared.outbox").removeHandler(handler)
         relay.request_stop()
         await running
+        await producer.stop()
         await engine.dispose()
     error = (
         "ProgrammingError/UndefinedTableError SQLSTATE 42P01"
