@@ -4,7 +4,13 @@ A batch is applied by the service's handler (which opens one database transactio
 and records event ids in its inbox); offsets are committed only after that, so a
 crash anywhere redelivers and the inbox drops what was already applied. Messages
 that are not Leadflow events, or that the handler rejects for good, are parked on
-the dead-letter topic with the reason, and the loop goes on.
+the dead-letter topic with the reason, and the loop goes on; so is an event the handler
+has not applied within the batch time limit. What the loop logs or parks names a failure
+by its type and SQLSTATE, never by its message (a database error quotes its parameters).
+
+When something unexpected escapes the loop, `run` is simply called again (the runtime
+supervises it): each run starts a fresh Kafka consumer, as aiokafka's cannot be restarted.
+`liveness` says when the loop last made progress, for /readyz and /metrics.
 """
 
 from __future__ import annotations
@@ -12,14 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import is_unavailable
@@ -40,20 +49,99 @@ BATCH_SECONDS = Histogram(
 CONSUMER_RETRIES = Counter(
     "leadflow_consumer_retries_total", "Batches retried after a transient failure", ["service"]
 )
+CONSUMER_RESTARTS = Counter(
+    "leadflow_consumer_restarts_total",
+    "Times the consumer loop started again, with a fresh Kafka consumer, after a crash",
+    ["service"],
+)
+SECONDS_SINCE_POLL = Gauge(
+    "leadflow_consumer_seconds_since_poll",
+    "Seconds since the consumer last polled with success (found nothing new, or applied "
+    "what it fetched); a consumer retrying a batch is not polling",
+    ["service"],
+)
+PARTITIONS_ASSIGNED = Gauge(
+    "leadflow_consumer_partitions_assigned", "Partitions assigned to the consumer", ["service"]
+)
+CONSUMER_LAG = Gauge(
+    "leadflow_consumer_lag",
+    "Records on the assigned partitions not yet applied (NaN while unknown)",
+    ["service"],
+)
 
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 # Records older than this when handed over waited in aiokafka's buffer (see _top_up).
 TOP_UP_AFTER_MS = 20
+# How long the database gets to answer when an event alone has outlasted the batch bound.
+HEALTH_PROBE_SECONDS = 5.0
 
 
 class TransientFailure(Exception):
     """The database or Kafka cannot serve now: retry the same batch later."""
 
 
+class HandlerTimedOut(Exception):
+    """The handler did not apply `batch` within the bound. Not transient: an event that
+    hangs its handler hangs it again, so it is found and parked."""
+
+    def __init__(self, batch: Sequence[Delivered], seconds: float) -> None:
+        super().__init__(f"a batch of {len(batch)} events not applied in {seconds:g}s")
+        self.batch = batch
+
+
 def is_transient(exc: BaseException) -> bool:
     """Failures that say "try again later", not "this event is bad"."""
+    if isinstance(exc, HandlerTimedOut):
+        return False
     return isinstance(exc, KafkaError | TransientFailure) or is_unavailable(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """A failure for a log line or a dead-letter header: the types along its cause chain and
+    the SQLSTATE where there is one (asyncpg's `.sqlstate`, through SQLAlchemy's `.orig`),
+    or SQLite's error name; `IntegrityError/UniqueViolationError SQLSTATE 23505`, the shape
+    of shared.db.error_summary. Never the message, whatever the error: a database error
+    quotes the rows it conflicts with, and a handler's own may quote the event."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    names = "/".join(dict.fromkeys(type(e).__name__ for e in chain))
+    for e in chain:
+        code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(code, str):
+            return f"{names} SQLSTATE {code}"
+        name = getattr(e, "sqlite_errorname", None)
+        if isinstance(name, str):
+            return f"{names} {name}"
+    return names
+
+
+def _undecodable(exc: UndecodableEvent) -> str:
+    """Where and how a message fails the schema, without the values (pydantic's own text
+    quotes them: a person's e-mail)."""
+    cause = exc.__cause__
+    if not isinstance(cause, ValidationError):
+        return f"undecodable: {describe(cause or exc)}"
+    errors = cause.errors(include_url=False, include_context=False, include_input=False)
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['type']}" for e in errors[:5]]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return f"undecodable: {'; '.join(parts)}{more}"
+
+
+@dataclass(frozen=True)
+class ConsumerLiveness:
+    """How a consumer is doing, for /readyz and /metrics."""
+
+    name: str
+    # Since it last polled with success: found nothing new, or applied what it fetched.
+    seconds_since_poll: float
+    partitions_assigned: int
+    # Records on its partitions not yet applied, where Kafka told it their end (None: unknown).
+    lag: int | None
 
 
 @dataclass(frozen=True)
@@ -111,24 +199,61 @@ class EventConsumer:
         self,
         *,
         service: str,
-        consumer: AIOKafkaConsumer,
+        consumer_factory: Callable[[], AIOKafkaConsumer],
         producer: AIOKafkaProducer,
         handle_batch: BatchHandler,
         max_records: int = 500,
         top_up_wait_ms: int = 0,
         in_flight: int = 1,
+        batch_timeout: float = 30.0,
+        healthy: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
+        """`consumer_factory` makes the Kafka consumer of each run. `batch_timeout` bounds
+        the handler's time for a batch, and then for each of its events alone. `healthy`
+        (the database answers) is asked before an event that outlasted it is parked: when
+        it says no, the outage is to blame and the batch is retried instead."""
         self._service = service
         self._top_up_wait_ms = top_up_wait_ms
         self._in_flight = max(1, in_flight)
-        self._consumer = consumer
+        self._new_consumer = consumer_factory
+        self._consumer = consumer_factory()
+        self._runs = 0
         self._producer = producer
         self._handle_batch = handle_batch
         self._max_records = max_records
+        self._batch_timeout = batch_timeout
+        self._healthy = healthy
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committer: asyncio.Task[None] | None = None
+        # Liveness: when the loop last polled with success; the partitions rewound after a
+        # failure and not applied since (while one is still ours, the loop is stuck); and
+        # the next offset to apply of each partition (for the lag).
+        self._last_poll = time.monotonic()
+        self._rewound: set[TopicPartition] = set()
+        self._next: dict[TopicPartition, int] = {}
+        _export_liveness(self)
+
+    def liveness(self) -> ConsumerLiveness:
+        assigned = self._assignment()
+        lag: int | None = None
+        for tp in assigned:
+            at = self._next.get(tp)
+            end = self._consumer.highwater(tp)  # None until a fetch told it
+            if at is not None and end is not None:
+                lag = (lag or 0) + max(0, end - at)
+        return ConsumerLiveness(
+            self._service, time.monotonic() - self._last_poll, len(assigned), lag
+        )
+
+    def _assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())  # empty before the consumer joined
+
+    def _polled(self) -> None:
+        """A poll succeeded, unless a partition that is still ours waits to be applied again."""
+        if not self._rewound & self._assignment():
+            self._last_poll = time.monotonic()
 
     def request_stop(self) -> None:
         """Finish the batch under way (and commit its offsets), then return from `run`."""
@@ -145,6 +270,17 @@ class EventConsumer:
         all of them are fetched again from the failed one on (the inbox drops what a
         finished one applied).
         """
+        if self._runs:
+            # The last run stopped its consumer (it died of something unexpected): aiokafka
+            # cannot start a consumer twice, so this run joins the group with a new one.
+            CONSUMER_RESTARTS.labels(self._service).inc()
+            self._consumer = self._new_consumer()
+        self._runs += 1
+        # What the last run left is the last consumer's: its partitions are fetched again
+        # from their committed offsets (the inbox drops what was applied).
+        self._uncommitted, self._committer = {}, None
+        self._rewound.clear()
+        self._next.clear()
         await self._start()
         flights: deque[tuple[Records, asyncio.Task[None]]] = deque()
         try:
@@ -155,7 +291,11 @@ class EventConsumer:
                 )
                 if batches:
                     batches = await self._top_up(batches)
+                    for tp, records in batches.items():
+                        self._next.setdefault(tp, records[0].offset)
                     flights.append((batches, asyncio.create_task(self._timed_apply(batches))))
+                elif not flights:
+                    self._polled()
                 # Retire in order: the oldest batch when no more may fly, when nothing
                 # new came, or when it is done anyway.
                 while flights and (
@@ -167,7 +307,10 @@ class EventConsumer:
                         continue
                     CONSUMER_RETRIES.labels(self._service).inc()
                     log.warning(
-                        "%s consumer: %s; retrying in %.1fs", self._service, failure, backoff
+                        "%s consumer: %s; retrying in %.1fs",
+                        self._service,
+                        describe(failure),
+                        backoff,
                     )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -198,26 +341,64 @@ class EventConsumer:
     async def _retire(self, flights: deque[tuple[Records, asyncio.Task[None]]]) -> Exception | None:
         """Wait for the oldest batch in flight. Applied: its offsets go to be committed
         (None). A transient failure: the batches after it finish, every partition is
-        rewound to its first record among them, and the failure is returned. Any other
-        failure is raised."""
+        rewound to its first record among them, and the failure is returned. Timed out: the
+        batches after it finish, then its events are applied one at a time (see
+        `_apply_one_by_one`). Any other failure is raised."""
         batches, task = flights.popleft()
         try:
             await task
         except Exception as exc:
             rest = list(flights)
             flights.clear()
-            await asyncio.gather(*(t for _, t in rest), return_exceptions=True)
-            if not is_transient(exc):
+            later = await asyncio.gather(*(t for _, t in rest), return_exceptions=True)
+            if isinstance(exc, HandlerTimedOut):
+                # Only now, with nothing else in flight, are its events tried alone: a batch
+                # in flight beside a hung one may have waited for its locks, and timed out
+                # for no fault of its own events.
+                try:
+                    await self._apply_one_by_one(exc.batch, exc)
+                except Exception as search_exc:
+                    if not is_transient(search_exc):
+                        raise
+                    exc = search_exc
+                else:
+                    self._count(exc.batch)
+                    self._applied(batches)
+                    if any(isinstance(outcome, BaseException) for outcome in later):
+                        self._rewind([b for b, _ in rest])  # fetched again, timed out or not
+                    else:
+                        for b, _ in rest:
+                            self._applied(b)
+                    return None
+            elif not is_transient(exc):
                 raise
-            first: dict[TopicPartition, int] = {}
-            for failed in (batches, *(b for b, _ in rest)):
-                for tp, records in failed.items():
-                    first[tp] = min(first.get(tp, records[0].offset), records[0].offset)
-            for tp, offset in first.items():
-                self._consumer.seek(tp, offset)
+            self._rewind([batches, *(b for b, _ in rest)])
             return exc
-        self._commit_soon({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        self._applied(batches)
         return None
+
+    def _applied(self, batches: Records) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        self._next.update(offsets)
+        self._rewound.difference_update(offsets)
+        self._polled()
+        self._commit_soon(offsets)
+
+    def _rewind(self, failed: Sequence[Records]) -> None:
+        """Fetch these batches again: each partition from its first record among them."""
+        first: dict[TopicPartition, int] = {}
+        for batches in failed:
+            for tp, records in batches.items():
+                first[tp] = min(first.get(tp, records[0].offset), records[0].offset)
+        # A rebalance meanwhile may have given a partition to another replica (aiokafka
+        # refuses to seek it): that one starts from the committed offset. One given back
+        # to this consumer starts there too, and seeking it skips only applied records.
+        assigned = self._assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+                self._rewound.add(tp)
+                self._next[tp] = offset
 
     async def _top_up(self, batches: Records) -> Records:
         """Add what the broker got while the last batch was applied.
@@ -263,7 +444,7 @@ class EventConsumer:
             except KafkaError as exc:
                 # CommitFailedError after a rebalance, or Kafka gone: the batch is applied
                 # (inbox), so redelivery to whoever owns the partition next changes nothing.
-                log.info("%s consumer: offset commit failed: %s", self._service, exc)
+                log.info("%s consumer: offset commit failed: %s", self._service, describe(exc))
 
     async def _start(self) -> None:
         backoff = 0.5
@@ -273,7 +454,13 @@ class EventConsumer:
                 self.started.set()
                 return
             except KafkaError as exc:
-                log.warning("%s consumer: Kafka not reachable (%s); retrying", self._service, exc)
+                log.warning(
+                    "%s consumer: Kafka not reachable (%s); retrying", self._service, describe(exc)
+                )
+                # A start that failed half-way may have left state a second start refuses.
+                with contextlib.suppress(Exception):
+                    await self._consumer.stop()
+                self._consumer = self._new_consumer()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -284,27 +471,74 @@ class EventConsumer:
                 try:
                     event = decode_event(record.value or b"")
                 except UndecodableEvent as exc:
-                    await self._park(record, f"undecodable: {exc}")
+                    await self._park(record, _undecodable(exc))
                     continue
                 delivered.append(Delivered(event, record.topic, record.partition, record.offset))
         if not delivered:
             return
         try:
-            await self._handle_batch(delivered)
+            await self._bounded(delivered)
+        except HandlerTimedOut:
+            raise  # searched in turn, with nothing else in flight (see _retire)
         except Exception as exc:
-            if is_transient(exc):
-                raise TransientFailure(str(exc)) from exc
-            # Find the bad event(s): apply one by one, parking those that still fail.
-            log.exception("%s consumer: batch failed; applying one event at a time", self._service)
-            for item in delivered:
-                try:
-                    await self._handle_batch([item])
-                except Exception as item_exc:
-                    if is_transient(item_exc):
-                        raise TransientFailure(str(item_exc)) from item_exc
-                    await self._park_delivered(item, f"handler failed: {item_exc!r}")
+            await self._apply_one_by_one(delivered, exc)
+        self._count(delivered)
+
+    def _count(self, delivered: Sequence[Delivered]) -> None:
         for item in delivered:
             EVENTS_APPLIED.labels(self._service, item.topic).inc()
+
+    async def _apply_one_by_one(self, delivered: Sequence[Delivered], exc: Exception) -> None:
+        """Find the bad event(s) of a batch that failed: apply one by one, park those that
+        still fail."""
+        if is_transient(exc):
+            raise TransientFailure(describe(exc)) from exc
+        if isinstance(exc, HandlerTimedOut) and not await self._database_answers():
+            raise TransientFailure("the database does not answer") from exc
+        log.error(
+            "%s consumer: a batch of %d events failed (%s); applying them one at a time",
+            self._service,
+            len(delivered),
+            describe(exc),
+        )
+        for item in delivered:
+            try:
+                await self._bounded([item])
+            except Exception as item_exc:
+                await self._park_delivered(item, await self._park_reason(item_exc))
+
+    async def _park_reason(self, exc: Exception) -> str:
+        """Why an event applied alone is parked; raises TransientFailure when the failure
+        is not the event's (the batch is retried)."""
+        if is_transient(exc):
+            raise TransientFailure(describe(exc)) from exc
+        if isinstance(exc, HandlerTimedOut):
+            if not await self._database_answers():
+                raise TransientFailure("the database does not answer") from exc
+            return f"handler timed out after {self._batch_timeout:g}s"
+        return f"handler failed: {describe(exc)}"
+
+    async def _bounded(self, batch: Sequence[Delivered]) -> None:
+        """The handler on `batch`, given up (and its transaction rolled back) after the bound."""
+        bound = asyncio.timeout(self._batch_timeout)
+        try:
+            async with bound:
+                await self._handle_batch(batch)
+        except TimeoutError:
+            if bound.expired():
+                raise HandlerTimedOut(batch, self._batch_timeout) from None
+            raise  # the handler's own (a driver's connect timeout): transient
+
+    async def _database_answers(self) -> bool:
+        """Whether the handler's dependencies answer, when an event seems to hang it: if
+        they do not, it is an outage, and parking every event would lose them all."""
+        if self._healthy is None:
+            return True
+        try:
+            async with asyncio.timeout(HEALTH_PROBE_SECONDS):
+                return await self._healthy()
+        except Exception:
+            return False
 
     async def _park(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         await self._send_deadletter(
@@ -345,3 +579,21 @@ class EventConsumer:
                 ("dlq_offset", str(offset).encode()),
             ],
         )
+
+
+def _export_liveness(loop: EventConsumer) -> None:
+    """The loop's liveness as gauges of its service, read when /metrics is scraped (the last
+    loop made for a service; a weak reference, so a stopped service's loop can go)."""
+    ref = weakref.ref(loop)
+
+    def read(field: Callable[[ConsumerLiveness], float | None]) -> Callable[[], float]:
+        def value() -> float:
+            current = ref()
+            found = field(current.liveness()) if current is not None else None
+            return math.nan if found is None else float(found)
+
+        return value
+
+    SECONDS_SINCE_POLL.labels(loop._service).set_function(read(lambda c: c.seconds_since_poll))
+    PARTITIONS_ASSIGNED.labels(loop._service).set_function(read(lambda c: c.partitions_assigned))
+    CONSUMER_LAG.labels(loop._service).set_function(read(lambda c: c.lag))

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import gc
 import logging
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -23,7 +24,13 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Authenticator
-from shared.consumer import BatchHandler, EventConsumer, HeldConnection
+from shared.consumer import (
+    BatchHandler,
+    ConsumerLiveness,
+    EventConsumer,
+    HeldConnection,
+    describe,
+)
 from shared.db import create_engine, is_postgres, ping
 from shared.front import Front, FrontHandler, ServiceApp
 from shared.group_commit import GroupCommitter, WriteBatch
@@ -95,10 +102,12 @@ class Runtime:
         self.consumer = (
             EventConsumer(
                 service=self.name,
-                consumer=make_consumer(
+                # A new Kafka consumer for each run of the loop (see EventConsumer.run).
+                consumer_factory=functools.partial(
+                    make_consumer,
                     common.kafka_bootstrap_servers,
                     group_id=settings.group_id,
-                    topics=consume,
+                    topics=tuple(consume),
                     client_id=f"leadflow-{self.name}",
                     fetch=consumer_fetch,
                 ),
@@ -107,6 +116,8 @@ class Runtime:
                 max_records=consumer_max_records,
                 in_flight=1 if single_writer else consumer_in_flight,
                 top_up_wait_ms=consumer_fetch.top_up_wait_ms,
+                batch_timeout=common.consumer_batch_timeout_seconds,
+                healthy=self.database_ready,
             )
             if consume and handler is not None
             else None
@@ -223,6 +234,9 @@ class Runtime:
     async def kafka_ready(self) -> bool:
         return self.producer_started.is_set() and await kafka_reachable(self.producer)
 
+    def consumers(self) -> list[ConsumerLiveness]:
+        return [self.consumer.liveness()] if self.consumer is not None else []
+
 
 async def _bounded(what: str, step: Awaitable[None], seconds: float) -> None:
     try:
@@ -230,20 +244,25 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float) -> None:
             await step
     except TimeoutError:
         log.error("%s took over %.0fs; going on with shut-down", what, seconds)
-    except Exception:
-        log.exception("%s failed; going on with shut-down", what)
+    except Exception as exc:
+        log.error("%s failed (%s); going on with shut-down", what, describe(exc))
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Restart a background loop that died of something unexpected, instead of going silent."""
+    """Restart a background loop that died of something unexpected, instead of going silent.
+
+    The log names the failure by type and says where it was raised, without its message:
+    a database error's text quotes its statement's parameters (a person's e-mail).
+    """
     while True:
         try:
             await run()
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s crashed; restarting in 1s", name)
+        except Exception as exc:
+            where = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+            log.error("%s crashed (%s); restarting in 1s\n%s", name, describe(exc), where)
             await asyncio.sleep(1.0)
 
 
@@ -324,7 +343,17 @@ def create_service_app(
     async def kafka_ready() -> bool:
         return await app.state.runtime.kafka_ready()
 
-    app.include_router(health_router({"database": database_ready, "kafka": kafka_ready}))
+    def consumers() -> list[ConsumerLiveness]:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        return runtime.consumers() if runtime is not None else []
+
+    app.include_router(
+        health_router(
+            {"database": database_ready, "kafka": kafka_ready},
+            consumers=consumers,
+            stall_seconds=common.consumer_stall_seconds,
+        )
+    )
     for router in routers:
         app.include_router(router)
     install_error_handlers(app)

@@ -55,6 +55,14 @@ class CommonSettings(BaseSettings):
     # services' metrics are Prometheus at /metrics, and while it is on every request first
     # asks OpenTelemetry for its three providers (about 5 µs, 1.5% of intake's CPU a lead).
     opentelemetry: bool = False
+    # A consumer that has not polled with success (found nothing new, or applied what it
+    # fetched) for this long makes /readyz answer 503, naming it: it is stuck, e.g. retrying
+    # a batch through a database outage. Keep it above the batch timeout.
+    consumer_stall_seconds: float = Field(default=120.0, gt=0)
+    # A consumer batch the handler has not applied in this long is given up (rolled back);
+    # its events are applied one at a time with the same bound, and one that alone outlasts
+    # it is parked on the dead-letter topic, so one event cannot hang the consumer group.
+    consumer_batch_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod

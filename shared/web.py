@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from shared.consumer import ConsumerLiveness
 from shared.db import is_unavailable
 
 log = logging.getLogger(__name__)
@@ -20,15 +21,25 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
-def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
-    """`/healthz`: the process is up. `/readyz`: every named dependency answers."""
+def health_router(
+    checks: dict[str, ReadinessCheck],
+    *,
+    consumers: Callable[[], Sequence[ConsumerLiveness]] = list,
+    stall_seconds: float = 120.0,
+) -> APIRouter:
+    """`/healthz`: the process is up. `/readyz`: every named dependency answers, and every
+    Kafka consumer polled with success within `stall_seconds` (a stalled one is named, as
+    check `consumer <name>`; each consumer's liveness is in `consumers`)."""
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
+    @router.get(
+        "/readyz",
+        responses={503: {"description": "a dependency is unreachable, or a consumer stalled"}},
+    )
     async def readyz() -> JSONResponse:
         results: dict[str, str] = {}
         for name, check in checks.items():
@@ -37,10 +48,22 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
             except Exception:
                 ok = False
             results[name] = "ok" if ok else "unavailable"
+        liveness: dict[str, dict[str, Any]] = {}
+        for consumer in consumers():
+            stalled = consumer.seconds_since_poll > stall_seconds
+            results[f"consumer {consumer.name}"] = "stalled" if stalled else "ok"
+            liveness[consumer.name] = {
+                "seconds_since_poll": round(consumer.seconds_since_poll, 1),
+                "stall_limit_seconds": stall_seconds,
+                "partitions_assigned": consumer.partitions_assigned,
+                "lag": consumer.lag,
+            }
         ready = all(v == "ok" for v in results.values())
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
+        if liveness:
+            body["consumers"] = liveness
         return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": results},
-            status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
+            body, status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
         )
 
     return router

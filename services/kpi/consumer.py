@@ -40,7 +40,8 @@ async def in_transaction(
             if getattr(exc.orig, "sqlstate", None) not in _CONTENTION:
                 raise
             if attempt == attempts - 1:
-                raise TransientFailure(f"lost {attempts} races for row locks: {exc}") from exc
+                # Not the error's text: it quotes the statement's parameters.
+                raise TransientFailure(f"lost {attempts} races for row locks") from exc
             await asyncio.sleep(0.05 * 2**attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -37,7 +37,7 @@ async def _batches_applied(kafka_bootstrap: str, top_up_wait_ms: int) -> list[in
 
     loop = EventConsumer(
         service="test",
-        consumer=make_consumer(
+        consumer_factory=lambda: make_consumer(
             kafka_bootstrap, f"g-{topic}", [topic], "test", FetchPolicy(max_wait_ms=500)
         ),
         producer=producer,

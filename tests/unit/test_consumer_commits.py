@@ -30,6 +30,9 @@ class _SlowCommitConsumer:
     async def stop(self) -> None:
         self.stopped = True
 
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
         await asyncio.sleep(0)  # a real fetch yields to the loop
         if self.queue:
@@ -44,7 +47,10 @@ class _SlowCommitConsumer:
 
 def _loop(kafka: _SlowCommitConsumer, handle: BatchHandler) -> EventConsumer:
     return EventConsumer(
-        service="test", consumer=cast(Any, kafka), producer=cast(Any, None), handle_batch=handle
+        service="test",
+        consumer_factory=lambda: cast(Any, kafka),
+        producer=cast(Any, None),
+        handle_batch=handle,
     )
 
 

@@ -39,6 +39,9 @@ class _Partition:
         await asyncio.sleep(timeout_ms / 1000)
         return {}
 
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append(offset)
         self.position = offset
@@ -49,7 +52,7 @@ class _Partition:
 
 def _loop(kafka: _Partition, handle: Any, in_flight: int) -> EventConsumer:
     return EventConsumer(
-        service="test", consumer=cast(Any, kafka), producer=cast(Any, None),
+        service="test", consumer_factory=lambda: cast(Any, kafka), producer=cast(Any, None),
         handle_batch=handle, in_flight=in_flight,
     )  # fmt: skip
 

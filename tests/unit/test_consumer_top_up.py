@@ -32,7 +32,7 @@ class _Broker:
 
 def _loop(broker: _Broker, *, top_up_wait_ms: int, max_records: int = 500) -> EventConsumer:
     return EventConsumer(
-        service="test", consumer=cast(Any, broker), producer=cast(Any, None),
+        service="test", consumer_factory=lambda: cast(Any, broker), producer=cast(Any, None),
         handle_batch=cast(Any, None), max_records=max_records, top_up_wait_ms=top_up_wait_ms,
     )  # fmt: skip
 
