@@ -16,7 +16,8 @@ as batches of separate replicas: each group takes its locks in one sorted statem
 a deadlock between a batch's groups and another batch's (two idempotent requests for the
 same person, say) is detected by PostgreSQL and retries the batch. A connection a writer
 finds closed retries the batch on a fresh one, while a failure once COMMIT was sent fails
-the batch (its outcome is unknown).
+the batch: its outcome is unknown, and every caller gets the error marked so
+(`shared.commit_outcome.outcome_unknown`), never an answer that nothing was stored.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from shared.commit_outcome import outcome_unknown, track_commits
 from shared.consumer import ConsumerLiveness
 from shared.db import is_unavailable
 
@@ -69,19 +70,46 @@ def health_router(
     return router
 
 
+# What a retry without an Idempotency-Key does after a COMMIT of unknown outcome, unless
+# the app says better for its own endpoints (`app.state.retry_without_key`).
+RETRY_WITHOUT_KEY = "Without a key, a retry may do it a second time."
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """A database outage answers 503 with Retry-After, never a 5xx stack trace or a false 202."""
+    """A database outage answers 503 with Retry-After, never a 5xx stack trace or a false 202.
+
+    The 503 says what was stored. A failure before COMMIT was sent stored nothing
+    (`"outcome": "not_stored"`): retrying is safe. A connection lost while COMMIT was under
+    way leaves the outcome unknown (`"outcome": "unknown"`): the request may have been
+    stored, so a retry is safe with the same Idempotency-Key (it answers what was stored,
+    or does the work once); what one without a key does depends on the endpoint.
+    """
+    track_commits()
 
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         if is_unavailable(exc):
+            unknown = outcome_unknown(exc)
             log.warning(
-                "database unavailable on %s %s: %s",
-                request.method, request.url.path, type(exc).__name__,
+                "database unavailable on %s %s%s: %s",
+                request.method, request.url.path,
+                " during COMMIT, outcome unknown" if unknown else "", type(exc).__name__,
             )  # fmt: skip
+            if unknown:
+                without_key = getattr(request.app.state, "retry_without_key", RETRY_WITHOUT_KEY)
+                body = {
+                    "detail": "the database connection was lost while the request was being "
+                    "committed: whether it was stored is unknown. A retry with the same "
+                    "Idempotency-Key is safe: it answers what was stored, or does the work "
+                    f"once. {without_key}",
+                    "outcome": "unknown",
+                }
+            else:
+                body = {
+                    "detail": "database unavailable, nothing was stored; retry later",
+                    "outcome": "not_stored",
+                }
             return JSONResponse(
-                {"detail": "database unavailable, nothing was stored; retry later"},
-                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                headers={"Retry-After": "2"},
+                body, status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"}
             )
         log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(

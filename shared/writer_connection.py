@@ -6,9 +6,10 @@ after another, so the writer keeps one connection instead (as consumers do, see
 `shared.consumer.HeldConnection`). What the ping used to hide is handled here: a kept
 connection the server has closed meanwhile (a restart, an idle timeout) fails before its
 COMMIT is sent, nothing was committed, and `StaleConnection` tells the writer to run the
-batch again on a fresh checkout. A failure once COMMIT was sent is raised as it is: the
-outcome is unknown, so the batch must not be retried blindly. Any failure drops the
-connection; the next transaction checks one out of the pool (and pings it).
+batch again on a fresh checkout. A failure once COMMIT was sent is raised marked as a
+COMMIT's (`shared.commit_outcome`): the outcome is unknown, so the batch must not be
+retried blindly, and its callers are not told that nothing was stored. Any failure drops
+the connection; the next transaction checks one out of the pool (and pings it).
 
 SQLite checks a connection out for each transaction, as before: its checkout does not
 ping, and a file database is not closed under a client.
@@ -22,6 +23,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.commit_outcome import mark_failed_at_commit
 from shared.db import is_postgres, is_unavailable
 
 T = TypeVar("T")
@@ -59,6 +61,8 @@ class WriterConnection:
             committing = True
             await transaction.commit()
         except BaseException as exc:
+            if committing:
+                mark_failed_at_commit(exc)
             self._conn = None
             with contextlib.suppress(Exception):
                 await conn.close()  # rolls back; a broken connection is invalidated

@@ -38,7 +38,13 @@ _REFUSALS: dict[int | str, dict[str, str]] = {
     413: {"description": "body over the size limit"},
     415: {"description": "the body is not application/json"},
     422: {"description": "invalid lead, or an Idempotency-Key reused with another body"},
-    503: {"description": "database unavailable; nothing was stored"},
+    503: {
+        "description": "database unavailable. `outcome` `not_stored`: nothing was stored, "
+        "retry. `unknown`: the connection was lost during the commit, the lead may be "
+        "stored: a retry with the same Idempotency-Key is safe; one without a key is "
+        "answered `duplicate` naming the stored lead if there is one (same person, source "
+        "and form within the de-duplication window)"
+    },
 }
 
 

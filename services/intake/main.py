@@ -96,6 +96,12 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         front={("POST", "/v1/leads"): api.post_lead_fast},
     )
     app.state.form_limits = FormLimits(settings)
+    # A 503 after a COMMIT of unknown outcome says what a retry without a key does here.
+    app.state.retry_without_key = (
+        "Without a key, a retry is recognized as a duplicate of the lead if that was stored "
+        f"(the same person from the same source and form within {settings.dedupe_window_hours:g}"
+        " h) and stores nothing new."
+    )
     _document_people_schema(app)
     return app
 

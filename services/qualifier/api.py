@@ -60,6 +60,12 @@ _LIFECYCLE_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such lead"},
     409: {"description": "impossible transition; the body names the current stage"},
     422: {"description": "invalid body (a bad `at` is named), or an Idempotency-Key reused"},
+    503: {
+        "description": "database unavailable. `outcome` `not_stored`: nothing was recorded, "
+        "retry. `unknown`: the connection was lost during the commit and the call may have "
+        "been recorded: a retry with the same Idempotency-Key is safe; without one a contact "
+        "or a payment without `payment_id` may count twice"
+    },
 }
 
 
@@ -239,7 +245,11 @@ async def record_payment(
     request: Request, lead_id: str, body: PaymentIn, principal: SalesTool,
     key: IdempotencyKey = None,
 ) -> JSONResponse:  # fmt: skip
-    """A payment on a won deal (201); the same `payment_id` again answers 200 and counts once."""
+    """A payment on a won deal (201); the same `payment_id` again answers 200 and counts once.
+
+    A payment with neither a `payment_id` nor an `Idempotency-Key` is not retry-safe: if
+    its answer is lost (a timeout, a 503 whose outcome is unknown), a retry may record it
+    twice."""
     currency = body.currency or _settings(request).currency
     if currency != _settings(request).currency:
         raise unprocessable(

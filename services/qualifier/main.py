@@ -81,4 +81,10 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
         on_startup=start,
     )
     app.state.deliverer = deliverer
+    # A 503 after a COMMIT of unknown outcome says what a retry without a key does here.
+    app.state.retry_without_key = (
+        "Without a key, a retry may record the call a second time: a contact counts as a "
+        "further contact, a payment without a payment_id counts twice (a feedback or stage "
+        "the lead already has changes nothing)."
+    )
     return app
