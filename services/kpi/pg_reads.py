@@ -37,10 +37,15 @@ def _filters(alias: str, filters: Sequence[str], first: int) -> str:
     return "".join(f" AND {alias}.{name} = ${first + i}" for i, name in enumerate(filters))
 
 
+def _among(alias: str, group_by: str | None, among: bool, param: int) -> str:
+    # Only the groups an answer shows (an array parameter after the filters).
+    return f" AND {alias}.{group_by} = ANY(${param}::text[])" if among and group_by else ""
+
+
 # Each range is its own index scan (LATERAL): joined to the ranges as a set, the planner
 # would scan the whole table for a handful of buckets.
 @lru_cache(maxsize=64)
-def _aggregates_sql(filters: tuple[str, ...], group_by: str | None) -> str:
+def _aggregates_sql(filters: tuple[str, ...], group_by: str | None, among: bool = False) -> str:
     group = f"a.{group_by}" if group_by else "NULL::text"
     return (
         "SELECT r.point, s.metric, s.bin, s.grp, sum(s.amount) "
@@ -49,20 +54,22 @@ def _aggregates_sql(filters: tuple[str, ...], group_by: str | None) -> str:
         f"CROSS JOIN LATERAL (SELECT a.metric, a.bin, {group} AS grp, sum(a.value) AS amount "
         "FROM kpi_aggregates AS a WHERE a.generation = $1 AND a.rollup = $6 "
         "AND a.grain = r.grain AND a.bucket_start >= r.lo AND a.bucket_start < r.hi "
-        f"AND a.metric = ANY($7::text[]){_filters('a', filters, 8)} GROUP BY 1, 2, 3) AS s "
+        f"AND a.metric = ANY($7::text[]){_filters('a', filters, 8)}"
+        f"{_among('a', group_by, among, 8 + len(filters))} GROUP BY 1, 2, 3) AS s "
         "GROUP BY 1, 2, 3, 4"
     )
 
 
 @lru_cache(maxsize=64)
-def _facts_sql(filters: tuple[str, ...], group_by: str | None) -> str:
+def _facts_sql(filters: tuple[str, ...], group_by: str | None, among: bool = False) -> str:
     group = f"f.{group_by}" if group_by else "NULL::text"
     return (
         "SELECT r.point, s.metric, s.bin, s.grp, s.value "
         "FROM unnest($2::int4[], $3::timestamptz[], $4::timestamptz[]) AS r(point, lo, hi) "
         f"CROSS JOIN LATERAL (SELECT f.metric, f.bin, {group} AS grp, f.value "
         "FROM kpi_facts AS f WHERE f.generation = $1 AND f.at >= r.lo AND f.at < r.hi "
-        f"AND f.metric = ANY($5::text[]){_filters('f', filters, 6)}) AS s"
+        f"AND f.metric = ANY($5::text[]){_filters('f', filters, 6)}"
+        f"{_among('f', group_by, among, 6 + len(filters))}) AS s"
     )
 
 
@@ -74,19 +81,23 @@ async def aggregate_sums(
     metrics: Sequence[str],
     filters: dict[str, str],
     group_by: str | None,
+    groups_in: Sequence[str] | None = None,
 ) -> list[Row]:
     """Sums per (point, metric, bin, group) of the aggregate buckets of `grain` starting in
-    [lo, hi), for each (point, grain, lo, hi) of `ranges`."""
+    [lo, hi), for each (point, grain, lo, hi) of `ranges` (of the groups `groups_in` only,
+    when given)."""
     names = tuple(sorted(filters))
     _checked([*names, *([group_by] if group_by else [])])
+    among = groups_in is not None
     result = await conn.exec_driver_sql(
-        _aggregates_sql(names, group_by),
+        _aggregates_sql(names, group_by, among),
         (
             generation,
             *as_columns(ranges, 4),
             rollup,
             list(metrics),
             *(filters[n] for n in names),
+            *([list(groups_in)] if groups_in is not None else []),
         ),
     )
     rows: list[Any] = list(result)
@@ -100,21 +111,33 @@ async def edge_facts(
     metrics: Sequence[str],
     filters: dict[str, str],
     group_by: str | None,
+    groups_in: Sequence[str] | None = None,
 ) -> list[Row]:
-    """The facts (point, metric, bin, group, value) at in [lo, hi), for each (point, lo, hi)."""
+    """The facts (point, metric, bin, group, value) at in [lo, hi), for each (point, lo, hi)
+    (of the groups `groups_in` only, when given)."""
     names = tuple(sorted(filters))
     _checked([*names, *([group_by] if group_by else [])])
     result = await conn.exec_driver_sql(
-        _facts_sql(names, group_by),
-        (generation, *as_columns(ranges, 3), list(metrics), *(filters[n] for n in names)),
+        _facts_sql(names, group_by, groups_in is not None),
+        (
+            generation,
+            *as_columns(ranges, 3),
+            list(metrics),
+            *(filters[n] for n in names),
+            *([list(groups_in)] if groups_in is not None else []),
+        ),
     )
     rows: list[Any] = list(result)
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 @lru_cache(maxsize=64)
-def _durations_sql(filters: tuple[str, ...], group_by: str | None) -> str:
+def _durations_sql(filters: tuple[str, ...], group_by: str | None, besides: bool = False) -> str:
+    # `besides`: the durations of every group but those of an array parameter after the
+    # filters, as one group (an answer's "(other)").
     group = f" AND f.{group_by} = w.grp" if group_by else ""
+    if besides and group_by:
+        group = f" AND NOT (f.{group_by} = ANY(${10 + len(filters)}::text[]))"
     return (
         "SELECT w.n, v.vals "
         "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::timestamptz[], $6::timestamptz[], "
@@ -141,14 +164,20 @@ async def duration_runs(
     runs: Sequence[tuple[str, int, datetime, datetime, str | None, int, int]],
     filters: dict[str, str],
     group_by: str | None,
+    groups_not_in: Sequence[str] | None = None,
 ) -> dict[int, list[Decimal]]:
     """For each run (metric, bin, lo, hi, group, first index, count), by its position in
     `runs`: the durations from the first index (from 0) on, in order, of that bin closing in
-    [lo, hi), in the group. One sorted read gives every rank of a run (a median's two)."""
+    [lo, hi), in the group (with `groups_not_in`: in none of those groups). One sorted read
+    gives every rank of a run (a median's two)."""
     names = tuple(sorted(filters))
     _checked([*names, *([group_by] if group_by else [])])
-    sql = _durations_sql(names, group_by)
-    values = [filters[n] for n in names]
+    besides = groups_not_in is not None and group_by is not None
+    sql = _durations_sql(names, group_by, besides)
+    values: list[Any] = [filters[n] for n in names]
+    if besides:
+        assert groups_not_in is not None
+        values.append(list(groups_not_in))
     if len(runs) < SPLIT_RUNS_FROM:
         return await _read_runs(conn, sql, generation, runs, 0, values)
     # The second transaction reads the database as this one sees it (pg_export_snapshot).
@@ -180,7 +209,7 @@ def _snapshot_id(text: str) -> str:
 Runs = Sequence[tuple[str, int, datetime, datetime, str | None, int, int]]
 
 
-def _run_params(generation: int, runs: Runs, first_n: int, filters: Sequence[str]) -> list[Any]:
+def _run_params(generation: int, runs: Runs, first_n: int, filters: Sequence[Any]) -> list[Any]:
     rows: list[tuple[Any, ...]] = [
         (first_n + i, metric, bin_, lo, hi, group or "", first, count)
         for i, (metric, bin_, lo, hi, group, first, count) in enumerate(runs)
@@ -194,7 +223,7 @@ def _found(rows: Sequence[Any]) -> dict[int, list[Decimal]]:
 
 async def _read_runs(
     conn: AsyncConnection, sql: str, generation: int, runs: Runs, first_n: int,
-    filters: Sequence[str],
+    filters: Sequence[Any],
 ) -> dict[int, list[Decimal]]:  # fmt: skip
     result = await conn.exec_driver_sql(sql, tuple(_run_params(generation, runs, first_n, filters)))
     return _found(list(result))
@@ -202,7 +231,7 @@ async def _read_runs(
 
 async def _read_runs_on_driver(
     driver: asyncpg.Connection, sql: str, generation: int, runs: Runs, first_n: int,
-    filters: Sequence[str],
+    filters: Sequence[Any],
 ) -> dict[int, list[Decimal]]:  # fmt: skip
     return _found(await driver.fetch(sql, *_run_params(generation, runs, first_n, filters)))
 

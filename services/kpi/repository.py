@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -544,10 +545,17 @@ async def claim_events(conn: AsyncConnection, claims: Sequence[tuple[str, str, s
 
 @dataclass(frozen=True)
 class Slice:
-    """Which rows a read looks at: dimension filters, and an optional dimension to group by."""
+    """Which rows a read looks at: dimension filters, and an optional dimension to group by.
+
+    `groups_in` keeps only these values of `group_by` (the groups an answer shows);
+    `groups_not_in` every value but these (the rest, read as one group). Values as stored:
+    '' for none.
+    """
 
     filters: Mapping[str, str]
     group_by: str | None = None
+    groups_in: tuple[str, ...] | None = None
+    groups_not_in: tuple[str, ...] | None = None
 
     @property
     def rollup(self) -> int:
@@ -559,7 +567,12 @@ class Slice:
 
 
 def _where_dims(table: sa.Table, where: Slice) -> list[sa.ColumnElement[bool]]:
-    return [table.c[name] == value for name, value in where.filters.items()]
+    out = [table.c[name] == value for name, value in where.filters.items()]
+    if where.group_by and where.groups_in is not None:
+        out.append(table.c[where.group_by].in_(where.groups_in))
+    if where.group_by and where.groups_not_in is not None:
+        out.append(table.c[where.group_by].not_in(where.groups_not_in))
+    return out
 
 
 # (metric, bin) -> summed value; for a duration, bin >= 1 and the value is a count.
@@ -636,15 +649,27 @@ async def sums(
         return [sa.and_(f.at >= lo, f.at < hi) for lo, hi in cov.facts]
 
     if disjoint:
-        everything = [r for _, cov in points for r in bucket_ranges(cov)]
+        # Rows go to the points by time, so ranges that touch are read as one: a daily series
+        # over three years is a few ranges, not 1,096 (SQLite tests each row against every
+        # range of an OR: a grouped one took 3 s a read).
+        merged = Coverage(
+            _touching([b for _, cov in points for b in cov.buckets]),
+            [
+                (lo, hi)
+                for _, lo, hi in _touching([("", *f) for _, cov in points for f in cov.facts])
+            ],
+        )
+        everything = bucket_ranges(merged)
         for i in range(0, len(everything), _CHUNK // 4):
-            for row in await conn.execute(aggregate_query(None, everything[i : i + _CHUNK // 4])):
+            found = await conn.execute(aggregate_query(None, everything[i : i + _CHUNK // 4]))
+            async for row in _yielding(found):
                 group = row[2] if where.group_by else None
                 point = _bisect_point(starts, row.bucket_start)
                 add(point, group, row.metric, row.bin, row.amount)
-        edges = [r for _, cov in points for r in fact_ranges(cov)]
+        edges = fact_ranges(merged)
         for i in range(0, len(edges), _CHUNK // 4):
-            for row in await conn.execute(facts_query(None, edges[i : i + _CHUNK // 4])):
+            found = await conn.execute(facts_query(None, edges[i : i + _CHUNK // 4]))
+            async for row in _yielding(found):
                 group = row[2] if where.group_by else None
                 # A duration's aggregate counts it in its bin; a count or sum adds its value.
                 add(_bisect_point(starts, row.at), group, row.metric, row.bin,
@@ -664,6 +689,28 @@ async def sums(
         for row in await conn.execute(sa.union_all(*edge_branches)):
             add(row.point, row[3] if where.group_by else None, row.metric, row.bin,
                 1 if row.bin else row.amount)  # fmt: skip
+    return out
+
+
+async def _yielding(result: Any, size: int = 1000) -> AsyncIterator[Any]:
+    """The rows of a read, letting the event loop run between every `size`: a long series'
+    rows (each time parsed from SQLite's text) would hold it for tens of milliseconds."""
+    for rows in result.partitions(size):
+        for row in rows:
+            yield row
+        await asyncio.sleep(0)
+
+
+def _touching(
+    ranges: Sequence[tuple[str, datetime, datetime]],
+) -> list[tuple[str, datetime, datetime]]:
+    """(grain, lo, hi) ranges that do not overlap, those of one grain that touch made one."""
+    out: list[tuple[str, datetime, datetime]] = []
+    for grain, lo, hi in sorted(ranges):
+        if out and out[-1][0] == grain and out[-1][2] == lo:
+            out[-1] = (grain, out[-1][1], hi)
+        else:
+            out.append((grain, lo, hi))
     return out
 
 
@@ -697,16 +744,88 @@ async def _sums_pg(
     buckets = [(i, *b) for i, (_, cov) in enumerate(points) for b in cov.buckets]
     if buckets:
         rows = await pg_reads.aggregate_sums(
-            conn, generation, where.rollup, buckets, metrics, filters, where.group_by
-        )
+            conn, generation, where.rollup, buckets, metrics, filters, where.group_by,
+            where.groups_in,
+        )  # fmt: skip
         for point, metric, bin_, group, amount in rows:
             _add_sum(out, point, group, metric, bin_, amount)
     edges = [(i, *r) for i, (_, cov) in enumerate(points) for r in cov.facts]
     if edges:
-        rows = await pg_reads.edge_facts(conn, generation, edges, metrics, filters, where.group_by)
+        rows = await pg_reads.edge_facts(
+            conn, generation, edges, metrics, filters, where.group_by, where.groups_in
+        )
         for point, metric, bin_, group, value in rows:
             # A duration's aggregate counts it in its bin; a count or sum adds its value.
             _add_sum(out, point, group, metric, bin_, 1 if bin_ else value)
+
+
+async def rank_groups(
+    conn: AsyncConnection,
+    generation: int,
+    cov: Coverage,
+    metrics: Sequence[str],
+    rank_metrics: Sequence[str],
+    where: Slice,
+    *,
+    limit: int | None = None,
+) -> tuple[list[tuple[str, Decimal]], int]:
+    """The values of `where.group_by` that have data for `metrics` over a coverage, by the
+    total of `rank_metrics` (a duration counts its leads) largest first, then by name (code
+    point order): the first `limit` with their totals (stored values, '' for none), and how
+    many there are in all.
+
+    The database ranks and counts them, so however many groups a store holds (campaigns come
+    from anonymous form posts) only `limit` rows come back.
+    """
+    group_by = where.group_by
+    assert group_by is not None
+    if not metrics or not (cov.buckets or cov.facts):
+        return [], 0
+    a, f = aggregates.c, facts.c
+    metric_list = sorted(set(metrics))
+    branches: list[Any] = []
+    if cov.buckets:
+        ranges = [
+            sa.and_(a.grain == grain, a.bucket_start >= lo, a.bucket_start < hi)
+            for grain, lo, hi in cov.buckets
+        ]
+        branches.append(
+            sa.select(a[group_by].label("grp"), a.metric, a.value.label("amount")).where(
+                a.generation == generation, a.rollup == where.rollup,
+                a.metric.in_(metric_list), sa.or_(*ranges), *_where_dims(aggregates, where),
+            )
+        )  # fmt: skip
+    if cov.facts:
+        # A duration's aggregate counts it in its bin; a count or sum adds its value.
+        amount = sa.case((f.bin > 0, sa.literal(1, sa.Numeric)), else_=f.value)
+        branches.append(
+            sa.select(f[group_by].label("grp"), f.metric, amount.label("amount")).where(
+                f.generation == generation, f.metric.in_(metric_list),
+                sa.or_(*[sa.and_(f.at >= lo, f.at < hi) for lo, hi in cov.facts]),
+                *_where_dims(facts, where),
+            )
+        )  # fmt: skip
+    u = (sa.union_all(*branches) if len(branches) > 1 else branches[0]).subquery()
+    rank_list = sorted(set(rank_metrics))
+    rank: Any = (
+        sa.func.sum(sa.case((u.c.metric.in_(rank_list), u.c.amount), else_=0))
+        if rank_list
+        else None
+    )
+    # A group whose every row is back at zero (its leads moved to another route) has no data.
+    has_data = sa.func.sum(sa.case((u.c.amount != 0, 1), else_=0)) > 0
+    name = u.c.grp.collate("C") if is_postgres(conn) else u.c.grp  # SQLite: binary already
+    stmt = (
+        sa.select(u.c.grp, rank if rank is not None else sa.null(), sa.func.count().over())
+        .group_by(u.c.grp)
+        .having(has_data)
+        .order_by(*([rank.desc()] if rank is not None else []), name)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = (await conn.execute(stmt)).all()
+    ranked = [(str(r[0]), Decimal(str(r[1] or 0))) for r in rows]
+    return ranked, int(rows[0][2]) if rows else 0
 
 
 # One duration to find: (metric, value bin, period start, period end, group, index in bin).
@@ -739,7 +858,7 @@ async def duration_values(
 ) -> dict[Wanted, Decimal]:
     """The seconds of each wanted duration: the `index`-th smallest (from 0) of `metric`'s
     durations in value bin `bin` that close within [start, end) (and are in `group` of
-    `where.group_by`).
+    `where.group_by`, or, with `where.groups_not_in`, in none of those groups).
 
     The database picks them (ORDER BY ... LIMIT 1 OFFSET index): it reads only that bin's
     rows within the period, and only the few values asked for travel back. On PostgreSQL
@@ -752,7 +871,7 @@ async def duration_values(
         runs = _runs(unique)
         if runs:
             found = await pg_reads.duration_runs(
-                conn, generation, runs, dict(where.filters), where.group_by
+                conn, generation, runs, dict(where.filters), where.group_by, where.groups_not_in
             )
             for n, values in found.items():
                 metric, bin_, start, end, group, first, _ = runs[n]
@@ -767,7 +886,7 @@ async def duration_values(
                 f.generation == generation, f.metric == metric, f.bin == bin_, f.bin > 0,
                 f.at >= start, f.at < end, *_where_dims(facts, where),
             ]  # fmt: skip
-            if where.group_by:
+            if where.group_by and where.groups_not_in is None:
                 conditions.append(f[where.group_by] == (group or ""))
             one = (
                 sa.select(f.value).where(*conditions).order_by(f.value).limit(1).offset(index)
