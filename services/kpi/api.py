@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kpi import periods, rebuild, repository, service, spread
+from services.kpi import periods, rebuild, repository, series, service, spread
 from services.kpi.config import KpiSettings
 from services.kpi.metrics import CATALOGUE, METRICS
 from services.kpi.presentation import flatten
@@ -257,20 +258,51 @@ async def timeseries(
         Query(description="One dimension to split each series by"),
     ] = None,
 ) -> Response:
-    """One point per calendar bucket (in `tz`) of each metric, optionally per group."""
+    """One point per calendar bucket (in `tz`) of each metric, optionally per group.
+
+    Grouped: the top groups by the first metric and one "(other)" group, cells where nothing
+    happened left out when the answer would not fit otherwise; `sparse` and `truncated` say
+    what was left out (docs/kpi.md).
+    """
     _reject_unknown(request, _COMMON | {"metric", "grain", "group_by"})
     names = _metric_names(metric)
     scope = service.Scope(params.tz, params.filters, group_by)
-    async with _reading(_runtime(request).engine) as conn:
-        body = await service.timeseries(conn, params.period, grain, names, scope)
-    body["currency"] = _settings(request).currency
+    settings = _settings(request)
+    limits = series.Limits(settings.timeseries_max_groups, settings.timeseries_max_points)
+    try:
+        async with _reading(_runtime(request).engine) as conn:
+            body = await series.timeseries(conn, params.period, grain, names, scope, limits)
+    except series.SeriesTooLarge as exc:
+        raise unprocessable(["query", "grain"], str(exc)) from exc
+    body["currency"] = settings.currency
     header = ["metric", "start", "end", "label", "group", "value"]
-    rows = [
+    rows = (
         [label, p["start"], p["end"], p["label"], p["group"], value]
         for p in body["points"]
         for label, value in flatten(p["metric"], p["value"])
-    ]
-    return respond(request, body=body, rows=(header, rows), fmt=params.fmt)
+    )
+    # Tens of thousands of points take a while to write: off the event loop.
+    return await asyncio.to_thread(
+        respond, request, body=body, rows=(header, rows), fmt=params.fmt,
+        headers=_series_headers(body),
+    )  # fmt: skip
+
+
+def _series_headers(body: dict[str, Any]) -> dict[str, str]:
+    """What a grouped series left out, for CSV readers too (the JSON body says it as well)."""
+    headers = {}
+    if body["sparse"]:
+        headers["Leadflow-Sparse"] = "true"
+    if body["truncated"]:
+        left_out = body["truncated"]
+        groups = left_out["groups"]
+        # The label is ours ("(other)", "(other 2)"), never a group's own text.
+        text = f"groups; shown={groups['shown']}; omitted={groups['omitted']}; "
+        text += f'other="{groups["other"]}"'
+        if "points" in left_out:
+            text += f"; point-limit={left_out['points']['limit']}"
+        headers["Leadflow-Truncated"] = text
+    return headers
 
 
 @router.get(

@@ -36,6 +36,14 @@ class KpiSettings(ServiceSettings):
     consumer_in_flight: int = Field(default=2, ge=1, le=8)
     # The longest period a read may ask for.
     max_range_days: int = Field(default=3 * 366, ge=1)
+    # A grouped timeseries shows this many groups at most, those with the most behind its
+    # first metric, and folds the rest into one "(other)" group: campaigns come from
+    # anonymous form posts, so anyone can make thousands.
+    timeseries_max_groups: int = Field(default=50, ge=1, le=1000)
+    # Points (metric x bucket x group) an answer holds at most, about 3 MB of JSON: a series
+    # whose buckets times metrics pass it is refused (422); a grouped one leaves empty cells
+    # out, then shows fewer groups.
+    timeseries_max_points: int = Field(default=20_000, ge=100, le=1_000_000)
     # The deployment's one currency: payments in another are parked, not summed.
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
     # Rebuild: events per transaction, and how often an idle process looks for a rebuild

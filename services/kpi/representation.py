@@ -59,13 +59,25 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def respond(request: Request, *, body: Any, rows: Rows, fmt: str | None) -> Response:
+def respond(
+    request: Request,
+    *,
+    body: Any,
+    rows: Rows,
+    fmt: str | None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     if wants_csv(request, fmt):
         content, media_type = csv_bytes(*rows), CSV_TYPE
     else:
         content, media_type = orjson.dumps(body), JSON_TYPE
     etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": "Accept, Authorization"}
+    headers = {
+        **(headers or {}),
+        "ETag": etag,
+        "Cache-Control": CACHE_CONTROL,
+        "Vary": "Accept, Authorization",
+    }
     if request.method in ("GET", "HEAD") and _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(content, media_type=media_type, headers=headers)

@@ -101,6 +101,25 @@ class Point(BaseModel):
     value: Number | DurationValue
 
 
+class GroupsLeftOut(BaseModel):
+    limit: int = Field(description="LEADFLOW_KPI_TIMESERIES_MAX_GROUPS")
+    shown: int = Field(description="Groups answered on their own")
+    omitted: int = Field(description="Groups folded into the `other` group")
+    other: str = Field(description='The folded group\'s name: "(other)" (or "(other 2)", ...)')
+    ranked_by: str = Field(description="What the groups were ranked by, largest first")
+
+
+class PointsLimit(BaseModel):
+    limit: int = Field(description="LEADFLOW_KPI_TIMESERIES_MAX_POINTS")
+
+
+class Truncated(BaseModel):
+    groups: GroupsLeftOut
+    points: PointsLimit | None = Field(
+        default=None, description="Present when the point limit, not the group limit, cut groups"
+    )
+
+
 class TimeseriesOut(BaseModel):
     from_: str = Field(alias="from")
     to: str
@@ -111,6 +130,13 @@ class TimeseriesOut(BaseModel):
     units: dict[str, str]
     group_by: str | None
     filters: dict[str, str]
+    sparse: bool = Field(
+        description="Cells where nothing happened are left out (a grouped series that would "
+        "not fit otherwise): read a missing cell as the metric with nothing counted"
+    )
+    truncated: Truncated | None = Field(
+        description="Groups folded into one `other` group; null when every group is shown"
+    )
     points: list[Point]
 
 

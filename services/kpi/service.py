@@ -1,4 +1,5 @@
-"""KPI use cases: fold events into a generation, and answer summary, timeseries and funnel.
+"""KPI use cases: fold events into a generation, and answer summary and funnel (and the
+reads services/kpi/series.py builds timeseries from).
 
 They run in the caller's connection or transaction; none of them commits.
 """
@@ -32,7 +33,7 @@ from services.kpi.metrics import (
     stored_needed,
 )
 from services.kpi.periods import Period
-from services.kpi.presentation import Json, comparison, write
+from services.kpi.presentation import comparison, write
 from services.kpi.repository import Slice
 from shared.events import Event, LeadPaymentReceived
 
@@ -112,7 +113,7 @@ class Scope:
 Values = dict[tuple[int, str | None], dict[str, Value]]
 
 
-async def _duration_stats(
+async def duration_stats(
     conn: AsyncConnection,
     generation: int,
     points: Sequence[Period],
@@ -150,7 +151,7 @@ async def _duration_stats(
 
 
 @dataclass
-class _Money:
+class Money:
     """Plan per point, spend per (point, group); None where the scope's dimensions rule them out."""
 
     plan: dict[int, Decimal]
@@ -165,12 +166,12 @@ class _Money:
         return self.spend.get((point, group), Decimal(0)) if self.spend_applies else None
 
 
-async def _plan_and_spend(
+async def plan_and_spend(
     conn: AsyncConnection, points: Sequence[Period], scope: Scope, names: set[str]
-) -> _Money:
+) -> Money:
     """Plans carry no dimension and spend carries channel and campaign only: filtered or
     grouped by another dimension, they are unknown (None), not zero."""
-    money = _Money(
+    money = Money(
         {}, {},
         plan_applies=bool(names & USES_PLAN) and not scope.dimensions,
         spend_applies=bool(names & USES_SPEND) and scope.dimensions <= SPEND_DIMENSIONS,
@@ -217,7 +218,7 @@ async def evaluate(
         scope.slice,
         disjoint=disjoint,
     )
-    money = await _plan_and_spend(conn, points, scope, set(names))
+    money = await plan_and_spend(conn, points, scope, set(names))
     groups: set[str | None] = {None}
     if scope.group_by:
         # Every group any point has, so each group's series is complete; spend may know a
@@ -225,7 +226,7 @@ async def evaluate(
         groups = {g for _, g in stored} | {g for _, g in money.spend}
     duration_names = [n for n in DURATION_METRICS if n in stored_names]
     stats = (
-        await _duration_stats(conn, generation, points, stored, duration_names, scope.slice)
+        await duration_stats(conn, generation, points, stored, duration_names, scope.slice)
         if duration_names
         else {}
     )
@@ -243,12 +244,12 @@ async def evaluate(
     return out
 
 
-def _iso(dt: datetime, tz: ZoneInfo) -> str:
+def iso(dt: datetime, tz: ZoneInfo) -> str:
     return dt.astimezone(tz).isoformat()
 
 
-def _period_json(p: Period, tz: ZoneInfo) -> dict[str, str]:
-    return {"from": _iso(p.start, tz), "to": _iso(p.end, tz)}
+def period_json(p: Period, tz: ZoneInfo) -> dict[str, str]:
+    return {"from": iso(p.start, tz), "to": iso(p.end, tz)}
 
 
 ALL_METRICS: tuple[str, ...] = tuple(m.name for m in CATALOGUE)
@@ -282,47 +283,11 @@ async def summary(
             "delta_year_ago_pct": pct_ago,
         }
     return {
-        **_period_json(period, scope.tz),
+        **period_json(period, scope.tz),
         "tz": scope.tz.key,
         "filters": dict(scope.filters),
-        "periods": {k: _period_json(p, scope.tz) for k, p in compared.items()},
+        "periods": {k: period_json(p, scope.tz) for k, p in compared.items()},
         "metrics": metrics,
-    }
-
-
-async def timeseries(
-    conn: AsyncConnection, period: Period, grain: str, names: Sequence[str], scope: Scope
-) -> dict[str, Any]:
-    generation = await repository.active_generation(conn)
-    buckets = periods.buckets(period, grain, scope.tz)
-    points = [Period(b.start, b.end) for b in buckets]
-    values = await evaluate(conn, generation, points, names, scope, disjoint=True)
-    groups = sorted({g for _, g in values}, key=lambda g: (g is not None, g or ""))
-    rows: list[dict[str, Json | str]] = []
-    for name in names:
-        unit = METRICS[name].unit
-        for group in groups:
-            for i, b in enumerate(buckets):
-                value = values.get((i, group), {}).get(name)
-                rows.append(
-                    {
-                        "metric": name,
-                        "start": _iso(b.start, scope.tz),
-                        "end": _iso(b.end, scope.tz),
-                        "label": b.label,
-                        "group": group,
-                        "value": write(value, unit),
-                    }
-                )
-    return {
-        **_period_json(period, scope.tz),
-        "tz": scope.tz.key,
-        "grain": grain,
-        "metrics": list(names),
-        "units": {n: METRICS[n].unit.value for n in names},
-        "group_by": scope.group_by,
-        "filters": dict(scope.filters),
-        "points": rows,
     }
 
 
@@ -347,7 +312,7 @@ async def funnel(conn: AsyncConnection, period: Period, scope: Scope) -> dict[st
         )
         before = count
     return {
-        **_period_json(period, scope.tz),
+        **period_json(period, scope.tz),
         "tz": scope.tz.key,
         "filters": dict(scope.filters),
         "stages": stages,
