@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, timedelta
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier import deliveries, idempotency, repository, sales, service, views
 from services.qualifier.config import QualifierSettings
-from services.qualifier.definition_source import DefinitionInvalid
+from services.qualifier.definition import dotted
+from services.qualifier.definition_source import DefinitionInvalid, check_stored, load_definition
 from services.qualifier.lifecycle import InvalidTime, Refused
 from services.qualifier.schemas import (
     AbsenceIn,
@@ -328,23 +330,36 @@ _DEFINITION_BODY = {
 @router.post(
     "/definitions", response_model=DefinitionView, status_code=status.HTTP_201_CREATED,
     tags=["definitions"], openapi_extra=_DEFINITION_BODY,
-    responses={422: {"description": "invalid definition: each problem names its line and field"}},
+    responses={
+        413: {"description": "over LEADFLOW_QUALIFIER_DEFINITION_MAX_BYTES"},
+        422: {"description": "invalid definition: each problem names its line and field"},
+    },
 )  # fmt: skip
 async def create_definition(request: Request, principal: Admin) -> DefinitionView:
     """Store a definition as the next version, a draft (immutable; publish to activate)."""
     raw = await request.body()
+    limit = _settings(request).definition_max_bytes
+    if len(raw) > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, detail=f"a definition is at most {limit} bytes"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise unprocessable(["body"], "the definition must be UTF-8 text") from exc
     try:
-        async with _runtime(request).engine.begin() as conn:
-            number = await service.create_draft(conn, text, by=principal.name, now=utcnow())
-            row = await repository.get_definition(conn, number)
+        # Reading costs time in proportion to the text: off the event loop, and before the
+        # transaction that numbers the version.
+        loaded = await asyncio.to_thread(load_definition, text)
     except DefinitionInvalid as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[p.detail() for p in exc.problems]
         ) from exc
+    async with _runtime(request).engine.begin() as conn:
+        number = await service.create_draft(
+            conn, text, by=principal.name, now=utcnow(), loaded=loaded
+        )
+        row = await repository.get_definition(conn, number)
     return DefinitionView.model_validate(row, from_attributes=True)
 
 
@@ -395,16 +410,24 @@ async def diff_definition(
 
 @router.post(
     "/definitions/{version}/publish", response_model=DefinitionView, tags=["definitions"],
-    responses={404: {}, 422: {"description": "a partner webhook has no signing secret"}},
+    responses={404: {}, 422: {"description": "a partner webhook has no signing secret, or a "
+                                "draft stored before patterns ran on RE2 has one it refuses"}},
 )  # fmt: skip
 async def publish_definition(request: Request, version: int, principal: Admin) -> DefinitionView:
     """Make this version the active one, atomically; every later decision names it."""
     settings = _settings(request)
     async with _runtime(request).engine.begin() as conn:
         try:
-            _row, definition = await service.version(conn, version)
+            stored, definition = await service.version(conn, version)
         except service.UnknownDefinition as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+        problems = check_stored(stored.document)
+        if problems:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=[{"loc": ["definition", *p.loc], "msg": f"{dotted(p.loc)}: {p.msg}",
+                         "type": p.type} for p in problems],
+            )  # fmt: skip
         unsigned = service.partners_without_secret(definition, set(settings.partner_secrets))
         if unsigned and not settings.common.dev:
             raise HTTPException(

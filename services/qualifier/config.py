@@ -35,6 +35,9 @@ class QualifierSettings(ServiceSettings):
     # How long an Idempotency-Key answers the same response (at least a day of retries).
     idempotency_ttl_hours: int = Field(default=48, ge=24)
 
+    # Definitions: a larger upload answers 413 (the bundled example is under 3 KB).
+    definition_max_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+
     # SLA watch: how often overdue sales leads are looked for.
     sla_check_seconds: float = Field(default=30, gt=0)
 

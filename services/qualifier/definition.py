@@ -9,12 +9,17 @@ a predicate is `<field>_<operator>`:
   `email_domain`, or a free-form answer as `fields.<name>`;
 - flags: `honeypot_filled`, `email_free_provider`, `webinar_attended` (true/false);
 - combinators: `all: [...]`, `any: [...]`, `not: {...}`.
+
+`_matches` patterns run on RE2, whose time is linear in the text whatever the pattern
+(Python's `re` backtracks: a nested repetition against a long message never ends). RE2 has no
+backreferences or lookarounds; a definition written now (`NEW`) with a pattern RE2 cannot
+compile, or too complex a one, is refused. Stored versions are read back without that
+check, and a stored pattern RE2 cannot run never matches (see `evaluator`).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from datetime import time
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -22,7 +27,15 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import re2
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 OPERATORS = ("not_in", "in", "at_least", "at_most", "contains", "matches", "present")
 FLAGS = ("honeypot_filled", "email_free_provider", "webinar_attended")
@@ -34,6 +47,24 @@ LEAD_FIELDS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
 )  # fmt: skip
 NUMERIC_FIELDS = ("budget",)
+
+# Validation context for a definition being written now (an upload, the initial one):
+# checks added after versions were stored apply to it, never to what is stored.
+NEW: dict[str, bool] = {"new": True}
+
+# A `_matches` pattern is tried on a field's first MATCH_TEXT_LIMIT characters: all of any
+# text intake accepts (a message is at most 10,000), a bound for what else may arrive.
+MATCH_TEXT_LIMIT = 10_000
+MAX_PATTERN_LENGTH = 1_000
+# RE2 runs in time linear in the text, times (at worst) the size of its program: with
+# this many instructions one try on 10,000 characters takes about 120 ms for the worst
+# contrived pattern found, under 2 ms for ordinary ones. `(head|director|chief)` is 23
+# instructions, `\pL+` (any letters) 1,202.
+MAX_PATTERN_PROGRAM = 2_500
+MAX_PATTERNS = 100  # per definition: a lead is tried against each of them
+# Memory per program, most of it the DFA's cache: with less, a large program's DFA runs
+# out of room and RE2 falls back to its NFA, ten times slower.
+_RE2_MAX_MEMORY = 2 << 20
 
 Path = tuple[str | int, ...]
 
@@ -71,8 +102,71 @@ def parse_predicate_key(key: str) -> tuple[str, str]:
     )
 
 
-def check_condition(cond: Any, path: Path = ()) -> None:
-    """Validate a condition mapping; raise ConditionError naming the first bad key and its place."""
+class PatternError(ValueError):
+    pass
+
+
+def _too_complex(size: str) -> str:
+    return (
+        f"this regular expression is too complex ({size}): use smaller counted repetitions "
+        "(.{n}) and classes (\\pL, any letter, is large; \\p{Cyrillic} or [a-z] are small)"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def compiled_pattern(pattern: str) -> Any:
+    """A `_matches` value as a case-insensitive RE2 program, or a str saying why it cannot be."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"a regular expression is at most {MAX_PATTERN_LENGTH} characters"
+    options = re2.Options()
+    options.case_sensitive = False
+    options.max_mem = _RE2_MAX_MEMORY
+    options.log_errors = False  # RE2 would print the pattern to stderr
+    try:
+        program = re2.compile(pattern, options)
+    except re2.error as exc:
+        why = exc.args[0] if exc.args else ""
+        why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+        if why.startswith("pattern too large"):
+            return _too_complex(f"over {_RE2_MAX_MEMORY >> 20} MiB compiled")
+        return (
+            f"not a regular expression RE2 accepts ({why}); backreferences and lookarounds "
+            "are not supported"
+        )
+    if program.programsize > MAX_PATTERN_PROGRAM:
+        return _too_complex(
+            f"{program.programsize} RE2 instructions, at most {MAX_PATTERN_PROGRAM}"
+        )
+    return program
+
+
+def compile_pattern(pattern: str) -> Any:
+    """The RE2 program of a `_matches` value; PatternError says why there is none."""
+    program = compiled_pattern(pattern)
+    if isinstance(program, str):
+        raise PatternError(program)
+    return program
+
+
+def patterns_in(cond: Any) -> list[str]:
+    """The `_matches` values of a (checked) condition, nested ones included."""
+    found: list[str] = []
+    for key, value in cond.items():
+        if key in ("all", "any"):
+            for sub in value:
+                found += patterns_in(sub)
+        elif key == "not":
+            found += patterns_in(value)
+        elif key not in FLAGS and parse_predicate_key(key)[1] == "matches":
+            found.append(value)
+    return found
+
+
+def check_condition(cond: Any, path: Path = (), *, new: bool = False) -> None:
+    """Validate a condition mapping; raise ConditionError naming the first bad key and its place.
+
+    `new`: a definition written now, whose patterns must be ones RE2 runs.
+    """
     if not isinstance(cond, dict) or not cond:
         raise ConditionError(path, "a condition is a non-empty mapping of predicates")
     for key, value in cond.items():
@@ -84,18 +178,18 @@ def check_condition(cond: Any, path: Path = ()) -> None:
             if not isinstance(value, list) or not value:
                 raise ConditionError(where, "expected a non-empty list of conditions")
             for i, sub in enumerate(value):
-                check_condition(sub, (*where, i))
+                check_condition(sub, (*where, i), new=new)
         elif key == "not":
-            check_condition(value, where)
+            check_condition(value, where, new=new)
         else:
             try:
                 _, op = parse_predicate_key(str(key))
             except ValueError as exc:
                 raise ConditionError(where, str(exc)) from None
-            _check_operand(op, value, where)
+            _check_operand(op, value, where, new=new)
 
 
-def _check_operand(op: str, value: Any, where: Path) -> None:
+def _check_operand(op: str, value: Any, where: Path, *, new: bool) -> None:
     if op in ("in", "not_in"):
         if not isinstance(value, list) or not value:
             raise ConditionError(where, "expected a non-empty list of values")
@@ -111,15 +205,20 @@ def _check_operand(op: str, value: Any, where: Path) -> None:
     elif op == "matches":
         if not isinstance(value, str):
             raise ConditionError(where, "expected a regular expression (a string)")
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ConditionError(where, f"not a valid regular expression: {exc}") from None
+        if new:
+            try:
+                compile_pattern(value)
+            except PatternError as exc:
+                raise ConditionError(where, str(exc)) from None
     elif op == "present":
         if not isinstance(value, bool):
             raise ConditionError(where, "expected true or false")
     elif op == "contains" and (isinstance(value, (list, dict)) or value is None):
         raise ConditionError(where, "expected one value")
+
+
+def _is_new(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("new"))
 
 
 class _Doc(BaseModel):
@@ -132,8 +231,8 @@ class RejectRule(_Doc):
 
     @field_validator("when")
     @classmethod
-    def _valid(cls, v: dict[str, Any]) -> dict[str, Any]:
-        check_condition(v)
+    def _valid(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        check_condition(v, new=_is_new(info))
         return v
 
 
@@ -145,8 +244,8 @@ class ScoreRule(_Doc):
 
     @field_validator("when")
     @classmethod
-    def _valid(cls, v: dict[str, Any]) -> dict[str, Any]:
-        check_condition(v)
+    def _valid(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        check_condition(v, new=_is_new(info))
         return v
 
 
@@ -258,9 +357,9 @@ class SalesTeam(_Doc):
 
     @field_validator("when")
     @classmethod
-    def _valid(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _valid(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
         if v is not None:
-            check_condition(v)
+            check_condition(v, new=_is_new(info))
         return v
 
     @field_validator("members")
@@ -312,6 +411,23 @@ class LeadDefinition(_Doc):
         if len(teams) != len(set(teams)):
             raise ValueError("sales team names must be unique")
         return v
+
+    @model_validator(mode="after")
+    def _few_patterns(self, info: ValidationInfo) -> LeadDefinition:
+        if _is_new(info):
+            count = len(self.patterns())
+            if count > MAX_PATTERNS:
+                raise ValueError(
+                    f"{count} regular expressions (_matches); a definition has at most "
+                    f"{MAX_PATTERNS}, each tried on every lead"
+                )
+        return self
+
+    def patterns(self) -> list[str]:
+        """Every `_matches` value of the definition's conditions."""
+        conditions = [r.when for r in self.reject] + [r.when for r in self.score]
+        conditions += [t.when for t in self.sales_teams if t.when is not None]
+        return [p for cond in conditions for p in patterns_in(cond)]
 
     def partner(self, partner_id: str) -> Partner | None:
         return next((p for p in self.partners if p.id == partner_id), None)

@@ -2,6 +2,11 @@
 
 The people who write a definition edit a file, so a problem is reported where they
 will look for it: the line (and column) in their text, and the field path.
+
+Reading costs time in proportion to the text: anchors and aliases are refused before
+anything is built (five levels of ten aliases each make a few hundred bytes expand to
+100,000 items; `a: &a [*a]` contains itself), and so is nesting past MAX_NESTING. The
+caller caps the text's size and reads it off the event loop.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from services.qualifier.definition import ConditionError, LeadDefinition, Path, dotted
+from services.qualifier.definition import NEW, ConditionError, LeadDefinition, Path, dotted
+
+# Collections inside collections. A real definition nests about ten deep
+# (score[0].when.any[1].all[0]...); the refusal comes before any recursive step.
+MAX_NESTING = 32
+# libyaml's parser when the PyYAML build has it: several times faster than pure Python.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ def load_definition(text: str) -> LoadedDefinition:
         if duplicates:
             raise DefinitionInvalid(duplicates)
     try:
-        definition = LeadDefinition.model_validate(raw)
+        definition = LeadDefinition.model_validate(raw, context=NEW)
     except ValidationError as exc:
         raise DefinitionInvalid([_problem(err, root) for err in exc.errors()]) from None
     return LoadedDefinition(
@@ -74,17 +85,36 @@ def load_definition(text: str) -> LoadedDefinition:
     )
 
 
+def check_stored(document: dict[str, Any]) -> list[Problem]:
+    """What a stored version written before today's checks breaks of them (to refuse its
+    publication): its patterns must run on RE2. Locations are paths in the document."""
+    try:
+        LeadDefinition.model_validate(document, context=NEW)
+    except ValidationError as exc:
+        return [_problem(err, None) for err in exc.errors()]
+    return []
+
+
 def _parse(text: str) -> tuple[yaml.Node | None, Any]:
     """The node tree (for line numbers) and the plain document. YAML takes JSON too."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        return root, yaml.safe_load(text)
+        _refuse_expansion(text)
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            return root, None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as yaml_error:
         # Valid JSON that YAML refuses (tabs for indentation, say) is still a definition.
         try:
-            return None, json.loads(text)
-        except ValueError:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
             pass
+        else:
+            if _nesting_over_limit(document):
+                raise DefinitionInvalid([_too_deep(None)]) from None
+            return None, document
         mark = yaml_error.problem_mark or yaml_error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = yaml_error.problem or str(yaml_error)
@@ -95,6 +125,57 @@ def _parse(text: str) -> tuple[yaml.Node | None, Any]:
         raise DefinitionInvalid(
             [Problem((), f"not valid YAML or JSON: {yaml_error}", "syntax_error")]
         ) from None
+    except DefinitionInvalid:
+        raise
+    except ValueError as value_error:
+        # A value its tag cannot be: `2026-13-01` as a date, an integer of 5,000 digits.
+        raise DefinitionInvalid(
+            [Problem((), f"not valid YAML or JSON: {value_error}", "syntax_error")]
+        ) from None
+
+
+def _refuse_expansion(text: str) -> None:
+    """Refuse anchors, aliases and deep nesting, from the parser's events: nothing built yet."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            raise DefinitionInvalid(
+                [Problem((), "YAML anchors and aliases (&name, *name) are not accepted in a "
+                         "definition: write each value out", "yaml_alias",
+                         *_event_mark(event))]
+            )  # fmt: skip
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise DefinitionInvalid([_too_deep(event)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _too_deep(event: yaml.Event | None) -> Problem:
+    return Problem(
+        (), f"lists and mappings nested more than {MAX_NESTING} deep", "too_deep",
+        *_event_mark(event),
+    )  # fmt: skip
+
+
+def _event_mark(event: yaml.Event | None) -> tuple[int | None, int | None]:
+    mark = event.start_mark if event is not None else None
+    return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+
+
+def _nesting_over_limit(document: Any) -> bool:
+    """Whether a JSON document nests past MAX_NESTING (walked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            if depth > MAX_NESTING:
+                return True
+            stack.extend((item, depth + 1) for item in value)
+    return False
 
 
 def _mark(node: yaml.Node | None) -> tuple[int | None, int | None]:

@@ -7,7 +7,8 @@ Every decision names the version that made it and gives its reasons in words.
 
 from __future__ import annotations
 
-import re
+import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,14 +16,18 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from services.qualifier.definition import (
+    MATCH_TEXT_LIMIT,
     Assignment,
     LeadDefinition,
     Partner,
     SalesTeam,
+    compiled_pattern,
     parse_predicate_key,
 )
 from services.qualifier.working_hours import due_at
 from shared.events import Decision, LeadSnapshot, Route, ScoreItem
+
+log = logging.getLogger(__name__)
 
 FREE_EMAIL_PROVIDERS = frozenset(
     {
@@ -77,6 +82,26 @@ def _norm(value: Any) -> str:
     return str(value).strip().lower()
 
 
+@functools.lru_cache(maxsize=256)
+def _program(pattern: str) -> Any:
+    """The RE2 program of a pattern, None (said once) for one RE2 cannot run.
+
+    Only a version stored before patterns ran on RE2 can hold such a pattern: its rule
+    stops matching rather than the lead failing, until a fixed version is published.
+    """
+    program = compiled_pattern(pattern)
+    if isinstance(program, str):
+        log.warning("a _matches pattern of a stored definition never matches: %s", program)
+        return None
+    return program
+
+
+def pattern_matches(pattern: str, text: str) -> bool:
+    """RE2, ignoring case, on the text's first MATCH_TEXT_LIMIT characters: linear time."""
+    program = _program(pattern)
+    return program is not None and program.search(text[:MATCH_TEXT_LIMIT]) is not None
+
+
 def _predicate(lead: LeadSnapshot, key: str, expected: Any) -> bool:
     if key == "honeypot_filled":
         return lead.honeypot_filled is expected
@@ -106,7 +131,7 @@ def _predicate(lead: LeadSnapshot, key: str, expected: Any) -> bool:
             return any(_norm(v) == needle for v in value)
         return value is not None and needle in _norm(value)
     if op == "matches":
-        return any(re.search(str(expected), str(v), re.IGNORECASE) for v in values)
+        return any(pattern_matches(str(expected), str(v)) for v in values)
     raise ValueError(f"unknown operator {op!r}")  # definition validation prevents this
 
 

@@ -22,7 +22,7 @@ from services.qualifier import repository
 from services.qualifier.backtest import Backtest, Judged, SalesFeedback
 from services.qualifier.definition import Assignment, LeadDefinition
 from services.qualifier.definition_diff import Change, diff_documents, diff_text
-from services.qualifier.definition_source import load_definition
+from services.qualifier.definition_source import LoadedDefinition, load_definition
 from services.qualifier.evaluator import AssignmentState, evaluate
 from services.qualifier.snapshot import erase_person, merge_answers
 from services.qualifier.tables import outbox
@@ -114,9 +114,19 @@ async def ensure_initial_definition(conn: AsyncConnection, text: str, now: datet
     )  # fmt: skip
 
 
-async def create_draft(conn: AsyncConnection, text: str, *, by: str, now: datetime) -> int:
-    """Store a checked definition as the next version, a draft; raise DefinitionInvalid."""
-    loaded = load_definition(text)
+async def create_draft(
+    conn: AsyncConnection,
+    text: str,
+    *,
+    by: str,
+    now: datetime,
+    loaded: LoadedDefinition | None = None,
+) -> int:
+    """Store a checked definition as the next version, a draft; raise DefinitionInvalid.
+
+    `loaded`: the text read already (the API reads it off the event loop, before this
+    transaction starts)."""
+    loaded = loaded or load_definition(text)
     await repository.lock_definitions(conn)
     number = await repository.highest_definition_version(conn) + 1
     await repository.insert_definition(

@@ -1,0 +1,184 @@
+"""No single input freezes the qualifier: each hostile definition part answers in bounded time
+(a 4xx, or its result), while `/healthz` of the same process keeps answering.
+
+The app runs in the test's event loop, so a `/healthz` prober on that loop sees every
+stall a request or an event causes: a probe measures from when it meant to start (after
+its pause) to its answer. As a service does after start-up (shared.runtime), the objects
+already there are frozen out of the collector meanwhile: a full pass over the test
+session's heap stalls the loop for 100 ms by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from services.qualifier import repository
+from shared.db import utcnow
+from tests.fixtures.qualifier.harness import Harness, definition_text, publish, qualifier_app
+from tests.support import received
+
+YAML = {"Content-Type": "application/yaml"}
+HEALTHZ_MAX_SECONDS = 0.1
+# Generous bounds for a loaded 2-core machine: what is measured is that it ends at all.
+ANSWER_MAX_SECONDS = 10.0
+BACKTRACKING = r"(\w+\s?)+$"
+LONG_MESSAGE = "ab " * 3333 + "!"  # 10,000 characters: the longest message intake takes
+
+
+@dataclass
+class Prober:
+    http: httpx.AsyncClient
+    pause: float = 0.01
+    latencies: list[float] = field(default_factory=list)
+
+    async def run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(self.pause)
+            r = await self.http.get("/healthz")
+            assert r.status_code == 200
+            self.latencies.append(time.perf_counter() - started - self.pause)
+
+    @property
+    def worst(self) -> float:
+        return max(self.latencies)
+
+
+@contextlib.asynccontextmanager
+async def probing(http: httpx.AsyncClient) -> AsyncIterator[Prober]:
+    prober = Prober(http)
+    gc.collect()
+    gc.freeze()
+    task = asyncio.create_task(prober.run())
+    await asyncio.sleep(0.05)  # a few probes before the attack
+    try:
+        yield prober
+        await asyncio.sleep(0.05)  # and one after it, if the attack held the loop
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gc.unfreeze()
+    assert len(prober.latencies) >= 3, prober.latencies
+    assert prober.worst < HEALTHZ_MAX_SECONDS, f"/healthz took {prober.worst * 1000:.0f} ms"
+
+
+@pytest.fixture
+async def q(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with qualifier_app(database_url, tmp_path) as harness:
+        yield harness
+
+
+def with_score_rule(rule: dict[str, object]) -> str:
+    document = yaml.safe_load(definition_text())
+    document["score"].append(rule)
+    return yaml.safe_dump(document, allow_unicode=True)
+
+
+class TestPatterns:
+    @pytest.mark.timeout(120)  # Python's `re` never comes back: fail, do not hang
+    async def test_a_backtracking_pattern_and_a_long_message_are_decided_in_bounded_time(
+        self, q: Harness
+    ) -> None:
+        version = await publish(
+            q.http,
+            with_score_rule({"points": 5, "label": "a wordy message",
+                             "when": {"message_matches": BACKTRACKING}}),
+        )  # fmt: skip
+        wordy = received(message=LONG_MESSAGE)
+        ends_in_a_word = received(message=LONG_MESSAGE[:-2])
+        async with probing(q.http):
+            started = time.perf_counter()
+            await q.receive(wordy, ends_in_a_word)
+            took = time.perf_counter() - started
+        assert took < ANSWER_MAX_SECONDS
+        decided = [(await q.lead(lead.subject))["decision"] for lead in (wordy, ends_in_a_word)]
+        assert [d["definition_version"] for d in decided] == [version, version]
+        criteria = [[i["criterion"] for i in d["score_items"]] for d in decided]
+        assert "a wordy message" not in criteria[0] and "a wordy message" in criteria[1]
+
+    async def test_a_pattern_re2_cannot_run_is_refused_naming_the_rule(self, q: Harness) -> None:
+        text = with_score_rule({"points": 5, "when": {"company_matches": r"acme(?!\s+bank)"}})
+        r = await q.http.post("/v1/definitions", content=text, headers=YAML)
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        last = len(yaml.safe_load(text)["score"]) - 1
+        assert problem["loc"] == ["body", "score", last, "when", "company_matches"]
+        assert "lookarounds" in problem["msg"]
+        assert "company_matches" in text.splitlines()[problem["line"] - 1]
+
+    async def test_a_draft_stored_with_such_a_pattern_is_not_published(self, q: Harness) -> None:
+        # Written while patterns ran on Python's `re`, which took lookarounds.
+        document = yaml.safe_load(definition_text())
+        document["score"][0]["when"] = {"company_matches": r"(\w+)\s\1"}
+        async with q.runtime.engine.begin() as conn:
+            await repository.insert_definition(
+                conn, version=2, name="old draft", status="draft", document=document,
+                source_text="(as written)", at=utcnow(), by="admin",
+            )  # fmt: skip
+        r = await q.http.post("/v1/definitions/2/publish")
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        assert problem["loc"] == ["definition", "score", 0, "when", "company_matches"]
+        assert "backreferences" in problem["msg"]
+        listed = (await q.http.get("/v1/definitions")).json()
+        assert [d["status"] for d in listed] == ["active", "draft"]
+
+
+def alias_bomb(levels: int = 6) -> str:
+    """About 500 bytes that YAML expands to 10,000,000 items."""
+    lines = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+class TestDefinitionUploads:
+    @pytest.mark.timeout(120)
+    @pytest.mark.parametrize("text", [alias_bomb(), "a: &a [*a]\n"], ids=["bomb", "self"])
+    async def test_anchors_and_aliases_are_refused_at_once(self, q: Harness, text: str) -> None:
+        async with probing(q.http):
+            started = time.perf_counter()
+            r = await q.http.post("/v1/definitions", content=text, headers=YAML)
+            took = time.perf_counter() - started
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        assert "anchors and aliases" in problem["msg"] and problem["line"] == 1
+        assert took < ANSWER_MAX_SECONDS
+        assert len((await q.http.get("/v1/definitions")).json()) == 1
+
+    @pytest.mark.parametrize(
+        ("text", "kind"),
+        [
+            ("[" * 100_000 + "]" * 100_000, "syntax_error"),
+            ("".join("  " * i + "- \n" for i in range(200)), "too_deep"),
+            ("name: 2026-13-01\n", "syntax_error"),
+        ],
+        ids=["flow", "block", "date"],
+    )
+    async def test_deep_or_impossible_yaml_is_a_422(self, q: Harness, text: str, kind: str) -> None:
+        r = await q.http.post("/v1/definitions", content=text, headers=YAML)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["type"] == kind
+
+    async def test_a_definition_over_the_size_limit_is_a_413(self, q: Harness) -> None:
+        limit = q.settings.definition_max_bytes
+        text = definition_text()
+        padded = text + "# " + "x" * (limit - len(text)) + "\n"
+        r = await q.http.post("/v1/definitions", content=padded, headers=YAML)
+        assert r.status_code == 413, r.text
+        assert str(limit) in r.json()["detail"]
+        exactly = text + "#" * (limit - len(text.encode()) - 1) + "\n"
+        assert len(exactly.encode()) == limit
+        r = await q.http.post("/v1/definitions", content=exactly, headers=YAML)
+        assert r.status_code == 201, r.text
