@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier import deliveries, idempotency, repository, sales, service, views
+from services.qualifier.backtest import BacktestRefused, Bounds
 from services.qualifier.config import QualifierSettings
 from services.qualifier.definition import dotted
 from services.qualifier.definition_source import DefinitionInvalid, check_stored, load_definition
@@ -447,7 +448,8 @@ async def publish_definition(request: Request, version: int, principal: Admin) -
 
 @router.post(
     "/definitions/{version}/backtest", response_model=BacktestView, tags=["definitions"],
-    response_model_by_alias=True, responses={404: {}},
+    response_model_by_alias=True,
+    responses={404: {}, 422: {"description": "a bad range, or one the back-test bounds refuse"}},
 )  # fmt: skip
 async def backtest_definition(
     request: Request, version: int, _: Admin, body: BacktestIn = Body(default_factory=BacktestIn)
@@ -461,12 +463,25 @@ async def backtest_definition(
     since = since if since.tzinfo else since.replace(tzinfo=UTC)
     if since >= until:
         raise unprocessable(["body", "from"], "from must be before to")
+    settings = _settings(request)
+    if until - since > timedelta(days=settings.backtest_max_days):
+        raise unprocessable(
+            ["body", "from"],
+            f"a back-test covers at most {settings.backtest_max_days} days: narrow the range "
+            "(from, to)",
+        )
+    bounds = Bounds(settings.backtest_max_leads, settings.backtest_budget_seconds)
     async with _runtime(request).engine.connect() as conn:
         try:
             run = await service.backtest(conn, version, since=since, until=until,
-                                         limit=body.limit)  # fmt: skip
+                                         limit=body.limit, bounds=bounds)  # fmt: skip
         except service.UnknownDefinition as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+        except BacktestRefused as exc:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=[{"loc": ["body"], "msg": str(exc), "type": exc.kind}],
+            ) from exc
     return views.backtest_view(version, run)
 
 

@@ -4,6 +4,9 @@ Both versions judge the same stored lead (its snapshot as it stands now, brief a
 merged in), so a difference in routes is the definitions' difference, nothing else.
 Agreement with sales: a lead sales accepted agrees with a version that routes it to
 sales; a lead sales rejected agrees with a version that does not.
+
+A back-test holds a database connection and a CPU while it runs, so it is bounded
+(`Bounds`): by the leads it judges and by a time budget; past either it is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,35 @@ from shared.events import Decision, LeadSnapshot, Route
 
 ROUTES = tuple(r.value for r in Route)
 SalesFeedback = Literal["accepted", "rejected"]
+
+
+class BacktestRefused(ValueError):
+    """The back-test asks for more than its bounds allow; the message says which bound."""
+
+    def __init__(self, kind: Literal["too_many_leads", "over_budget"], message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_leads: int | None = None
+    budget_seconds: float | None = None
+
+    def check(self, *, leads: int, elapsed: float) -> None:
+        """Before judging more: `leads` read so far (the next page too), `elapsed` seconds."""
+        if self.max_leads is not None and leads > self.max_leads:
+            raise BacktestRefused(
+                "too_many_leads",
+                f"the range holds more than {self.max_leads} leads, the most a back-test "
+                "judges: narrow it (from, to)",
+            )
+        if self.budget_seconds is not None and elapsed > self.budget_seconds:
+            raise BacktestRefused(
+                "over_budget",
+                f"the back-test had not finished after {self.budget_seconds:g} s, its time "
+                "budget: narrow the range (from, to)",
+            )
 
 
 @dataclass(frozen=True)

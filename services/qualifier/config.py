@@ -37,6 +37,11 @@ class QualifierSettings(ServiceSettings):
 
     # Definitions: a larger upload answers 413 (the bundled example is under 3 KB).
     definition_max_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+    # Back-tests: a longer range, or one holding more leads, answers 422; so does a run
+    # that has not finished when its time is up (it holds a connection and a CPU).
+    backtest_max_days: int = Field(default=366, ge=1)
+    backtest_max_leads: int = Field(default=100_000, ge=1)
+    backtest_budget_seconds: float = Field(default=30, gt=0)
 
     # SLA watch: how often overdue sales leads are looked for.
     sla_check_seconds: float = Field(default=30, gt=0)

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from time import monotonic
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier import repository
-from services.qualifier.backtest import Backtest, Judged, SalesFeedback
+from services.qualifier.backtest import Backtest, Bounds, Judged, SalesFeedback
 from services.qualifier.definition import Assignment, LeadDefinition
 from services.qualifier.definition_diff import Change, diff_documents, diff_text
 from services.qualifier.definition_source import LoadedDefinition, load_definition
@@ -428,9 +429,18 @@ class BacktestRun:
 
 
 async def backtest(
-    conn: AsyncConnection, number: int, *, since: datetime, until: datetime, limit: int
+    conn: AsyncConnection,
+    number: int,
+    *,
+    since: datetime,
+    until: datetime,
+    limit: int,
+    bounds: Bounds | None = None,
 ) -> BacktestRun:
-    """Run version `number` and the active one over the leads received in [since, until)."""
+    """Run version `number` and the active one over the leads received in [since, until);
+    raise BacktestRefused past the bounds (checked before each page is judged)."""
+    bounds = bounds or Bounds()
+    started = monotonic()
     _, tested = await version(conn, number)
     active_number, active_definition = await active(conn)
     tally = Backtest(
@@ -443,6 +453,7 @@ async def backtest(
         )
         if not page:
             break
+        bounds.check(leads=tally.leads + skipped + len(page), elapsed=monotonic() - started)
         after = page[-1].lead_id
         judgeable = [(r.snapshot, r.feedback) for r in page if r.erased_at is None]
         skipped += len(page) - len(judgeable)

@@ -16,6 +16,7 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -182,3 +183,48 @@ class TestDefinitionUploads:
         assert len(exactly.encode()) == limit
         r = await q.http.post("/v1/definitions", content=exactly, headers=YAML)
         assert r.status_code == 201, r.text
+
+
+class TestBacktestBounds:
+    async def test_a_range_over_the_limit_is_refused(self, q: Harness) -> None:
+        body = {"from": "1996-01-01T00:00:00Z", "to": datetime.now(UTC).isoformat()}
+        r = await q.http.post("/v1/definitions/1/backtest", json=body)
+        assert r.status_code == 422, r.text
+        (problem,) = r.json()["detail"]
+        assert problem["loc"] == ["body", "from"]
+        assert f"at most {q.settings.backtest_max_days} days" in problem["msg"]
+        now = datetime.now(UTC)
+        within = {"from": (now - timedelta(days=q.settings.backtest_max_days)).isoformat(),
+                  "to": now.isoformat()}  # fmt: skip
+        assert (await q.http.post("/v1/definitions/1/backtest", json=within)).status_code == 200
+
+    @pytest.mark.parametrize(
+        ("bound", "kind"),
+        [({"backtest_max_leads": 2}, "too_many_leads"),
+         ({"backtest_budget_seconds": 1e-6}, "over_budget")],
+    )  # fmt: skip
+    async def test_more_work_than_the_bounds_allow_is_refused(
+        self, database_url: str, tmp_path: Path, bound: dict[str, float], kind: str
+    ) -> None:
+        async with qualifier_app(database_url, tmp_path, **bound) as q:
+            await q.receive(received(), received(), received())
+            r = await q.http.post("/v1/definitions/1/backtest", json={})
+            assert r.status_code == 422, r.text
+            (problem,) = r.json()["detail"]
+            assert (problem["loc"], problem["type"]) == (["body"], kind)
+            assert "narrow" in problem["msg"]
+
+    @pytest.mark.timeout(240)
+    async def test_a_long_backtest_leaves_healthz_answering(self, q: Harness) -> None:
+        # Three pages of leads, judged by two versions.
+        for _ in range(12):
+            await q.receive(*(received() for _ in range(100)))
+        version = await publish(q.http, definition_text(("sales_min_score: 60  ",
+                                                          "sales_min_score: 80  ")))  # fmt: skip
+        async with probing(q.http):
+            started = time.perf_counter()
+            r = await q.http.post(f"/v1/definitions/{version}/backtest", json={})
+            took = time.perf_counter() - started
+        assert r.status_code == 200, r.text
+        assert r.json()["leads"] == 1200
+        assert took < q.settings.backtest_budget_seconds

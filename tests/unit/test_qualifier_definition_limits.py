@@ -1,4 +1,4 @@
-"""Reading a definition costs time in proportion to its text."""
+"""Reading a definition costs time in proportion to its text; a back-test stays in its bounds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.qualifier.backtest import BacktestRefused, Bounds
 from services.qualifier.definition_source import (
     MAX_NESTING,
     DefinitionInvalid,
@@ -81,3 +82,21 @@ class TestValuesTheirTagsCannotBe:
     )
     def test_are_a_syntax_problem_not_a_crash(self, text: str) -> None:
         assert problem(text).type == "syntax_error"
+
+
+class TestBacktestBounds:
+    def test_within_the_bounds_nothing_happens(self) -> None:
+        Bounds(max_leads=10, budget_seconds=1).check(leads=10, elapsed=1)
+        Bounds().check(leads=10**9, elapsed=10**9)
+
+    def test_more_leads_than_allowed_are_refused(self) -> None:
+        with pytest.raises(BacktestRefused) as refused:
+            Bounds(max_leads=10).check(leads=11, elapsed=0)
+        assert refused.value.kind == "too_many_leads"
+        assert "more than 10 leads" in str(refused.value)
+
+    def test_a_run_past_its_budget_is_refused(self) -> None:
+        with pytest.raises(BacktestRefused) as refused:
+            Bounds(budget_seconds=2.5).check(leads=1, elapsed=2.6)
+        assert refused.value.kind == "over_budget"
+        assert "2.5 s" in str(refused.value)
