@@ -441,6 +441,17 @@ async def publish_definition(request: Request, version: int, principal: Admin) -
                     for i in unsigned
                 ],
             )  # fmt: skip
+        unsafe = service.unsafe_partner_webhooks(definition, production=not settings.common.dev)
+        if unsafe:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=[
+                    {"loc": ["definition", "partners", i, "webhook_url"],
+                     "msg": f"the webhook of partner {definition.partners[i].id!r}: {why}",
+                     "type": "unsafe_webhook"}
+                    for i, why in unsafe
+                ],
+            )  # fmt: skip
         await service.publish(conn, version, by=principal.name, now=utcnow())
         row = await repository.get_definition(conn, version)
     return DefinitionView.model_validate(row, from_attributes=True)

@@ -2,13 +2,18 @@
 
 A routing that sends a lead to a partner with a webhook writes a delivery row in the
 same transaction as the decision (`service.decide`), so a delivery is owed exactly when
-the decision commits. The deliverer leases due rows (a conditional UPDATE, so replicas
-never attempt one delivery at once), POSTs the signed `lead.routed` event outside any
-transaction, and records the outcome: delivered; retried later with exponential backoff
-and jitter; or, after the last attempt or a refusal that retrying cannot fix, parked as
-`failed` for an operator to see (`GET /v1/partners/deliveries?status=failed`) and send
-again (`POST /v1/partners/deliveries/{id}/retry`). Receivers get at least once: they
+the decision commits; an erasure owes each partner that may have the lead a `lead.erased`
+one (`service.erase_lead`). The deliverer leases due rows (a conditional UPDATE, so
+replicas never attempt one delivery at once), POSTs the signed event outside any
+transaction (`webhook_transport.send`), and records the outcome: delivered; retried later
+with exponential backoff and jitter; or, after the last attempt or a refusal that
+retrying cannot fix, parked as `failed` for an operator to see
+(`GET /v1/partners/deliveries?status=failed`) and send again
+(`POST /v1/partners/deliveries/{id}/retry`). Receivers get at least once: they
 de-duplicate on `X-Leadflow-Delivery-Id`.
+
+Of an attempt only the status code and its `Outcome` are kept: nothing a receiver says
+is stored or shown.
 """
 
 from __future__ import annotations
@@ -27,7 +32,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.qualifier import repository
 from services.qualifier.config import QualifierSettings
-from services.qualifier.webhooks import retriable, retry_delay, signed_headers
+from services.qualifier.webhook_transport import send, webhook_client
+from services.qualifier.webhooks import (
+    OUTCOME_MESSAGES,
+    PERMANENT_OUTCOMES,
+    Outcome,
+    retriable,
+    retry_delay,
+    signed_headers,
+)
 from shared.db import AnyRow, error_summary, utcnow
 from shared.runtime import Runtime
 
@@ -72,8 +85,7 @@ class PartnerDeliverer:
 
     async def run(self, runtime: Runtime) -> None:
         s = self._settings
-        timeout = httpx.Timeout(s.partner_timeout_seconds)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with webhook_client(s) as client:
             while not runtime.stopping.is_set():
                 self._wakeup.clear()
                 try:
@@ -140,28 +152,28 @@ class PartnerDeliverer:
         s = self._settings
         secret = s.partner_secret(row.partner_id)
         status_code: int | None = None
-        error: str | None
+        result: Outcome
         values: dict[str, object]
         if secret is None:
             # Never send a lead unsigned: the partner could not tell it from a forgery.
-            error = f"no webhook secret configured for partner {row.partner_id!r}"
-            permanent = True
+            result = "no_secret"
         elif row.payload is None:
-            error, permanent = "the person was erased; there is nothing to send", True
+            result = "erased"
         else:
             body: bytes = row.payload
             headers = signed_headers(
                 secret=secret, timestamp=int(time.time()), body=body, delivery_id=row.id,
                 event_id=row.event_id,
             )  # fmt: skip
-            try:
-                response = await client.post(row.url, content=body, headers=headers)
-                status_code = response.status_code
-                error = None if response.is_success else (
-                    f"HTTP {status_code}: {response.text[:300]}")  # fmt: skip
-                permanent = error is not None and not retriable(status_code)
-            except httpx.HTTPError as exc:
-                error, permanent = f"{type(exc).__name__}: {exc}"[:500], False
+            result, status_code = await send(
+                client, row.url, body, headers, production=not s.common.dev,
+                total_seconds=s.partner_timeout_seconds,
+            )  # fmt: skip
+        if status_code is not None:
+            error = None if result == "http_2xx" else f"HTTP {status_code}"
+            permanent = error is not None and not retriable(status_code)
+        else:
+            error, permanent = OUTCOME_MESSAGES[result], result in PERMANENT_OUTCOMES
         now = utcnow()
         if error is None:
             outcome = "delivered"
@@ -170,7 +182,7 @@ class PartnerDeliverer:
             outcome = "failed"
             values = {"status": "failed", "last_error": error}
             log.warning("delivery %s to %s parked after %d attempt(s): %s", row.id,
-                        row.partner_id, row.attempts, error)  # fmt: skip
+                        row.partner_id, row.attempts, result)  # fmt: skip
         else:
             outcome = "retry"
             delay = retry_delay(
@@ -182,6 +194,7 @@ class PartnerDeliverer:
             }  # fmt: skip
         async with engine.begin() as conn:
             await repository.finish_attempt(
-                conn, row.id, token=token, last_status_code=status_code, updated_at=now, **values
-            )
+                conn, row.id, token=token, last_status_code=status_code, last_outcome=result,
+                updated_at=now, **values,
+            )  # fmt: skip
         DELIVERY_ATTEMPTS.labels(row.partner_id, outcome).inc()

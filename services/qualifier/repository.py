@@ -565,11 +565,13 @@ def delivery_row(
     url: str,
     payload: bytes,
     now: datetime,
+    event_type: str = "lead.routed",
+    due: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "id": delivery_id, "lead_id": lead_id, "partner_id": partner_id, "event_id": event_id,
-        "url": url, "payload": payload, "status": "pending", "attempts": 0,
-        "next_attempt_at": now, "created_at": now, "updated_at": now,
+        "event_type": event_type, "url": url, "payload": payload, "status": "pending",
+        "attempts": 0, "next_attempt_at": due or now, "created_at": now, "updated_at": now,
     }  # fmt: skip
 
 
@@ -692,9 +694,9 @@ async def get_delivery(
 def _delivery_columns() -> Sequence[sa.Column[Any]]:
     p = partner_deliveries
     return (
-        p.c.id, p.c.lead_id, p.c.partner_id, p.c.event_id, p.c.url, p.c.status, p.c.attempts,
-        p.c.next_attempt_at, p.c.last_status_code, p.c.last_error, p.c.created_at,
-        p.c.updated_at, p.c.delivered_at,
+        p.c.id, p.c.lead_id, p.c.partner_id, p.c.event_id, p.c.event_type, p.c.url, p.c.status,
+        p.c.attempts, p.c.next_attempt_at, p.c.last_status_code, p.c.last_outcome,
+        p.c.last_error, p.c.created_at, p.c.updated_at, p.c.delivered_at,
     )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from services.qualifier.definition_source import LoadedDefinition, load_definiti
 from services.qualifier.evaluator import AssignmentState, evaluate
 from services.qualifier.snapshot import erase_person, merge_answers
 from services.qualifier.tables import outbox
+from services.qualifier.webhooks import url_problem
 from shared.db import AnyRow
 from shared.events import (
     SOURCE_QUALIFIER,
@@ -140,6 +141,18 @@ async def create_draft(
 def partners_without_secret(definition: LeadDefinition, secrets: set[str]) -> list[int]:
     """Indexes of partners with a webhook but no signing secret configured."""
     return [i for i, p in enumerate(definition.partners) if p.webhook_url and p.id not in secrets]
+
+
+def unsafe_partner_webhooks(
+    definition: LeadDefinition, *, production: bool
+) -> list[tuple[int, str]]:
+    """Partners whose webhook URL the deliverer would refuse whatever DNS says (index, why):
+    not https in production, or a non-public address literal (`webhooks.url_problem`)."""
+    return [
+        (i, problem)
+        for i, p in enumerate(definition.partners)
+        if p.webhook_url and (problem := url_problem(p.webhook_url, production=production))
+    ]
 
 
 async def publish(conn: AsyncConnection, number: int, *, by: str, now: datetime) -> bool:

@@ -108,8 +108,10 @@ partner_deliveries = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("lead_id", sa.String(36), nullable=False, index=True),
     sa.Column("partner_id", sa.String(200), nullable=False),
-    # The lead.routed event delivered: one delivery per routing, whatever is retried.
+    # The event delivered: one delivery per routing, whatever is retried; and after an
+    # erasure, one `lead.erased` per partner that may have received the lead.
     sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("event_type", sa.String(100), nullable=False, server_default="lead.routed"),
     sa.Column("url", sa.Text, nullable=False),
     # The exact body sent (and signed); dropped when the person is erased.
     sa.Column("payload", sa.LargeBinary, nullable=True),
@@ -120,6 +122,9 @@ partner_deliveries = sa.Table(
     # The deliverer that leased the row for its current attempt.
     sa.Column("claim_token", sa.String(36), nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
+    # The last attempt's outcome (webhooks.Outcome: http_2xx, timeout, refused_address...)
+    # and, when it failed, what happened in our words: nothing the receiver sent is kept.
+    sa.Column("last_outcome", sa.String(30), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),

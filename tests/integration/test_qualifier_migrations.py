@@ -49,3 +49,47 @@ async def test_revision_0002_goes_up_and_down_and_keeps_existing_history(
     assert not new & await _tables(database_url)
     await asyncio.to_thread(migrate, "qualifier", database_url, "head")
     assert new <= await _tables(database_url)
+
+
+async def test_revision_0003_keeps_no_receivers_answer_and_types_the_deliveries(
+    database_url: str,
+) -> None:
+    await asyncio.to_thread(migrate, "qualifier", database_url, "0002")
+    engine = create_engine(database_url)
+    insert = sa.text(
+        "INSERT INTO partner_deliveries (id, lead_id, partner_id, event_id, url, status, "
+        "attempts, next_attempt_at, created_at, updated_at, last_status_code, last_error) "
+        "VALUES (:id, 'lead-1', 'webstudio', :id, 'https://p.example/', 'failed', 1, "
+        "'2026-10-01 10:00:00', '2026-10-01 10:00:00', '2026-10-01 10:00:00', :code, :error)"
+    )
+    rows = [
+        ("d-1", 500, "HTTP 500: aws_secret_access_key=wJalrXUtnFEMI"),
+        ("d-2", 200, None),
+        ("d-3", None, "ConnectError: [Errno 111] Connection refused"),
+    ]
+    try:
+        async with engine.begin() as conn:
+            for id_, code, error in rows:
+                await conn.execute(insert, {"id": id_, "code": code, "error": error})
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            got = (
+                await conn.execute(sa.text(
+                    "SELECT id, event_type, last_outcome, last_error FROM partner_deliveries "
+                    "ORDER BY id"
+                ))
+            ).all()  # fmt: skip
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in got] == [
+        ("d-1", "lead.routed", "http_5xx", "HTTP 500"),
+        ("d-2", "lead.routed", "http_2xx", None),
+        ("d-3", "lead.routed", None, "ConnectError: [Errno 111] Connection refused"),
+    ]
+    await asyncio.to_thread(command.downgrade, alembic_config("qualifier", database_url), "0002")
+    await asyncio.to_thread(migrate, "qualifier", database_url, "head")

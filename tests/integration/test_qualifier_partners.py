@@ -214,7 +214,8 @@ class TestParking:
                 failed = (await q.http.get("/v1/partners/deliveries?status=failed")).json()
                 assert [d["lead_id"] for d in failed] == [lead_id]
                 assert failed[0]["attempts"] == 4 and failed[0]["last_status_code"] == 500
-                assert failed[0]["last_error"].startswith("HTTP 500")
+                assert failed[0]["last_error"] == "HTTP 500"
+                assert failed[0]["last_outcome"] == "http_5xx"
                 assert len(receiver.requests) == 4
 
                 receiver.then = 200
@@ -253,7 +254,7 @@ class TestParking:
             await until(parked)
         delivery = await delivery_of(q, lead_id)
         assert delivery["attempts"] == 4 and delivery["last_status_code"] is None
-        assert "ConnectError" in delivery["last_error"]
+        assert delivery["last_outcome"] == "connect_error"
 
     async def test_retrying_a_pending_or_unknown_delivery(self, q: Harness) -> None:
         await publish(q.http, hooked("http://127.0.0.1:9/never-called"))
