@@ -5,6 +5,10 @@ change they describe. The relay reads committed rows in id order, publishes them
 with the idempotent producer, and deletes them once Kafka has acknowledged them.
 A crash between the acknowledgement and the delete republishes the same event id,
 which consumers drop (inbox), so the effect is exactly once.
+
+An erasure rewrites its person's events still waiting here (`pending_of`); the relay
+and the erasure are kept from crossing, so that no event goes out with its old bytes
+after an erasure that rewrote it committed (see `OutboxRelay.publish_batch`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
@@ -82,6 +88,44 @@ async def add_to_outbox(
     )
 
 
+async def pending_of(conn: AsyncConnection, table: sa.Table, key: str) -> list[Any]:
+    """The events of `key` still in the outbox (id, payload), for the caller's transaction
+    to rewrite (an erasure): none of them is being sent meanwhile.
+
+    PostgreSQL: the rows are locked, in id order as the relay locks them (no deadlock
+    between the two); a batch under way holding any of them is waited for, and once it is
+    sent and deleted they are no longer there to rewrite. SQLite: a batch this process's
+    relay is sending that holds any of them is waited for; the rows are then still there
+    (its delete waits for the caller's write lock) and rewriting them is harmless.
+    """
+    stmt = sa.select(table.c.id, table.c.payload).where(table.c.key == key).order_by(table.c.id)
+    if is_postgres(conn):
+        return list((await conn.execute(stmt.with_for_update())).all())
+    rows = list((await conn.execute(stmt)).all())
+    ids = {r.id for r in rows}
+    for flight in list(_FLIGHTS.get(_flight_key(conn.engine, table), ())):
+        if flight.ids & ids:
+            await flight.landed.wait()
+    return rows
+
+
+class _Flight:
+    """A batch a relay of this process is sending from a SQLite outbox, by row id."""
+
+    def __init__(self, ids: frozenset[int]) -> None:
+        self.ids = ids
+        self.landed = asyncio.Event()
+
+
+# SQLite means one process (the runtime's single writer), so the relay and every erasure
+# of a database meet here: batches in flight by (database file, outbox table).
+_FLIGHTS: dict[tuple[str, str], set[_Flight]] = {}
+
+
+def _flight_key(engine: AsyncEngine, table: sa.Table) -> tuple[str, str]:
+    return os.path.realpath(engine.url.database or ""), table.name
+
+
 class OutboxRelay:
     """Publishes outbox rows in order; woken on commit, polling as a safety net."""
 
@@ -97,8 +141,11 @@ class OutboxRelay:
         producer: AIOKafkaProducer,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`before_send`: a test's hook, awaited between reading a batch and sending it."""
         self._service = service
+        self._before_send = before_send
         self._engine = engine
         self._table = table
         self._producer = producer
@@ -110,7 +157,8 @@ class OutboxRelay:
         # On PostgreSQL fixed text (the ids as one array): no statement to build per batch.
         name = engine.dialect.identifier_preparer.format_table(table)
         self._pg_read = (
-            f"SELECT id, event_id, topic, key, event_type, payload FROM {name} ORDER BY id LIMIT $1"
+            f"SELECT id, event_id, topic, key, event_type, payload FROM {name} ORDER BY id "
+            "LIMIT $1 FOR UPDATE"
         )
         self._pg_delete = f"DELETE FROM {name} WHERE id = ANY($1::bigint[])"
 
@@ -151,23 +199,76 @@ class OutboxRelay:
             await self._drop_leadership()
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch; return how many events went out."""
+        """Publish up to one batch; return how many events went out.
+
+        A batch is read, sent and deleted under a hold that an erasure rewriting its rows
+        (`pending_of`) waits for, so that an event read before the erasure committed is
+        sent before it commits, and one read after goes out rewritten:
+
+        - PostgreSQL: one transaction. The read locks its rows `FOR UPDATE` (a row an
+          erasure holds is waited for, then read as committed), Kafka's acknowledgement
+          comes, the delete commits and frees them. Writers only insert outbox rows, which
+          no lock stops: only an erasure of a lead in the batch waits, for one send.
+        - SQLite (one process): the read runs under the database's write lock (BEGIN
+          IMMEDIATE), so it sees every erasure committed or none begun, and it marks the
+          batch in flight in the process before that lock goes; an erasure of a lead in
+          the batch waits for the mark to go, when Kafka has answered. The send holds no
+          database lock, so intake keeps writing while Kafka is slow or down.
+
+        A version check at the delete could not do it: by then the old bytes are out.
+        """
         t = self._table
-        async with self._connection() as conn:
-            if is_postgres(conn):
-                read = await conn.exec_driver_sql(self._pg_read, (self._batch_size,))
-            else:
+        rows: Sequence[Any]
+        if is_postgres(self._engine):
+            async with self._connection() as conn:
+                rows = (await conn.exec_driver_sql(self._pg_read, (self._batch_size,))).all()
+                if rows:
+                    await self._send(rows)
+                    await conn.exec_driver_sql(self._pg_delete, ([r.id for r in rows],))
+                await conn.commit()
+        else:
+            async with self._connection() as conn:
                 read = await conn.execute(
                     sa.select(t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.event_type, t.c.payload)
                     .order_by(t.c.id)
                     .limit(self._batch_size)
                 )
-            rows = read.all()
-            await conn.rollback()
+                rows = read.all()
+                # Marked before the write lock goes: an erasure that takes it next sees it.
+                flight = self._take_off(rows)
+                try:
+                    await conn.rollback()
+                    if rows:
+                        await self._send(rows)
+                finally:
+                    self._land(flight)
+            if rows:
+                async with self._connection() as conn:
+                    await conn.execute(sa.delete(t).where(t.c.id.in_([r.id for r in rows])))
+                    await conn.commit()
         if not rows:
             OUTBOX_PENDING.labels(self._service).set(0)
             return 0
-        # Sending outside any transaction keeps writers free while Kafka is slow or down.
+        for topic, count in Counter(r.topic for r in rows).items():
+            OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
+        return len(rows)
+
+    def _take_off(self, rows: Sequence[Any]) -> _Flight:
+        flight = _Flight(frozenset(r.id for r in rows))
+        _FLIGHTS.setdefault(_flight_key(self._engine, self._table), set()).add(flight)
+        return flight
+
+    def _land(self, flight: _Flight) -> None:
+        key = _flight_key(self._engine, self._table)
+        flights = _FLIGHTS.get(key, set())
+        flights.discard(flight)
+        if not flights:
+            _FLIGHTS.pop(key, None)
+        flight.landed.set()
+
+    async def _send(self, rows: Sequence[Any]) -> None:
+        if self._before_send is not None:
+            await self._before_send()
         await send_all(
             self._producer,
             [
@@ -180,23 +281,19 @@ class OutboxRelay:
                 for r in rows
             ],
         )
-        ids = [r.id for r in rows]
-        async with self._connection() as conn:
-            if is_postgres(conn):
-                await conn.exec_driver_sql(self._pg_delete, (ids,))
-            else:
-                await conn.execute(sa.delete(t).where(t.c.id.in_(ids)))
-            await conn.commit()
-        for topic, count in Counter(r.topic for r in rows).items():
-            OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
-        return len(rows)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        """The leader's own connection when there is one (in autocommit: one read, one
-        delete, no pool checkout and its ping), else one from the pool."""
+        """The leader's own connection when there is one (no pool checkout and its ping
+        per batch), else one from the pool. A failure rolls back what it began: a batch's
+        row locks go with it."""
         if self._leader_conn is not None:
-            yield self._leader_conn
+            try:
+                yield self._leader_conn
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._leader_conn.rollback()
+                raise
             return
         async with self._engine.connect() as conn:
             yield conn
@@ -208,8 +305,7 @@ class OutboxRelay:
         if self._leader_conn is not None:
             return True
         conn = await self._engine.connect()
-        # The lock is the session's; each statement of the relay's commits on its own.
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        # The lock is the session's: it outlives the transactions of the batches.
         got = await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(self._LEADER_LOCK_KEY)))
         await conn.commit()
         if got:

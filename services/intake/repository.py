@@ -14,7 +14,7 @@ from services.intake.domain import WEBINAR_SOURCES, DedupeKey, KnownLead
 from services.intake.tables import forms, idempotency_keys, leads, outbox, webinars
 from shared.db import AnyRow, insert_ignoring_conflicts, is_postgres, utcnow
 from shared.events import LeadReceived, LeadSnapshot, encode_event
-from shared.outbox import add_to_outbox
+from shared.outbox import add_to_outbox, pending_of
 
 # --- leads ---------------------------------------------------------------------------
 
@@ -167,14 +167,9 @@ async def erase_lead(conn: AsyncConnection, snapshot: LeadSnapshot, erased_at: d
 
 
 async def pending_events_of(conn: AsyncConnection, lead_id: str) -> list[AnyRow]:
-    """Events of a lead still waiting in the outbox (Kafka was down, or slow)."""
-    return list(
-        (
-            await conn.execute(
-                sa.select(outbox.c.id, outbox.c.payload).where(outbox.c.key == lead_id)
-            )
-        ).all()
-    )
+    """Events of a lead still waiting in the outbox (Kafka was down, or slow), safe to
+    rewrite: none is being sent meanwhile (`shared.outbox.pending_of`)."""
+    return await pending_of(conn, outbox, lead_id)
 
 
 async def replace_pending_payload(conn: AsyncConnection, row_id: int, payload: bytes) -> None:

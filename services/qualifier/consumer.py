@@ -33,7 +33,8 @@ def make_handler(
     kill_after_commit: int | None = None,
 ) -> BatchHandler:
     """`after_commit` runs once a batch's transaction has committed a decision for a
-    partner (to wake the deliverer; most batches owe it nothing).
+    partner or an erasure that owes partners a webhook (to wake the deliverer; most
+    batches owe it nothing).
 
     `kill_after_commit=N` is the exactly-once test's fault (dev mode only, refused in
     production by the settings): the process SIGKILLs itself right after the N-th batch's
@@ -45,6 +46,7 @@ def make_handler(
         nonlocal committed
         mine = [d for d in batch if isinstance(d.event, _APPLIED)]
         decided: list[Decision | None] = []
+        owes_webhooks = False
         if mine:
             now = utcnow()
             async with runtime.consumer_db.begin() as conn:
@@ -69,7 +71,7 @@ def make_handler(
                             await service.record_webinar_attendance(conn, event, now=now)
                         )
                     elif isinstance(event, LeadErased):
-                        await service.erase_lead(conn, event, now=now)
+                        owes_webhooks |= await service.erase_lead(conn, event, now=now)
                 if received:
                     decided += await service.qualify_leads(conn, received, now=now)
             committed += 1
@@ -78,7 +80,8 @@ def make_handler(
                             "before its offsets are committed", committed)  # fmt: skip
                 os.kill(os.getpid(), signal.SIGKILL)
         runtime.wake_relay()
-        if after_commit is not None and any(d is not None and d.partner for d in decided):
+        partnered = any(d is not None and d.partner for d in decided)
+        if after_commit is not None and (owes_webhooks or partnered):
             after_commit()
 
     return handle

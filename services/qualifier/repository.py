@@ -16,6 +16,7 @@ from services.qualifier.tables import (
     erasures,
     idempotency_keys,
     leads,
+    outbox,
     partner_deliveries,
     payments,
     round_robin,
@@ -24,6 +25,7 @@ from services.qualifier.tables import (
 )
 from shared.db import AnyRow, in_list, insert_ignoring_conflicts, is_postgres
 from shared.events import Decision, LeadSnapshot, Route, Stage
+from shared.outbox import pending_of
 
 # Advisory lock ids (PostgreSQL). SQLite needs none: its writers take the lock at BEGIN.
 _ROUND_ROBIN_LOCK = 0x1EAD0A55
@@ -453,10 +455,23 @@ async def erasures_of(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[st
     return {lead_id: at for lead_id, at in rows}
 
 
-async def erase_history_notes(conn: AsyncConnection, lead_id: str) -> None:
+async def erase_history_text(conn: AsyncConnection, lead_id: str) -> None:
+    """The lead's history keeps its stages, times and who; the words go (notes sales
+    wrote, reasons that may repeat what the person said)."""
     await conn.execute(
-        stage_history.update().where(stage_history.c.lead_id == lead_id).values(note=None)
+        stage_history.update()
+        .where(stage_history.c.lead_id == lead_id)
+        .values(note=None, reason=None)
     )
+
+
+async def pending_events_of(conn: AsyncConnection, lead_id: str) -> list[AnyRow]:
+    """The lead's events still in the outbox, safe to rewrite (`shared.outbox.pending_of`)."""
+    return await pending_of(conn, outbox, lead_id)
+
+
+async def replace_pending_payload(conn: AsyncConnection, row_id: int, payload: bytes) -> None:
+    await conn.execute(outbox.update().where(outbox.c.id == row_id).values(payload=payload))
 
 
 # Payments ---------------------------------------------------------------------------------
@@ -712,12 +727,30 @@ async def requeue_delivery(conn: AsyncConnection, delivery_id: str, now: datetim
 
 
 async def cancel_deliveries_of(conn: AsyncConnection, lead_id: str, now: datetime) -> None:
-    """An erased person is sent nowhere again; the bodies holding their data go too."""
+    """An erased person is sent nowhere again; the bodies holding their data go too
+    (the `lead.erased` webhooks, which hold none, stay)."""
     p = partner_deliveries
+    routed = sa.and_(p.c.lead_id == lead_id, p.c.event_type == "lead.routed")
     await conn.execute(
         p.update()
-        .where(p.c.lead_id == lead_id, p.c.status.in_(["pending", "failed"]))
+        .where(routed, p.c.status.in_(["pending", "failed"]))
         .values(status="cancelled", claim_token=None, last_error="the person was erased",
                 updated_at=now)
     )  # fmt: skip
-    await conn.execute(p.update().where(p.c.lead_id == lead_id).values(payload=None))
+    await conn.execute(p.update().where(routed).values(payload=None))
+
+
+async def partners_that_may_have_the_lead(conn: AsyncConnection, lead_id: str) -> list[AnyRow]:
+    """Routings of the lead that were attempted at least once (an attempt that timed out may
+    have arrived all the same), newest first: partner, URL, and for one under way its lease."""
+    p = partner_deliveries
+    return list(
+        (
+            await conn.execute(
+                sa.select(p.c.partner_id, p.c.url, p.c.claim_token, p.c.next_attempt_at)
+                .where(p.c.lead_id == lead_id, p.c.event_type == "lead.routed",
+                       p.c.attempts > 0)
+                .order_by(p.c.created_at.desc())
+            )
+        ).all()
+    )  # fmt: skip

@@ -22,6 +22,7 @@ from shared.db import utcnow
 from shared.events import (
     LeadErased,
     LeadErasedData,
+    LeadFeedback,
     LeadReceived,
     LeadRouted,
     LeadWebinarAttended,
@@ -190,8 +191,17 @@ class TestErasure:
         )  # fmt: skip
         assert (view["route"], view["stage"], view["feedback"]) == ("sales", "rejected", "rejected")
         assert len(view["decisions"]) == 1 and view["decision"]["score"] == 100
-        assert [h["note"] for h in view["stages"]] == [None, None]
-        assert "sales rejected the lead" in view["stages"][1]["reason"]
+        assert [h["stage"] for h in view["stages"]] == ["routed", "rejected"]
+        # The history's words go: sales' notes, and reasons that may repeat the person.
+        assert [(h["note"], h["reason"]) for h in view["stages"]] == [(None, None)] * 2
+        # So do the person and sales' words in its events still waiting for Kafka.
+        (routed,) = await q.events(lead_id=lead.subject, type="lead.routed")
+        assert isinstance(routed, LeadRouted)
+        assert (routed.data.name, routed.data.phone, routed.data.message) == (None, None, None)
+        assert routed.data.decision.score == 100
+        (feedback,) = await q.events(lead_id=lead.subject, type="lead.feedback")
+        assert isinstance(feedback, LeadFeedback) and feedback.data.reason is None
+        assert feedback.data.decision == "rejected"
 
     async def test_an_erasure_that_arrives_first_is_applied_on_arrival(self, q: Harness) -> None:
         lead = received(name="Boris", services=["smm"])

@@ -283,6 +283,41 @@ class TestErasure:
         assert row.payload is None
         r = await q.http.post(f"/v1/partners/deliveries/{delivery['id']}/retry")
         assert r.status_code == 409
+        # It was never sent: the partner does not have the lead, so it is told nothing.
+        assert len(await q.rows(partner_deliveries)) == 1
+
+    async def test_a_partner_that_got_the_lead_is_told_of_the_erasure(self, q: Harness) -> None:
+        receiver = Receiver()
+        async with listening(receiver) as url:
+            await publish(q.http, hooked(url))
+            async with deliverer_running(q):
+                lead_id = await partner_lead(q)
+
+                async def delivered(n: int) -> bool:
+                    r = await q.http.get("/v1/partners/deliveries", params={"lead_id": lead_id})
+                    return sum(d["status"] == "delivered" for d in r.json()) == n
+
+                await until(lambda: delivered(1))
+                now = datetime.now(UTC)
+                data = LeadErasedData(lead_id=lead_id, at=now, by="dpo")
+                cause = LeadErased(source="/intake", time=now, subject=lead_id, data=data)
+                await q.receive(cause)
+                await q.receive(cause)  # redelivered: still one webhook
+                await until(lambda: delivered(2))
+        routed, erasure = receiver.requests
+        assert erasure.signature_ok  # signed as leads are, with the partner's secret
+        event = decode_event(erasure.body)
+        assert isinstance(event, LeadErased) and event.subject == lead_id
+        assert (event.data.lead_id, event.data.at, event.data.by) == (lead_id, cause.data.at, None)
+        assert erasure.headers["x-leadflow-event-id"] == event.id
+        assert erasure.headers["x-leadflow-delivery-id"] != routed.headers["x-leadflow-delivery-id"]
+        listed = (await q.http.get("/v1/partners/deliveries", params={"lead_id": lead_id})).json()
+        kinds = sorted((d["event_type"], d["status"], d["last_outcome"]) for d in listed)
+        assert kinds == [("lead.erased", "delivered", "http_2xx"),
+                         ("lead.routed", "delivered", "http_2xx")]  # fmt: skip
+        # The routed body that held the person is gone; the erasure's holds nobody.
+        bodies = {r.event_type: r.payload for r in await q.rows(partner_deliveries)}
+        assert bodies["lead.routed"] is None and b"@" not in bodies["lead.erased"]
 
 
 class TestProduction:
