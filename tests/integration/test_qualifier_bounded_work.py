@@ -185,6 +185,35 @@ class TestDefinitionUploads:
         assert r.status_code == 201, r.text
 
 
+def many_rules(count: int, points: str) -> str:
+    """The example with `count` more score rules: a definition near the size limit."""
+    rules = "".join(
+        f"  - {{points: {points}{i % 10}, when: {{company_in: [c{i}]}}}}\n" for i in range(count)
+    )
+    return definition_text(("score:\n", "score:\n" + rules))
+
+
+class TestDiffs:
+    @pytest.mark.timeout(120)
+    async def test_a_line_diff_of_two_large_versions_leaves_healthz_answering(
+        self, q: Harness
+    ) -> None:
+        # Every other line changed: difflib's slowest kind of input, seconds of CPU.
+        old = many_rules(4_800, "1")
+        new = "".join(
+            line.replace("points: 1", "points: 2", 1) if i % 2 else line
+            for i, line in enumerate(old.splitlines(keepends=True))
+        )
+        assert len(old.encode()) <= q.settings.definition_max_bytes
+        v2, v3 = [(await q.http.post("/v1/definitions", content=text, headers=YAML)).json()
+                  for text in (old, new)]  # fmt: skip
+        async with probing(q.http):
+            r = await q.http.get(f"/v1/definitions/{v3['version']}/diff",
+                                 params={"against": v2["version"]})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert len(r.json()["changes"]) == 2_400
+
+
 class TestBacktestBounds:
     async def test_a_range_over_the_limit_is_refused(self, q: Harness) -> None:
         body = {"from": "1996-01-01T00:00:00Z", "to": datetime.now(UTC).isoformat()}
