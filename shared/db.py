@@ -157,21 +157,22 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def error_summary(exc: BaseException) -> str:
-    """What a log may say of an error: a database error as its type and SQLSTATE only (say
-    `IntegrityError/UniqueViolationError SQLSTATE 23505`), since its text quotes people's
-    data even with the parameters hidden (PostgreSQL's `DETAIL:  Key (email)=(…)`, `invalid
-    input syntax for type integer: "…"`); any other error as its type and text."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    if not any(_is_database_error(e) for e in chain):
-        return f"{type(exc).__name__}: {exc}"
+    """What a log may say of an error: a database error as its kind only (`error_kind`),
+    since its text quotes people's data even with the parameters hidden (PostgreSQL's
+    `DETAIL:  Key (email)=(…)`, `invalid input syntax for type integer: "…"`); any other
+    error as its type and text."""
+    if any(_is_database_error(e) for e in _cause_chain(exc)):
+        return error_kind(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def error_kind(exc: BaseException) -> str:
+    """An error without its text: the types along its cause chain and the SQLSTATE where
+    there is one (asyncpg's `sqlstate`, psycopg's `pgcode`) or SQLite's error name, say
+    `IntegrityError/UniqueViolationError SQLSTATE 23505`."""
+    chain = _cause_chain(exc)
     names = "/".join(dict.fromkeys(type(e).__name__ for e in chain))
     for e in chain:
-        # asyncpg's sqlstate, psycopg's pgcode; SQLite has no SQLSTATE but names its code.
         code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
         if isinstance(code, str):
             return f"{names} SQLSTATE {code}"
@@ -179,6 +180,17 @@ def error_summary(exc: BaseException) -> str:
         if isinstance(name, str):
             return f"{names} {name}"
     return names
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and its causes, through SQLAlchemy's `orig` (the driver's error)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return chain
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.qualifier.tables import outbox
-from shared.db import create_engine, error_summary, is_postgres
+from shared.db import create_engine, error_kind, error_summary, is_postgres
 from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 
@@ -64,9 +64,16 @@ async def test_the_summary_of_an_error_is_its_type_and_sqlstate(database_url: st
         assert summaries == ["IntegrityError SQLITE_CONSTRAINT_UNIQUE"]
 
 
-def test_the_summary_of_other_errors_keeps_their_text() -> None:
+def test_the_summary_of_other_errors_keeps_their_text_and_their_kind_does_not() -> None:
     refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
     assert error_summary(refused) == f"ConnectionRefusedError: {refused}"
+    try:
+        try:
+            raise ValueError(f"bad input {EMAIL}")
+        except ValueError as exc:
+            raise RuntimeError(f"handler failed on {EMAIL}") from exc
+    except RuntimeError as exc:
+        assert error_kind(exc) == "RuntimeError/ValueError"
 
 
 async def test_the_relay_logs_a_database_error_as_its_type_and_sqlstate(database_url: str) -> None:
