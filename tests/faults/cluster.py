@@ -70,6 +70,10 @@ class PostgresInstance:
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://leadflow@127.0.0.1:{self.port}/{database}"
 
+    def dsn(self, database: str) -> str:
+        """The same database for asyncpg itself."""
+        return f"postgresql://leadflow@127.0.0.1:{self.port}/{database}"
+
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)

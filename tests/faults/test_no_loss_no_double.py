@@ -3,17 +3,21 @@
 Kafka, a private PostgreSQL and the services run as separate processes, in production
 mode with real tokens. Clients post leads and retry with the same Idempotency-Key until
 answered, while the test SIGKILLs each service in turn, restarts Kafka and stops the
-database. Then every acknowledged lead must have exactly one decision and be counted
-exactly once, and no event id may be applied twice.
+database (once with the qualifier's writes caught in flight). Then every acknowledged lead
+must have exactly one decision and be counted exactly once, no event id may be applied
+twice, and no log line or dead-letter header may name a person: no e-mail, phone or name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import random
 import re
+import string
 import time
 import uuid
 from collections import Counter
@@ -23,14 +27,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from cli import kafka_broker
 from shared.db import create_engine
-from shared.events import LEAD_TOPICS, TOPIC_RECEIVED, TOPIC_ROUTED, decode_event
+from shared.events import (
+    CONTENT_TYPE,
+    LEAD_TOPICS,
+    TOPIC_DEADLETTER,
+    TOPIC_RECEIVED,
+    TOPIC_ROUTED,
+    decode_event,
+)
 from tests.faults.cluster import Cluster, postgres_bin
 
 pytestmark = [
@@ -70,6 +82,19 @@ PRODUCTION_ENV = {
 }
 
 
+# Every person the test makes up is named "Faultperson <random word>" and has a phone
+# +7 916 ..., so one pattern finds any of them, or a cut-off part of one, in any text.
+NAME_MARK = "Faultperson"
+PERSONAL_DATA = re.compile(
+    rf"{NAME_MARK}|[\w.+-]+@faults\.example|\+7916\d{{7}}|\+7 916 \d{{3}} \d{{2}} \d{{2}}"
+    r"|(?<!\d)916\d{7}(?!\d)",
+    re.IGNORECASE,
+)
+# A message on leads.received that is no Leadflow event, quoting a person in every field
+# it gets wrong: the consumers park it, and the reason they give must not quote them.
+POISON_KEY = b"fault-test-poison-" + uuid.uuid4().hex.encode()
+
+
 @dataclass
 class Figures:
     acknowledged: dict[str, str] = field(default_factory=dict)  # idempotency key -> lead id
@@ -77,6 +102,17 @@ class Figures:
     answers: Counter[int] = field(default_factory=Counter)
     transport_errors: int = 0
     faults: list[str] = field(default_factory=list)
+    # The outage with the qualifier's writes in flight: how many it caught, and the
+    # logs right after it.
+    writes_caught_in_flight: int = 0
+    logs_after_outage: str = ""
+
+
+def _person(cid: int, i: int) -> dict[str, str]:
+    word = "".join(random.choices(string.ascii_lowercase, k=10)).capitalize()
+    digits = f"{cid}{i:03d}{random.randrange(1000):03d}"
+    phone = f"+7 916 {digits[:3]} {digits[3:5]} {digits[5:]}"
+    return {"name": f"{NAME_MARK} {word}", "phone": phone}
 
 
 async def _client(cid: int, url: str, count: int, figures: Figures) -> None:
@@ -86,7 +122,7 @@ async def _client(cid: int, url: str, count: int, figures: Figures) -> None:
             key = f"client{cid}-lead{i}"
             email = f"fault.{cid}.{i}.{uuid.uuid4().hex[:6]}@faults.example"
             figures.emails.append(email)
-            body = {"source": "api", "name": "Fault Test", "email": email, "company": "Acme",
+            body = {"source": "api", **_person(cid, i), "email": email, "company": "Acme",
                     "services": ["seo"], "consent": True}  # fmt: skip
             while True:
                 try:
@@ -133,10 +169,64 @@ async def _inject_faults(cluster: Cluster, figures: Figures, replicated: bool) -
         time.sleep(3)
         cluster.postgres.start()
 
+    def database_outage_mid_write() -> None:
+        figures.writes_caught_in_flight = asyncio.run(_stop_postgres_mid_write(cluster))
+        figures.faults.append(
+            f"PostgreSQL stopped with {figures.writes_caught_in_flight} qualifier write(s) "
+            "in flight, and restarted"
+        )
+        time.sleep(3)
+        cluster.postgres.start()
+        time.sleep(2)  # the services meet the restarted database and say so
+        figures.logs_after_outage = cluster.logs()
+
+    # First, while the clients are surely still posting.
+    steps.insert(0, ("database-mid-write", database_outage_mid_write))
     steps += [("kafka", kafka_outage), ("database", database_outage)]
     for _, step in steps:
         await asyncio.sleep(1.5)
         await asyncio.to_thread(step)
+
+
+async def _stop_postgres_mid_write(cluster: Cluster) -> int:
+    """Stop PostgreSQL while the qualifier's statements that write leads wait in flight
+    (a lock holds them), so they fail with their parameters in hand, people's data among
+    them: what the services log of that failure is then checked. How many waited."""
+    conn = await asyncpg.connect(cluster.postgres.dsn("qualifier"))
+    try:
+        # SHARE lets the qualifier read leads but holds every write to them.
+        await conn.execute("BEGIN; LOCK TABLE leads IN SHARE MODE")
+        waiting = 0
+        deadline = time.monotonic() + 30
+        while not waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE NOT l.granted AND c.relname = 'leads'"
+            )
+        await asyncio.sleep(0.5)  # a second replica's write may join it
+        await asyncio.to_thread(cluster.postgres.stop)
+        return int(waiting)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.terminate()
+
+
+async def _send_poison(bootstrap: str) -> None:
+    # Each of its personal fields is a list where a string belongs.
+    person = {k: [v] for k, v in _person(9, 999).items()}
+    email = f"poison.{uuid.uuid4().hex[:6]}@faults.example"
+    data = {**person, "email": [email], "source": "api"}
+    value = json.dumps({"specversion": "1.0", "type": "lead.received", "id": str(uuid.uuid4()),
+                        "source": "/intake", "time": "2026-01-01T00:00:00Z", "subject": "x",
+                        "data": data})  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        headers = [("content-type", CONTENT_TYPE.encode())]
+        await producer.send_and_wait(TOPIC_RECEIVED, value.encode(), POISON_KEY, headers=headers)
+    finally:
+        await producer.stop()
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[Any]:
@@ -205,6 +295,7 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
     figures = Figures()
     intake = cluster.replicas["intake"][0].url
     started = datetime.now(UTC)
+    await _send_poison(cluster.broker.bootstrap_servers)
     load = [
         asyncio.create_task(_client(c, intake, LEADS // CLIENTS, figures)) for c in range(CLIENTS)
     ]
@@ -240,7 +331,8 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
     await asyncio.sleep(2)  # anything in flight that would double-count lands now
     _, kpi_count = await counted()
 
-    received = await _read_all(cluster.broker.bootstrap_servers, TOPIC_RECEIVED)
+    received = [r for r in await _read_all(cluster.broker.bootstrap_servers, TOPIC_RECEIVED)
+                if r.key != POISON_KEY]  # fmt: skip
     routed = await _read_all(cluster.broker.bootstrap_servers, TOPIC_ROUTED)
     received_ids = Counter(decode_event(r.value).id for r in received)
     routed_events = [decode_event(r.value) for r in routed]
@@ -250,7 +342,7 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
     all_ids: set[str] = set()
     for topic in LEAD_TOPICS:
         all_ids |= {decode_event(r.value).id for r in await _read_all(
-            cluster.broker.bootstrap_servers, topic)}  # fmt: skip
+            cluster.broker.bootstrap_servers, topic) if r.key != POISON_KEY}  # fmt: skip
     kpi_applied = await _scalar(pg.url("kpi"), "SELECT count(*) FROM inbox")
     qualifier_applied = await _scalar(
         pg.url("qualifier"), "SELECT count(*) FROM inbox WHERE event_type = 'lead.received'"
@@ -295,4 +387,23 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
         assert secret not in logs, "a bearer token was written to a log"
     leaked = [e for e in figures.emails if e in logs]
     assert not leaked, f"e-mail addresses in the logs: {leaked[:3]}"
-    assert not re.search(r"[\w.+-]+@faults\.example", logs)
+    assert figures.writes_caught_in_flight > 0, "the outage caught no write in flight"
+    for text, where in ((figures.logs_after_outage, "the logs of the outage mid-write"),
+                        (logs, "the logs")):  # fmt: skip
+        found = PERSONAL_DATA.search(text)
+        assert found is None, f"personal data in {where}: {_around(text, found)}"
+
+    parked = await _read_all(cluster.broker.bootstrap_servers, TOPIC_DEADLETTER)
+    assert any(r.key == POISON_KEY for r in parked), "the poison message was not parked"
+    headers = "\n".join(f"{k}: {v.decode(errors='replace')}" for r in parked for k, v in r.headers)
+    found = PERSONAL_DATA.search(headers)
+    assert found is None, f"personal data in dead-letter headers: {_around(headers, found)}"
+
+
+def _around(text: str, found: re.Match[str] | None) -> str:
+    """The line a match is on, cut to a readable length."""
+    if found is None:
+        return ""
+    start = text.rfind("\n", 0, found.start()) + 1
+    end = text.find("\n", found.end())
+    return text[start : end if end >= 0 else len(text)][:400]
