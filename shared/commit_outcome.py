@@ -11,9 +11,8 @@ SQLAlchemy is about to send COMMIT and forgotten at its next BEGIN; an error SQL
 raises in between, for no statement, is the COMMIT's. That counts a connection the
 driver finds closed just as COMMIT is due (asyncpg says so before sending anything): its
 words for the two cases are no contract, and "unknown" is the answer that is never wrong.
-SQLite is left out: its COMMIT is a call into a local library that either commits or
-says it did not. The cost: every engine dispatches SQLAlchemy's connection events (a few
-dozen Python calls per transaction).
+The cost: every engine dispatches SQLAlchemy's connection events (a few dozen Python calls
+per transaction).
 """
 
 from __future__ import annotations
@@ -65,8 +64,7 @@ def _failed_at_commit(exc: BaseException) -> bool:
 
 
 def _commit_sent(conn: Connection) -> None:
-    if conn.dialect.name != "sqlite":
-        _committing.add(conn)
+    _committing.add(conn)
 
 
 def _began(conn: Connection) -> None:

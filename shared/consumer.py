@@ -99,8 +99,8 @@ def is_transient(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """A failure for a log line or a dead-letter header: the types along its cause chain and
-    the SQLSTATE where there is one (asyncpg's `.sqlstate`, through SQLAlchemy's `.orig`),
-    or SQLite's error name; `IntegrityError/UniqueViolationError SQLSTATE 23505`, the shape
+    the SQLSTATE where there is one (asyncpg's `.sqlstate`, through SQLAlchemy's `.orig`);
+    `IntegrityError/UniqueViolationError SQLSTATE 23505`, the shape
     of shared.db.error_summary. Never the message, whatever the error: a database error
     quotes the rows it conflicts with, and a handler's own may quote the event."""
     chain: list[BaseException] = []
@@ -114,9 +114,6 @@ def describe(exc: BaseException) -> str:
         code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
         if isinstance(code, str):
             return f"{names} SQLSTATE {code}"
-        name = getattr(e, "sqlite_errorname", None)
-        if isinstance(name, str):
-            return f"{names} {name}"
     return names
 
 

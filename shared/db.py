@@ -1,25 +1,20 @@
-"""Database plumbing: engines for SQLite and PostgreSQL, portable column types and upserts."""
+"""Database plumbing: the PostgreSQL engine, column types, upserts and error classification."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
-    """A timestamp with time zone that always comes back timezone-aware in UTC.
-
-    SQLite has no time zones; storing UTC and re-attaching it on the way out gives
-    both backends the same behaviour.
-    """
+    """A timestamp with time zone that always comes back timezone-aware in UTC; a naive
+    datetime is refused on the way in rather than guessed at."""
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
@@ -29,8 +24,7 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime: Leadflow stores timezone-aware times only")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -41,8 +35,8 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
 # A result row of any shape (SQLAlchemy 2.1 types rows by their column tuple).
 AnyRow = sa.Row[*tuple[Any, ...]]
 
-# Integer primary keys that autoincrement on both backends (SQLite needs INTEGER for rowid).
-BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Autoincrementing primary keys (BIGSERIAL).
+BigIntPK = sa.BigInteger()
 Money = sa.Numeric(18, 2)
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -50,12 +44,11 @@ Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 def in_list(
     conn: AsyncConnection, column: sa.ColumnElement[Any], values: Sequence[Any]
 ) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, so one prepared
-    statement for any number of values instead of a statement per list length."""
-    if is_postgres(conn):
-        ids: sa.BindParameter[list[Any]] = sa.bindparam("ids", list(values), unique=True)
-        return column == sa.any_(sa.cast(ids, postgresql.ARRAY(column.type)))
-    return column.in_(values)
+    """`column IN values` as `= ANY(array)`: one parameter, so one prepared statement for
+    any number of values instead of a statement per list length. (`conn` is no longer
+    needed, PostgreSQL being the only dialect; kept so callers need not change.)"""
+    ids: sa.BindParameter[list[Any]] = sa.bindparam("ids", list(values), unique=True)
+    return column == sa.any_(sa.cast(ids, postgresql.ARRAY(column.type)))
 
 
 def as_columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -67,19 +60,12 @@ def as_columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and write-locking transactions.
+    """An async engine on a PostgreSQL URL (the only database Leadflow runs on).
 
     `hide_parameters`: an error's text (and `echo`) never quotes a statement's values,
     which are people's e-mails, phones and names."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
-            url, echo=echo, hide_parameters=True, connect_args={"timeout": 30}
-        )
-        _configure_sqlite(engine)
-        return engine
+    if make_url(url).get_backend_name() != "postgresql":
+        raise ValueError("Leadflow's databases are PostgreSQL: expected a postgresql+asyncpg URL")
     return create_async_engine(
         url,
         echo=echo,
@@ -90,33 +76,13 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver so BEGIN IMMEDIATE below is ours.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # Writers take the lock at BEGIN, so two transactions never deadlock upgrading
-        # a read lock; this is what makes check-then-insert de-duplication safe on SQLite.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def is_postgres(conn: AsyncConnection | AsyncEngine) -> bool:
     return conn.dialect.name == "postgresql"
 
 
 def insert_ignoring_conflicts(conn: AsyncConnection, table: sa.Table) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING` in the connection's dialect."""
-    dialect_insert = postgresql.insert if is_postgres(conn) else sqlite.insert
-    return dialect_insert(table).on_conflict_do_nothing()
+    """`INSERT ... ON CONFLICT DO NOTHING`. (`conn`: as for `in_list`.)"""
+    return postgresql.insert(table).on_conflict_do_nothing()
 
 
 # SQLSTATE classes that mean "the server cannot serve now", not "this statement is wrong":
@@ -168,7 +134,7 @@ def error_summary(exc: BaseException) -> str:
 
 def error_kind(exc: BaseException) -> str:
     """An error without its text: the types along its cause chain and the SQLSTATE where
-    there is one (asyncpg's `sqlstate`, psycopg's `pgcode`) or SQLite's error name, say
+    there is one (asyncpg's `sqlstate`, psycopg's `pgcode`), say
     `IntegrityError/UniqueViolationError SQLSTATE 23505`."""
     chain = _cause_chain(exc)
     names = "/".join(dict.fromkeys(type(e).__name__ for e in chain))
@@ -176,9 +142,6 @@ def error_kind(exc: BaseException) -> str:
         code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
         if isinstance(code, str):
             return f"{names} SQLSTATE {code}"
-        name = getattr(e, "sqlite_errorname", None)
-        if isinstance(name, str):
-            return f"{names} {name}"
     return names
 
 
@@ -195,9 +158,7 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
 
 def _is_database_error(exc: BaseException) -> bool:
     module = type(exc).__module__
-    return isinstance(exc, sa.exc.SQLAlchemyError) or module.startswith(
-        ("asyncpg", "sqlite3", "aiosqlite", "psycopg")
-    )
+    return isinstance(exc, sa.exc.SQLAlchemyError) or module.startswith(("asyncpg", "psycopg"))
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -8,7 +8,7 @@ commits once and every caller is answered after that commit, so an acknowledgeme
 means "stored". Batches form naturally: whatever queued while the previous batch was
 committing goes together, so a lone request waits for no timer.
 
-On PostgreSQL several writers may commit batches at once (`writers`), each on a
+Several writers may commit batches at once (`writers`), each on a
 connection of its own kept across batches (`shared.writer_connection`): with one, the
 process sat idle while its batch was in the database (its statements and the commit's
 WAL flush), as every request then waited for that batch. Concurrent batches are as safe

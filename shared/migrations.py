@@ -34,10 +34,6 @@ def alembic_config(service: str, database_url: str) -> Config:
 
 def migrate(service: str, database_url: str, revision: str = "head") -> None:
     """Bring the service's database to `revision`. Synchronous: call it off the event loop."""
-    if database_url.startswith("sqlite"):
-        path = sa.engine.make_url(database_url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(alembic_config(service, database_url), revision)
 
@@ -54,7 +50,6 @@ def run_migrations_from_env(metadata: sa.MetaData) -> None:
             connection=connection,
             target_metadata=metadata,
             version_table=version_table,
-            render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
         )
         with context.begin_transaction():

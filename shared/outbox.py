@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -28,7 +27,7 @@ from prometheus_client import Counter as Metric
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import BigIntPK, UtcDateTime, error_summary, is_postgres, utcnow
+from shared.db import BigIntPK, UtcDateTime, error_summary, utcnow
 from shared.events import _Envelope, encode_event, record_headers
 from shared.kafka import Outgoing, send_all
 
@@ -92,38 +91,12 @@ async def pending_of(conn: AsyncConnection, table: sa.Table, key: str) -> list[A
     """The events of `key` still in the outbox (id, payload), for the caller's transaction
     to rewrite (an erasure): none of them is being sent meanwhile.
 
-    PostgreSQL: the rows are locked, in id order as the relay locks them (no deadlock
-    between the two); a batch under way holding any of them is waited for, and once it is
-    sent and deleted they are no longer there to rewrite. SQLite: a batch this process's
-    relay is sending that holds any of them is waited for; the rows are then still there
-    (its delete waits for the caller's write lock) and rewriting them is harmless.
+    The rows are locked, in id order as the relay locks them (no deadlock between the
+    two); a batch under way holding any of them is waited for, and once it is sent and
+    deleted they are no longer there to rewrite.
     """
     stmt = sa.select(table.c.id, table.c.payload).where(table.c.key == key).order_by(table.c.id)
-    if is_postgres(conn):
-        return list((await conn.execute(stmt.with_for_update())).all())
-    rows = list((await conn.execute(stmt)).all())
-    ids = {r.id for r in rows}
-    for flight in list(_FLIGHTS.get(_flight_key(conn.engine, table), ())):
-        if flight.ids & ids:
-            await flight.landed.wait()
-    return rows
-
-
-class _Flight:
-    """A batch a relay of this process is sending from a SQLite outbox, by row id."""
-
-    def __init__(self, ids: frozenset[int]) -> None:
-        self.ids = ids
-        self.landed = asyncio.Event()
-
-
-# SQLite means one process (the runtime's single writer), so the relay and every erasure
-# of a database meet here: batches in flight by (database file, outbox table).
-_FLIGHTS: dict[tuple[str, str], set[_Flight]] = {}
-
-
-def _flight_key(engine: AsyncEngine, table: sa.Table) -> tuple[str, str]:
-    return os.path.realpath(engine.url.database or ""), table.name
+    return list((await conn.execute(stmt.with_for_update())).all())
 
 
 class OutboxRelay:
@@ -154,13 +127,13 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._leader_conn: AsyncConnection | None = None
-        # On PostgreSQL fixed text (the ids as one array): no statement to build per batch.
+        # Fixed text (the ids as one array): no statement to build per batch.
         name = engine.dialect.identifier_preparer.format_table(table)
-        self._pg_read = (
+        self._read_batch = (
             f"SELECT id, event_id, topic, key, event_type, payload FROM {name} ORDER BY id "
             "LIMIT $1 FOR UPDATE"
         )
-        self._pg_delete = f"DELETE FROM {name} WHERE id = ANY($1::bigint[])"
+        self._delete_batch = f"DELETE FROM {name} WHERE id = ANY($1::bigint[])"
 
     def wake(self) -> None:
         """Call after committing outbox rows so they go out without waiting for a poll."""
@@ -201,70 +174,29 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch; return how many events went out.
 
-        A batch is read, sent and deleted under a hold that an erasure rewriting its rows
-        (`pending_of`) waits for, so that an event read before the erasure committed is
-        sent before it commits, and one read after goes out rewritten:
-
-        - PostgreSQL: one transaction. The read locks its rows `FOR UPDATE` (a row an
-          erasure holds is waited for, then read as committed), Kafka's acknowledgement
-          comes, the delete commits and frees them. Writers only insert outbox rows, which
-          no lock stops: only an erasure of a lead in the batch waits, for one send.
-        - SQLite (one process): the read runs under the database's write lock (BEGIN
-          IMMEDIATE), so it sees every erasure committed or none begun, and it marks the
-          batch in flight in the process before that lock goes; an erasure of a lead in
-          the batch waits for the mark to go, when Kafka has answered. The send holds no
-          database lock, so intake keeps writing while Kafka is slow or down.
+        A batch is read, sent and deleted in one transaction, under a hold that an erasure
+        rewriting its rows (`pending_of`) waits for, so that an event read before the
+        erasure committed is sent before it commits, and one read after goes out
+        rewritten: the read locks its rows `FOR UPDATE` (a row an erasure holds is waited
+        for, then read as committed), Kafka's acknowledgement comes, the delete commits
+        and frees them. Writers only insert outbox rows, which no lock stops: only an
+        erasure of a lead in the batch waits, for one send.
 
         A version check at the delete could not do it: by then the old bytes are out.
         """
-        t = self._table
         rows: Sequence[Any]
-        if is_postgres(self._engine):
-            async with self._connection() as conn:
-                rows = (await conn.exec_driver_sql(self._pg_read, (self._batch_size,))).all()
-                if rows:
-                    await self._send(rows)
-                    await conn.exec_driver_sql(self._pg_delete, ([r.id for r in rows],))
-                await conn.commit()
-        else:
-            async with self._connection() as conn:
-                read = await conn.execute(
-                    sa.select(t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.event_type, t.c.payload)
-                    .order_by(t.c.id)
-                    .limit(self._batch_size)
-                )
-                rows = read.all()
-                # Marked before the write lock goes: an erasure that takes it next sees it.
-                flight = self._take_off(rows)
-                try:
-                    await conn.rollback()
-                    if rows:
-                        await self._send(rows)
-                finally:
-                    self._land(flight)
+        async with self._connection() as conn:
+            rows = (await conn.exec_driver_sql(self._read_batch, (self._batch_size,))).all()
             if rows:
-                async with self._connection() as conn:
-                    await conn.execute(sa.delete(t).where(t.c.id.in_([r.id for r in rows])))
-                    await conn.commit()
+                await self._send(rows)
+                await conn.exec_driver_sql(self._delete_batch, ([r.id for r in rows],))
+            await conn.commit()
         if not rows:
             OUTBOX_PENDING.labels(self._service).set(0)
             return 0
         for topic, count in Counter(r.topic for r in rows).items():
             OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
         return len(rows)
-
-    def _take_off(self, rows: Sequence[Any]) -> _Flight:
-        flight = _Flight(frozenset(r.id for r in rows))
-        _FLIGHTS.setdefault(_flight_key(self._engine, self._table), set()).add(flight)
-        return flight
-
-    def _land(self, flight: _Flight) -> None:
-        key = _flight_key(self._engine, self._table)
-        flights = _FLIGHTS.get(key, set())
-        flights.discard(flight)
-        if not flights:
-            _FLIGHTS.pop(key, None)
-        flight.landed.set()
 
     async def _send(self, rows: Sequence[Any]) -> None:
         if self._before_send is not None:
@@ -299,9 +231,7 @@ class OutboxRelay:
             yield conn
 
     async def _lead(self) -> bool:
-        """On PostgreSQL only one replica relays at a time, keeping per-key order."""
-        if not is_postgres(self._engine):
-            return True
+        """Only one replica relays at a time (a session advisory lock), keeping per-key order."""
         if self._leader_conn is not None:
             return True
         conn = await self._engine.connect()

@@ -31,7 +31,7 @@ from shared.consumer import (
     HeldConnection,
     describe,
 )
-from shared.db import create_engine, is_postgres, ping
+from shared.db import create_engine, ping
 from shared.front import Front, FrontHandler, ServiceApp
 from shared.group_commit import GroupCommitter, WriteBatch
 from shared.kafka import (
@@ -83,8 +83,6 @@ class Runtime:
         self.settings = settings
         self.name = settings.service_name
         self.engine: AsyncEngine = create_engine(settings.db_url)
-        # SQLite has one writer at a time: there, one batch at a time whatever is asked.
-        single_writer = not is_postgres(self.engine)
         common = settings.common
         self.producer = make_producer(common.kafka_bootstrap_servers, f"leadflow-{self.name}")
         self.relay = (
@@ -114,7 +112,7 @@ class Runtime:
                 producer=self.producer,
                 handle_batch=handler(self),
                 max_records=consumer_max_records,
-                in_flight=1 if single_writer else consumer_in_flight,
+                in_flight=consumer_in_flight,
                 top_up_wait_ms=consumer_fetch.top_up_wait_ms,
                 batch_timeout=common.consumer_batch_timeout_seconds,
                 healthy=self.database_ready,
@@ -128,7 +126,7 @@ class Runtime:
                 self.engine,
                 service=self.name,
                 on_commit=self.wake_relay,
-                writers=1 if single_writer else group_commit_writers,
+                writers=group_commit_writers,
             )
             if group_commit
             else None

@@ -1,4 +1,4 @@
-"""The group-commit writer's connection: on PostgreSQL one connection kept across batches.
+"""The group-commit writer's connection: one connection kept across batches.
 
 A pool checkout pings the connection first (with asyncpg three round trips: BEGIN, a
 query, ROLLBACK) before the batch's own BEGIN, statements and COMMIT; batches commit one
@@ -10,9 +10,6 @@ batch again on a fresh checkout. A failure once COMMIT was sent is raised marked
 COMMIT's (`shared.commit_outcome`): the outcome is unknown, so the batch must not be
 retried blindly, and its callers are not told that nothing was stored. Any failure drops
 the connection; the next transaction checks one out of the pool (and pings it).
-
-SQLite checks a connection out for each transaction, as before: its checkout does not
-ping, and a file database is not closed under a client.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.commit_outcome import mark_failed_at_commit
-from shared.db import is_postgres, is_unavailable
+from shared.db import is_unavailable
 
 T = TypeVar("T")
 
@@ -38,7 +35,6 @@ class WriterConnection:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._keep = is_postgres(engine)
         self._conn: AsyncConnection | None = None
 
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -47,9 +43,6 @@ class WriterConnection:
         Raises `StaleConnection` (from the driver's error) when a connection kept from an
         earlier transaction turned out to be unusable before COMMIT was sent.
         """
-        if not self._keep:
-            async with self._engine.begin() as conn:
-                return await work(conn)
         kept = self._conn is not None
         if self._conn is None:
             self._conn = await self._engine.connect()

@@ -44,13 +44,6 @@ from tests.support import lead_payload, serving
 Fate = Literal["rolled back", "committed"]
 
 
-@pytest.fixture
-def postgres_url(database_url: str) -> str:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("terminates PostgreSQL backends")
-    return database_url
-
-
 async def terminate(url: str, pid: int) -> None:
     """Terminate backend `pid` and wait until it is gone."""
     killer = create_engine(url)
@@ -140,10 +133,10 @@ class Intake:
 
 
 @pytest.fixture
-async def intake(postgres_url: str, kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Intake]:
-    await asyncio.to_thread(migrate, "intake", postgres_url)
+async def intake(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Intake]:
+    await asyncio.to_thread(migrate, "intake", database_url)
     settings = IntakeSettings(
-        database_url=postgres_url,
+        database_url=database_url,
         common=CommonSettings(
             data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, auth_tokens=[WRITER]
         ),
@@ -164,51 +157,51 @@ NEW_LEAD = "SELECT count(*) > 0 FROM leads"
 class TestIntakeCommitLost:
     @pytest.mark.parametrize("fate", ["rolled back", "committed"])
     async def test_the_answer_says_unknown_and_a_retry_with_the_key_gives_one_lead(
-        self, intake: Intake, postgres_url: str, fate: Fate
+        self, intake: Intake, database_url: str, fate: Fate
     ) -> None:
         lead = lead_payload()
         headers = {**WRITER_AUTH, "Idempotency-Key": f"order-{uuid.uuid4()}"}
         with connection_lost_at_commit(
-            intake.engine, postgres_url, fate=fate, once_it_holds=NEW_LEAD
+            intake.engine, database_url, fate=fate, once_it_holds=NEW_LEAD
         ) as killed:
             first = await intake.post("/v1/leads", json=lead, headers=headers)
         assert killed, "the hook did not fire"
         assert_unknown(first)
-        stored = await leads_of(postgres_url, lead["email"])
+        stored = await leads_of(database_url, lead["email"])
         assert len(stored) == (1 if fate == "committed" else 0)
 
         retry = await intake.post("/v1/leads", json=lead, headers=headers)
         assert retry.status_code == 202, retry.text
         assert retry.json()["status"] == "accepted"
-        (lead_id,) = await leads_of(postgres_url, lead["email"])
+        (lead_id,) = await leads_of(database_url, lead["email"])
         assert retry.json()["lead_id"] == lead_id
         # A committed first attempt is replayed; a rolled-back one is done (once) now.
         replayed = retry.headers.get("idempotent-replayed") == "true"
         assert replayed is (fate == "committed")
 
     async def test_without_a_key_a_retry_is_a_duplicate_of_the_lead_stored(
-        self, intake: Intake, postgres_url: str
+        self, intake: Intake, database_url: str
     ) -> None:
         # The common request (no key) is answered by intake's front and group commit.
         lead = lead_payload()
         with connection_lost_at_commit(
-            intake.engine, postgres_url, fate="committed", once_it_holds=NEW_LEAD
+            intake.engine, database_url, fate="committed", once_it_holds=NEW_LEAD
         ):
             first = await intake.post("/v1/leads", json=lead, headers=WRITER_AUTH)
         detail = assert_unknown(first)
         assert "duplicate" in detail  # what the answer promises of a retry without a key
-        (lead_id,) = await leads_of(postgres_url, lead["email"])
+        (lead_id,) = await leads_of(database_url, lead["email"])
         retry = await intake.post("/v1/leads", json=lead, headers=WRITER_AUTH)
         assert retry.status_code == 202, retry.text
         assert retry.json() == {"lead_id": lead_id, "status": "duplicate", "duplicate_of": lead_id}
-        assert await leads_of(postgres_url, lead["email"]) == [lead_id]
+        assert await leads_of(database_url, lead["email"]) == [lead_id]
 
     async def test_a_connection_lost_before_commit_says_nothing_was_stored(
-        self, intake: Intake, postgres_url: str
+        self, intake: Intake, database_url: str
     ) -> None:
         email = f"vera.{uuid.uuid4().hex[:10]}@acme.example"
         form = {"name": "Вера", "email": email, "consent": "on", "website": ""}
-        with connection_lost_before(intake.engine, postgres_url, "INSERT INTO leads") as k:
+        with connection_lost_before(intake.engine, database_url, "INSERT INTO leads") as k:
             first = await intake.post(
                 "/v1/forms/contact-us/submissions", data=form, headers=LOCALHOST
             )
@@ -218,15 +211,15 @@ class TestIntakeCommitLost:
             "detail": "database unavailable, nothing was stored; retry later",
             "outcome": "not_stored",
         }
-        assert await leads_of(postgres_url, email) == []
+        assert await leads_of(database_url, email) == []
         again = await intake.post("/v1/forms/contact-us/submissions", data=form, headers=LOCALHOST)
         assert again.status_code == 202, again.text
-        assert len(await leads_of(postgres_url, email)) == 1
+        assert len(await leads_of(database_url, email)) == 1
 
 
 @pytest.fixture
-async def q(postgres_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with qualifier_app(postgres_url, tmp_path) as harness:
+async def q(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with qualifier_app(database_url, tmp_path) as harness:
         yield harness
 
 
@@ -235,12 +228,12 @@ NEW_PAYMENT = "SELECT count(*) > 0 FROM payments"
 
 class TestQualifierCommitLost:
     async def test_a_payment_with_a_key_is_recorded_once(
-        self, q: Harness, postgres_url: str
+        self, q: Harness, database_url: str
     ) -> None:
         lead_id = await sold(q)
         key = {"Idempotency-Key": f"pay-{uuid.uuid4()}"}
         with connection_lost_at_commit(
-            q.runtime.engine, postgres_url, fate="committed", once_it_holds=NEW_PAYMENT
+            q.runtime.engine, database_url, fate="committed", once_it_holds=NEW_PAYMENT
         ):
             first = await post(q, lead_id, "payments", {"amount": "900.00"}, headers=key)
         assert "payment_id" in assert_unknown(first)  # the qualifier's own advice
@@ -251,12 +244,12 @@ class TestQualifierCommitLost:
         assert retry.json()["payment_id"] == paid.payment_id
 
     async def test_a_payment_without_payment_id_or_key_is_not_retry_safe(
-        self, q: Harness, postgres_url: str
+        self, q: Harness, database_url: str
     ) -> None:
         # What docs/lead-definition.md warns of: the retry records a second payment.
         lead_id = await sold(q)
         with connection_lost_at_commit(
-            q.runtime.engine, postgres_url, fate="committed", once_it_holds=NEW_PAYMENT
+            q.runtime.engine, database_url, fate="committed", once_it_holds=NEW_PAYMENT
         ):
             assert_unknown(await post(q, lead_id, "payments", {"amount": "900.00"}))
         assert (await post(q, lead_id, "payments", {"amount": "900.00"})).status_code == 201

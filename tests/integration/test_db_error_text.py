@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.qualifier.tables import outbox
-from shared.db import create_engine, error_kind, error_summary, is_postgres
+from shared.db import create_engine, error_kind, error_summary
 from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 
@@ -44,24 +44,19 @@ async def test_the_summary_of_an_error_is_its_type_and_sqlstate(database_url: st
                 await conn.execute(insert, {"email": EMAIL})
             errors.append(duplicate.value)
             await conn.rollback()
-            if is_postgres(conn):
-                # PostgreSQL quotes the value itself: hiding parameters is not enough.
-                with pytest.raises(sa.exc.DBAPIError) as cast:
-                    await conn.execute(
-                        sa.text("SELECT CAST(CAST(:email AS TEXT) AS INTEGER)"), {"email": EMAIL}
-                    )
-                assert EMAIL in str(cast.value)
-                errors.append(cast.value)
+            # PostgreSQL quotes the value itself: hiding parameters is not enough.
+            with pytest.raises(sa.exc.DBAPIError) as cast:
+                await conn.execute(
+                    sa.text("SELECT CAST(CAST(:email AS TEXT) AS INTEGER)"), {"email": EMAIL}
+                )
+            assert EMAIL in str(cast.value)
+            errors.append(cast.value)
     finally:
         await engine.dispose()
-    summaries = [error_summary(e) for e in errors]
-    if database_url.startswith("postgresql"):
-        assert summaries == [
-            "IntegrityError/UniqueViolationError SQLSTATE 23505",
-            "DBAPIError/Error/InvalidTextRepresentationError SQLSTATE 22P02",
-        ]
-    else:
-        assert summaries == ["IntegrityError SQLITE_CONSTRAINT_UNIQUE"]
+    assert [error_summary(e) for e in errors] == [
+        "IntegrityError/UniqueViolationError SQLSTATE 23505",
+        "DBAPIError/Error/InvalidTextRepresentationError SQLSTATE 22P02",
+    ]
 
 
 def test_the_summary_of_other_errors_keeps_their_text_and_their_kind_does_not() -> None:
@@ -102,9 +97,5 @@ async def test_the_relay_logs_a_database_error_as_its_type_and_sqlstate(database
         await running
         await producer.stop()
         await engine.dispose()
-    error = (
-        "ProgrammingError/UndefinedTableError SQLSTATE 42P01"
-        if database_url.startswith("postgresql")
-        else "OperationalError SQLITE_ERROR"
-    )
+    error = "ProgrammingError/UndefinedTableError SQLSTATE 42P01"
     assert logged[0] == f"outbox relay: {error}; retrying in 0.2s"

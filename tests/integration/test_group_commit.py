@@ -156,11 +156,6 @@ async def test_a_failing_batch_handler_fails_only_its_own_items(engine: AsyncEng
     await committer.close()
 
 
-def _needs_postgres(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has one writer at a time: its services run one batch at a time")
-
-
 def _unit(
     item_id: int,
     *,
@@ -188,9 +183,8 @@ def _unit(
 
 
 async def test_two_writers_commit_a_batch_while_another_is_in_the_database(
-    engine: AsyncEngine, database_url: str
+    engine: AsyncEngine,
 ) -> None:
-    _needs_postgres(database_url)
     committer = GroupCommitter(engine, service="test", writers=2)
     started, release = asyncio.Event(), asyncio.Event()
     slow = asyncio.ensure_future(committer.run(_unit(1, lock=1, locked=started, then=release)))
@@ -221,13 +215,10 @@ async def test_one_writer_commits_one_batch_at_a_time(engine: AsyncEngine) -> No
     await committer.close()
 
 
-async def test_a_deadlock_between_two_writers_batches_is_retried(
-    engine: AsyncEngine, database_url: str
-) -> None:
+async def test_a_deadlock_between_two_writers_batches_is_retried(engine: AsyncEngine) -> None:
     """Batch A locks 1 then 2, batch B 2 then 1 (each group's locks are sorted, but a
     batch of several groups takes them group by group): PostgreSQL aborts one, which is
     run again once the other has committed. Every caller gets its answer."""
-    _needs_postgres(database_url)
     committer = GroupCommitter(engine, service="test", writers=2)
     a_holds_1, b_holds_2 = asyncio.Event(), asyncio.Event()
     runs: list[int] = []

@@ -35,8 +35,6 @@ _DIE_AT_COMMIT = [
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite checks a connection out per batch (its checkout does not ping)")
     engine = create_engine(database_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

@@ -1,6 +1,6 @@
-"""The outbox relay and an erasure at the same time, on SQLite and PostgreSQL, for intake's
-and the qualifier's outboxes: an event the erasure rewrote never goes out with its old
-bytes once the erasure has committed.
+"""The outbox relay and an erasure at the same time, for intake's and the qualifier's
+outboxes: an event the erasure rewrote never goes out with its old bytes once the erasure
+has committed.
 
 The relay is held between reading a batch and sending it (`before_send`), and the
 erasure runs meanwhile: it must wait for that send (an event read before the erasure
@@ -158,7 +158,7 @@ async def test_a_relay_reading_during_an_erasure_sends_the_rewritten_event(
         await side.erase(conn, lead_id)
         sending = asyncio.create_task(relay.publish_batch())
         done, _ = await asyncio.wait({sending}, timeout=1.0)
-        assert not done  # it waits for the erasure's rows (PostgreSQL) or lock (SQLite)
+        assert not done  # it waits for the rows the erasure holds
         await conn.commit()
     assert await sending >= 1
     value = await _published(kafka_bootstrap, side, lead_id)

@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -113,8 +112,6 @@ async def test_the_leader_relays_on_its_own_connection(
 ) -> None:
     """On PostgreSQL the relay holding the leader lock reads and deletes on that connection,
     each statement committing on its own: no pool checkout (and ping) per batch."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("leadership (an advisory lock) is PostgreSQL's")
     await ensure_topics(kafka_bootstrap, 6)
     engine = await _relay_setup(database_url)
     producer = make_producer(kafka_bootstrap, "test-relay-leader")

@@ -27,13 +27,12 @@ def unfrozen() -> Iterator[None]:
 @pytest.mark.usefixtures("unfrozen")
 @pytest.mark.parametrize("serve", [True, False], ids=["leadflow serve", "an app in tests"])
 async def test_objects_built_at_start_are_frozen_only_when_serving(
-    serve: bool, tmp_path: Path
+    serve: bool, database_url: str, tmp_path: Path
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'kpi.db'}"
-    await asyncio.to_thread(migrate, "kpi", url)
+    await asyncio.to_thread(migrate, "kpi", database_url)
     if serve:
         runtime.freeze_after_start()
-    async with serving(create_app(settings_for(url, tmp_path))) as http:
+    async with serving(create_app(settings_for(database_url, tmp_path))) as http:
         assert (await http.get("/healthz")).status_code == 200
         frozen = gc.get_freeze_count()
     assert (frozen > 10_000) is serve
