@@ -76,10 +76,6 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     )
 
 
-def is_postgres(conn: AsyncConnection | AsyncEngine) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
 def insert_ignoring_conflicts(conn: AsyncConnection, table: sa.Table) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING`. (`conn`: as for `in_list`.)"""
     return postgresql.insert(table).on_conflict_do_nothing()
