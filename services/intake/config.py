@@ -42,7 +42,7 @@ class IntakeSettings(ServiceSettings):
     zoom_max_age_seconds: int = Field(default=300, ge=1)
     # Concurrent JSON leads share one transaction and one commit (shared.group_commit).
     group_commit: bool = True
-    # Batches committing at once on PostgreSQL (SQLite: one); each holds a connection.
+    # Batches committing at once; each holds a connection.
     group_commit_writers: int = Field(default=2, ge=1, le=8)
     relay_batch_size: int = 500
     relay_poll_seconds: float = 1.0

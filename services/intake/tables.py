@@ -31,10 +31,12 @@ leads = sa.Table(
 for _identity in (leads.c.email, leads.c.phone):
     sa.Index(
         f"ix_leads_dedupe_{_identity.name}",
-        leads.c.source, leads.c.origin_id, _identity, leads.c.received_at,
+        leads.c.source,
+        leads.c.origin_id,
+        _identity,
+        leads.c.received_at,
         postgresql_where=_identity.isnot(None),
-        sqlite_where=_identity.isnot(None),
-    )  # fmt: skip
+    )
 
 idempotency_keys = sa.Table(
     "idempotency_keys",

@@ -40,7 +40,7 @@ router = APIRouter(prefix="/v1/webinars", tags=["webinars"], route_class=JsonBod
 
 MAX_PEOPLE = 500
 # Rows stored per transaction: large enough to import quickly, small enough to hold
-# the database's write lock (SQLite) only briefly.
+# its people's locks (and a connection) only briefly.
 IMPORT_CHUNK = 200
 MAX_LISTED_REJECTIONS = 1000
 

@@ -1,4 +1,4 @@
-"""Intake over HTTP on a real database (SQLite and PostgreSQL) with real Kafka."""
+"""Intake over HTTP on a real database (PostgreSQL) with real Kafka."""
 
 from __future__ import annotations
 
