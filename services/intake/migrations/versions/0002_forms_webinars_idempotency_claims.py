@@ -17,7 +17,7 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+_JSON = postgresql.JSONB()
 
 
 def upgrade() -> None:
@@ -54,31 +54,29 @@ def upgrade() -> None:
         sa.UniqueConstraint("zoom_webinar_id"),
     )
     # Stored answers stay as they are; a row without one is a request still in flight.
-    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("claim_id", sa.String(length=36), nullable=True))
-        batch_op.add_column(
-            sa.Column("locked_until", shared.db.UtcDateTime(timezone=True), nullable=True)
-        )
-        batch_op.alter_column("status_code", existing_type=sa.Integer(), nullable=True)
-        batch_op.alter_column("response", existing_type=_JSON, nullable=True)
+    op.add_column("idempotency_keys", sa.Column("claim_id", sa.String(length=36), nullable=True))
+    op.add_column(
+        "idempotency_keys",
+        sa.Column("locked_until", shared.db.UtcDateTime(timezone=True), nullable=True),
+    )
+    op.alter_column("idempotency_keys", "status_code", existing_type=sa.Integer(), nullable=True)
+    op.alter_column("idempotency_keys", "response", existing_type=_JSON, nullable=True)
 
-    with op.batch_alter_table("leads", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("honeypot_filled", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    op.add_column(
+        "leads",
+        sa.Column("honeypot_filled", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("leads", schema=None) as batch_op:
-        batch_op.drop_column("honeypot_filled")
+    op.drop_column("leads", "honeypot_filled")
 
     # In-flight claims have no answer to keep; they cannot live in the old schema.
     op.execute("DELETE FROM idempotency_keys WHERE status_code IS NULL")
-    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
-        batch_op.alter_column("response", existing_type=_JSON, nullable=False)
-        batch_op.alter_column("status_code", existing_type=sa.Integer(), nullable=False)
-        batch_op.drop_column("locked_until")
-        batch_op.drop_column("claim_id")
+    op.alter_column("idempotency_keys", "response", existing_type=_JSON, nullable=False)
+    op.alter_column("idempotency_keys", "status_code", existing_type=sa.Integer(), nullable=False)
+    op.drop_column("idempotency_keys", "locked_until")
+    op.drop_column("idempotency_keys", "claim_id")
 
     op.drop_table("webinars")
     op.drop_table("forms")

@@ -28,22 +28,20 @@ INDEXES = {
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("leads", schema=None) as batch_op:
-        for name, identity in INDEXES.items():
-            batch_op.drop_index(name)
-            batch_op.create_index(
-                name,
-                ["source", "origin_id", identity, "received_at"],
-                unique=False,
-                postgresql_where=sa.text(f"{identity} IS NOT NULL"),
-                sqlite_where=sa.text(f"{identity} IS NOT NULL"),
-            )
+    for name, identity in INDEXES.items():
+        op.drop_index(name, table_name="leads")
+        op.create_index(
+            name,
+            "leads",
+            ["source", "origin_id", identity, "received_at"],
+            unique=False,
+            postgresql_where=sa.text(f"{identity} IS NOT NULL"),
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("leads", schema=None) as batch_op:
-        for name, identity in INDEXES.items():
-            batch_op.drop_index(name)
-            batch_op.create_index(
-                name, ["source", "origin_id", identity, "received_at"], unique=False
-            )
+    for name, identity in INDEXES.items():
+        op.drop_index(name, table_name="leads")
+        op.create_index(
+            name, "leads", ["source", "origin_id", identity, "received_at"], unique=False
+        )
