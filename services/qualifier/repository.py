@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier.tables import (
@@ -23,11 +24,11 @@ from services.qualifier.tables import (
     sales_members,
     stage_history,
 )
-from shared.db import AnyRow, in_list, insert_ignoring_conflicts, is_postgres
+from shared.db import AnyRow, in_list
 from shared.events import Decision, LeadSnapshot, Route, Stage
 from shared.outbox import pending_of
 
-# Advisory lock ids (PostgreSQL). SQLite needs none: its writers take the lock at BEGIN.
+# Advisory lock ids: transaction-scoped locks that serialize work across replicas.
 _ROUND_ROBIN_LOCK = 0x1EAD0A55
 _DEFINITIONS_LOCK = 0x1EAD0DEF
 
@@ -52,8 +53,7 @@ async def has_definitions(conn: AsyncConnection) -> bool:
 
 async def lock_definitions(conn: AsyncConnection) -> None:
     """Creating and publishing versions one at a time keeps numbers dense and one active."""
-    if is_postgres(conn):
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DEFINITIONS_LOCK)))
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DEFINITIONS_LOCK)))
 
 
 async def highest_definition_version(conn: AsyncConnection) -> int:
@@ -75,7 +75,7 @@ async def insert_definition(
 ) -> bool:
     """Insert a definition version; False if that version exists already (a racing replica)."""
     result = await conn.execute(
-        insert_ignoring_conflicts(conn, definitions).values(
+        postgresql.insert(definitions).on_conflict_do_nothing().values(
             version=version, name=name, status=status, document=document,
             source_text=source_text, created_at=at, created_by=by,
             published_at=at if status == "active" else None,
@@ -126,8 +126,7 @@ async def round_robin_counters(conn: AsyncConnection) -> dict[str, int]:
 
 async def lock_round_robin(conn: AsyncConnection) -> None:
     """Replicas assigning at once would hand two leads to the same person."""
-    if is_postgres(conn):
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ROUND_ROBIN_LOCK)))
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ROUND_ROBIN_LOCK)))
 
 
 async def set_round_robin(conn: AsyncConnection, team: str, next_index: int) -> None:
@@ -199,9 +198,7 @@ async def get_lead(conn: AsyncConnection, lead_id: str) -> AnyRow | None:
 
 async def lock_lead(conn: AsyncConnection, lead_id: str) -> AnyRow | None:
     """The lead, locked for this transaction: two calls on one lead apply one after the other."""
-    stmt = sa.select(leads).where(leads.c.lead_id == lead_id)
-    if is_postgres(conn):
-        stmt = stmt.with_for_update()
+    stmt = sa.select(leads).where(leads.c.lead_id == lead_id).with_for_update()
     return (await conn.execute(stmt)).first()
 
 
@@ -397,14 +394,16 @@ async def lock_overdue_lead(conn: AsyncConnection, lead_id: str, now: datetime) 
     `SKIP LOCKED` lets a second replica pass over a lead the first is reassigning rather
     than wait for it and then find the work done.
     """
-    stmt = sa.select(leads).where(
-        leads.c.lead_id == lead_id,
-        leads.c.route == Route.sales.value,
-        leads.c.stage.in_([Stage.routed.value, Stage.contacted.value]),
-        leads.c.sla_due_at <= now,
+    stmt = (
+        sa.select(leads)
+        .where(
+            leads.c.lead_id == lead_id,
+            leads.c.route == Route.sales.value,
+            leads.c.stage.in_([Stage.routed.value, Stage.contacted.value]),
+            leads.c.sla_due_at <= now,
+        )
+        .with_for_update(skip_locked=True)
     )
-    if is_postgres(conn):
-        stmt = stmt.with_for_update(skip_locked=True)
     return (await conn.execute(stmt)).first()
 
 
@@ -433,9 +432,9 @@ async def record_erasure(
     conn: AsyncConnection, lead_id: str, erased_at: datetime, event_id: str
 ) -> None:
     await conn.execute(
-        insert_ignoring_conflicts(conn, erasures).values(
-            lead_id=lead_id, erased_at=erased_at, event_id=event_id
-        )
+        postgresql.insert(erasures)
+        .on_conflict_do_nothing()
+        .values(lead_id=lead_id, erased_at=erased_at, event_id=event_id)
     )
 
 
@@ -517,14 +516,13 @@ async def payments_of(conn: AsyncConnection, lead_id: str) -> list[AnyRow]:
 
 
 async def lock_idempotency_key(conn: AsyncConnection, principal: str, key: str) -> None:
-    if is_postgres(conn):
-        await conn.execute(
-            sa.select(
-                sa.func.pg_advisory_xact_lock(
-                    sa.func.hashtextextended(f"qualifier|{principal}|{key}", 0)
-                )
+    await conn.execute(
+        sa.select(
+            sa.func.pg_advisory_xact_lock(
+                sa.func.hashtextextended(f"qualifier|{principal}|{key}", 0)
             )
         )
+    )
 
 
 async def get_idempotent_response(
@@ -611,7 +609,9 @@ async def insert_delivery(
 async def insert_deliveries(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Partner deliveries owed; one already owed (a replayed decision) is kept as it is."""
     if rows:
-        await conn.execute(insert_ignoring_conflicts(conn, partner_deliveries), list(rows))
+        await conn.execute(
+            postgresql.insert(partner_deliveries).on_conflict_do_nothing(), list(rows)
+        )
 
 
 async def due_deliveries(conn: AsyncConnection, now: datetime, limit: int) -> list[AnyRow]:
@@ -701,7 +701,7 @@ async def get_delivery(
     stmt = sa.select(*_delivery_columns(), partner_deliveries.c.payload).where(
         partner_deliveries.c.id == delivery_id
     )
-    if for_update and is_postgres(conn):
+    if for_update:
         stmt = stmt.with_for_update()
     return (await conn.execute(stmt)).first()
 

@@ -3,9 +3,9 @@
 A lead routed to sales and neither accepted nor rejected by its `sla_due_at` gets one
 `lead.sla_breached` per missed deadline and a new assignee by its team's rule, with a
 new deadline. Exactly once across replicas: the deadline moves only by a conditional
-UPDATE on the old value (plus `SKIP LOCKED` on PostgreSQL, so replicas share the work
-instead of queueing on one row), and the event id derives from the lead and the missed
-deadline, so even a repeated computation could only publish the same id.
+UPDATE on the old value (plus `SKIP LOCKED`, so replicas share the work instead of
+queueing on one row), and the event id derives from the lead and the missed deadline,
+so even a repeated computation could only publish the same id.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ definitions = sa.Table(
         "uq_definitions_one_active",
         "status",
         unique=True,
-        sqlite_where=sa.text("status = 'active'"),
         postgresql_where=sa.text("status = 'active'"),
     ),
 )

@@ -1,4 +1,4 @@
-"""The qualifier's Alembic tree on SQLite and PostgreSQL: up, down, and up again, with data."""
+"""The qualifier's Alembic tree: up, down, and up again, with data."""
 
 from __future__ import annotations
 

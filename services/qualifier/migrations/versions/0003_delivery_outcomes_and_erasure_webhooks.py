@@ -21,13 +21,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("partner_deliveries", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "event_type", sa.String(length=100), server_default="lead.routed", nullable=False
-            )
-        )
-        batch_op.add_column(sa.Column("last_outcome", sa.String(length=30), nullable=True))
+    op.add_column(
+        "partner_deliveries",
+        sa.Column(
+            "event_type", sa.String(length=100), server_default="lead.routed", nullable=False
+        ),
+    )
+    op.add_column(
+        "partner_deliveries", sa.Column("last_outcome", sa.String(length=30), nullable=True)
+    )
     op.execute(
         "UPDATE partner_deliveries SET "
         "last_outcome = 'http_' || CAST(last_status_code / 100 AS VARCHAR(1)) || 'xx', "
@@ -38,6 +40,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("partner_deliveries", schema=None) as batch_op:
-        batch_op.drop_column("last_outcome")
-        batch_op.drop_column("event_type")
+    op.drop_column("partner_deliveries", "last_outcome")
+    op.drop_column("partner_deliveries", "event_type")
