@@ -57,10 +57,12 @@ def _tokens() -> list[TokenSpec]:
     return specs
 
 
-def _settings(service: str, tmp_path: Path, kafka: str, **common: Any) -> ServiceSettings:
+def _settings(
+    service: str, tmp_path: Path, kafka: str, database_url: str, **common: Any
+) -> ServiceSettings:
     cls, _ = APPS[service]
     return cls(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / f'{service}.db'}",
+        database_url=database_url,
         common=CommonSettings(data_dir=tmp_path, kafka_bootstrap_servers=kafka,
                               auth_tokens=_tokens(), **common),
     )  # fmt: skip
@@ -93,9 +95,9 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 @pytest.mark.parametrize("service", list(APPS))
 async def test_every_endpoint_refuses_missing_bad_and_wrong_scope_tokens(
-    service: str, tmp_path: Path, kafka_bootstrap: str
+    service: str, tmp_path: Path, kafka_bootstrap: str, database_url: str
 ) -> None:
-    settings = _settings(service, tmp_path, kafka_bootstrap)
+    settings = _settings(service, tmp_path, kafka_bootstrap, database_url)
     await asyncio.to_thread(migrate, service, settings.db_url)
     app = APPS[service][1](settings)
     matrix: dict[tuple[str, str], list[str]] = {}
@@ -131,17 +133,23 @@ async def test_every_endpoint_refuses_missing_bad_and_wrong_scope_tokens(
 
 
 class TestProductionSwitches:
-    async def test_docs_can_be_switched_off(self, tmp_path: Path, kafka_bootstrap: str) -> None:
-        settings = _settings("qualifier", tmp_path, kafka_bootstrap, docs_enabled=False)
+    async def test_docs_can_be_switched_off(
+        self, tmp_path: Path, kafka_bootstrap: str, database_url: str
+    ) -> None:
+        settings = _settings(
+            "qualifier", tmp_path, kafka_bootstrap, database_url, docs_enabled=False
+        )
         await asyncio.to_thread(migrate, "qualifier", settings.db_url)
         async with serving(qualifier_app(settings)) as client:
             assert (await client.get("/docs")).status_code == 404
             assert (await client.get("/openapi.json")).status_code == 404
 
     async def test_cors_only_for_configured_origins(
-        self, tmp_path: Path, kafka_bootstrap: str
+        self, tmp_path: Path, kafka_bootstrap: str, database_url: str
     ) -> None:
-        settings = _settings("kpi", tmp_path, kafka_bootstrap, cors_origins=["https://bi.example"])
+        settings = _settings(
+            "kpi", tmp_path, kafka_bootstrap, database_url, cors_origins=["https://bi.example"]
+        )
         await asyncio.to_thread(migrate, "kpi", settings.db_url)
         preflight = {"Access-Control-Request-Method": "GET",
                      "Access-Control-Request-Headers": "authorization"}  # fmt: skip
@@ -156,9 +164,9 @@ class TestProductionSwitches:
             assert "access-control-allow-origin" not in evil.headers
 
     async def test_errors_carry_no_stack_trace_and_answers_carry_security_headers(
-        self, tmp_path: Path, kafka_bootstrap: str
+        self, tmp_path: Path, kafka_bootstrap: str, database_url: str
     ) -> None:
-        settings = _settings("qualifier", tmp_path, kafka_bootstrap)
+        settings = _settings("qualifier", tmp_path, kafka_bootstrap, database_url)
         await asyncio.to_thread(migrate, "qualifier", settings.db_url)
         app = qualifier_app(settings)
 
@@ -177,10 +185,10 @@ class TestProductionSwitches:
 
 
 async def test_invalid_bodies_are_named_without_echoing_them(
-    tmp_path: Path, kafka_bootstrap: str
+    tmp_path: Path, kafka_bootstrap: str, database_url: str
 ) -> None:
     """A 422 names the field but never repeats the input: it may be a person's data."""
-    settings = _settings("qualifier", tmp_path, kafka_bootstrap)
+    settings = _settings("qualifier", tmp_path, kafka_bootstrap, database_url)
     await asyncio.to_thread(migrate, "qualifier", settings.db_url)
     auth = {"Authorization": f"Bearer {_token(Scope.leads_write)}"}
     async with serving(qualifier_app(settings)) as client:
