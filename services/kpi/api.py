@@ -31,7 +31,7 @@ from services.kpi.schemas import (
     TimeseriesOut,
 )
 from shared.auth import Principal, Scope, require
-from shared.db import is_postgres, utcnow
+from shared.db import utcnow
 from shared.events import LeadSource, Route
 from shared.runtime import Runtime
 from shared.web import unprocessable
@@ -62,10 +62,7 @@ def _settings(request: Request) -> KpiSettings:
 async def _reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read that sees one snapshot, so value, previous and year ago agree with each other."""
     async with engine.connect() as conn:
-        if is_postgres(conn):
-            await conn.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
+        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         yield conn
 
 

@@ -26,12 +26,12 @@ class KpiSettings(ServiceSettings):
     # the batches, each with its transaction, and took a core's tenth at 200 leads/s.
     consumer_fetch_max_wait_ms: int = Field(default=500, ge=0, le=5000)
     consumer_fetch_min_bytes: int = Field(default=1024 * 1024, ge=1)
-    # A batch's leads are folded in this many concurrent transactions (PostgreSQL only).
+    # A batch's leads are folded in this many concurrent transactions.
     fold_parallelism: int = Field(default=2, ge=1, le=8)
-    # Batches in flight (PostgreSQL only): the next batch is fetched, decoded and folded
-    # while the last one's transactions run. The fold's result does not depend on the order
-    # they commit in; offsets are still committed in order. 2 folded a backlog 18 to 47%
-    # faster than 1 in process (the machine had sat a third idle between batches), and
+    # Batches in flight: the next batch is fetched, decoded and folded while the last one's
+    # transactions run. The fold's result does not depend on the order they commit in;
+    # offsets are still committed in order. 2 folded a backlog 18 to 47% faster than 1 in
+    # process (the machine had sat a third idle between batches), and
     # 5.6 million events at 5,399/s instead of 4,053; 3 gained no more.
     consumer_in_flight: int = Field(default=2, ge=1, le=8)
     # The longest period a read may ask for.

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.kpi import repository, service
 from services.kpi.config import KpiSettings
 from shared.consumer import BatchHandler, Delivered, TransientFailure
-from shared.db import is_postgres
 from shared.events import Event
 from shared.runtime import Runtime
 
@@ -70,7 +69,7 @@ def make_handler(runtime: Runtime) -> BatchHandler:
         # parks the bad one on the dead-letter topic with the reason.
         for item in batch:
             service.check_foldable(item.event, currency)
-        parts = settings.fold_parallelism if is_postgres(runtime.engine) else 1
+        parts = settings.fold_parallelism
         if parts <= 1 or len(batch) < 2 * parts:
             await apply(batch)
             return

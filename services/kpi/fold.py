@@ -216,8 +216,9 @@ class Changes:
     """What a batch changes in one generation's tables.
 
     The aggregate increments are kept as the facts that changed (`fact_deltas`), five
-    times fewer rows than the aggregate rows they touch: PostgreSQL expands them itself
-    (repository.write_changes); `aggregates` expands them here.
+    times fewer rows than the aggregate rows they touch: the database expands them itself
+    (repository.write_changes); `aggregates` expands them here, the same way (the model
+    the tests check the database against).
     """
 
     states: dict[str, LeadState] = field(default_factory=dict)

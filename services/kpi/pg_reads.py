@@ -1,10 +1,9 @@
-"""The hot reads on PostgreSQL: fixed statements over arrays of ranges, prepared once.
+"""The hot reads: fixed statements over arrays of ranges, prepared once.
 
 Built with SQLAlchemy, a read's statement has a shape that depends on how many ranges its
 periods split into, and building, caching and compiling it cost more than the database's
 work. Here the ranges travel as arrays, so every read is one of a few statement texts
-(one per set of filters and grouping), which asyncpg prepares once per connection. The
-answers are those of the SQLAlchemy statements in `repository`, which SQLite uses.
+(one per set of filters and grouping), which asyncpg prepares once per connection.
 """
 
 from __future__ import annotations

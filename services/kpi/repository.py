@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import bisect
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -12,7 +10,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kpi import lead_state, pg_reads
@@ -34,24 +32,16 @@ from services.kpi.tables import (
     aggregates,
     facts,
     generations,
-    inbox,
     leads,
     plans,
     rebuild_progress,
     spend,
 )
-from shared.db import is_postgres, utcnow
-from shared.inbox import claim_events as inbox_claim_events
+from shared.db import utcnow
 
 ACTIVE, BUILDING, RETIRED, CANCELLED = "active", "building", "retired", "cancelled"
 _AGG_KEYS = tuple(c.name for c in aggregates.primary_key.columns)
 _FACT_KEYS = ("generation", "lead_id", "metric", "item")
-# Keep statements well under the bind-parameter limits of both backends.
-_CHUNK = 500
-
-
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
 
 
 # Generations
@@ -75,11 +65,7 @@ def _generation(row: Any) -> Generation:
 
 
 async def active_generation(conn: AsyncConnection) -> int:
-    g = generations.c
-    if is_postgres(conn):
-        found = await pg_reads.generation_with_status(conn, ACTIVE)
-    else:
-        found = await conn.scalar(sa.select(g.generation).where(g.status == ACTIVE))
+    found = await pg_reads.generation_with_status(conn, ACTIVE)
     if found is None:
         raise RuntimeError("no active KPI generation: run the migrations (leadflow migrate kpi)")
     return int(found)
@@ -89,7 +75,7 @@ async def lock_generations_to_fold(conn: AsyncConnection) -> list[tuple[int, int
     """The generations a live batch writes, with their fold versions: the active one and one
     being built.
 
-    On PostgreSQL the rows are share-locked until the batch commits, so a switch (which
+    The rows are share-locked until the batch commits, so a switch (which
     updates them) waits for batches under way and no batch writes a retired generation.
     """
     g = generations.c
@@ -257,7 +243,7 @@ async def save_progress(
     """Record how far each partition is folded; a position never moves back."""
     if not positions:
         return
-    stmt = _insert(conn, rebuild_progress)
+    stmt = postgresql.insert(rebuild_progress)
     stmt = stmt.on_conflict_do_update(
         index_elements=["generation", "topic", "partition"],
         set_={
@@ -281,10 +267,8 @@ async def save_progress(
 
 
 # Bulk writes. A batch writes thousands of rows; going through SQLAlchemy's per-row parameter
-# processing costs more than the database's work. So each bulk write is one statement: on
-# PostgreSQL an INSERT ... SELECT FROM unnest(<one array per column>), on SQLite one
-# executemany of a prepared statement. Values go through the columns' own bind processors
-# on SQLite, so they are stored exactly as SQLAlchemy stores them everywhere else.
+# processing costs more than the database's work. So each bulk write is one statement: an
+# INSERT ... SELECT FROM unnest(<one array per column>).
 
 _PG_ARRAY = {
     sa.SmallInteger: "int2", sa.BigInteger: "int8", sa.Integer: "int4", sa.Numeric: "numeric",
@@ -312,8 +296,8 @@ async def _bulk_upsert(
 ) -> None:
     """INSERT rows, or on a key conflict SET col = expr (SQL; `{t}` is the table's name).
 
-    PostgreSQL takes the rows in key order (ORDER BY), so concurrent writers lock rows in one
-    order and cannot deadlock; SQLite has one writer at a time and needs no order.
+    The rows are taken in key order (ORDER BY), so concurrent writers lock rows in one order
+    and cannot deadlock.
     """
     if not rows:
         return
@@ -321,43 +305,24 @@ async def _bulk_upsert(
     assignments = ", ".join(f"{col} = {expr.format(t=name)}" for col, expr in update.items())
     action = f"DO UPDATE SET {assignments}" if update else "DO NOTHING"
     target = f"INSERT INTO {name} ({', '.join(columns)})"
-    if is_postgres(conn):
-        cols = [table.c[c] for c in columns]
-        arrays = ", ".join(f"${i}::{_pg_array(c)}[]" for i, c in enumerate(cols, 1))
-        select = ", ".join(
-            f"u.{c.name}::json" if isinstance(c.type, sa.JSON) else f"u.{c.name}" for c in cols
-        )
-        sql = (
-            f"{target} SELECT {select} FROM unnest({arrays}) AS u({', '.join(columns)}) "
-            f"ORDER BY {', '.join(f'u.{c}' for c in conflict)} "
-            f"ON CONFLICT ({', '.join(conflict)}) {action}"
-        )
-        json_at = {i for i, c in enumerate(cols) if isinstance(c.type, sa.JSON)}
-        for i in range(0, len(rows), 20_000):
-            chunk = rows[i : i + 20_000]
-            params = tuple(
-                [orjson.dumps(r[j]).decode() if j in json_at else r[j] for r in chunk]
-                for j in range(len(columns))
-            )
-            await conn.exec_driver_sql(sql, params)
-        return
-    dialect = conn.dialect
-    # The dialect's own adaptation of each type: a time becomes the same text SQLAlchemy
-    # writes everywhere else ('2026-10-15 10:00:00.000000'), which reads compare against.
-    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    cols = [table.c[c] for c in columns]
+    arrays = ", ".join(f"${i}::{_pg_array(c)}[]" for i, c in enumerate(cols, 1))
+    select = ", ".join(
+        f"u.{c.name}::json" if isinstance(c.type, sa.JSON) else f"u.{c.name}" for c in cols
+    )
     sql = (
-        f"{target} VALUES ({', '.join('?' for _ in columns)}) "
+        f"{target} SELECT {select} FROM unnest({arrays}) AS u({', '.join(columns)}) "
+        f"ORDER BY {', '.join(f'u.{c}' for c in conflict)} "
         f"ON CONFLICT ({', '.join(conflict)}) {action}"
     )
-    await conn.exec_driver_sql(
-        sql,
-        [
-            tuple(
-                v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)
-            )
-            for row in rows
-        ],
-    )
+    json_at = {i for i, c in enumerate(cols) if isinstance(c.type, sa.JSON)}
+    for i in range(0, len(rows), 20_000):
+        chunk = rows[i : i + 20_000]
+        params = tuple(
+            [orjson.dumps(r[j]).decode() if j in json_at else r[j] for r in chunk]
+            for j in range(len(columns))
+        )
+        await conn.exec_driver_sql(sql, params)
 
 
 async def lock_leads(
@@ -365,40 +330,27 @@ async def lock_leads(
 ) -> dict[str, lead_state.LeadState | None]:
     """Lock and read the state rows of these leads.
 
-    PostgreSQL: missing rows are created, then every row is locked, in key order, so two
-    writers on one lead (two replicas, or a rebuild beside the live consumer) take turns and
-    never deadlock. SQLite: a writer holds the database lock from BEGIN (BEGIN IMMEDIATE, see
-    shared/db.py), so reading is enough.
+    Missing rows are created, then every row is locked, in key order, so two writers on one
+    lead (two replicas, or a rebuild beside the live consumer) take turns and never deadlock.
     """
     ids = sorted(set(lead_ids))
     out: dict[str, lead_state.LeadState | None] = {}
     if not ids:
         return out
-    if is_postgres(conn):
-        # Missing rows first (an insert racing another writer's waits for it to commit), then
-        # every row locked; both in key order.
-        await conn.exec_driver_sql(
-            "INSERT INTO kpi_leads (generation, lead_id, state) "
-            "SELECT $1, u.lead_id, NULL FROM unnest($2::text[]) AS u(lead_id) ORDER BY 2 "
-            "ON CONFLICT (generation, lead_id) DO NOTHING",
-            (generation, ids),
-        )
-        result = await conn.exec_driver_sql(
-            "SELECT lead_id, state FROM kpi_leads WHERE generation = $1 "
-            "AND lead_id = ANY($2::text[]) ORDER BY lead_id FOR UPDATE",
-            (generation, ids),
-        )
-        rows: list[Any] = list(result)
-    else:
-        rows = []
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            result = await conn.exec_driver_sql(
-                "SELECT lead_id, state FROM kpi_leads WHERE generation = ? AND lead_id IN "
-                f"({', '.join('?' for _ in chunk)})",
-                (generation, *chunk),
-            )
-            rows.extend(result)
+    # Missing rows first (an insert racing another writer's waits for it to commit), then
+    # every row locked; both in key order.
+    await conn.exec_driver_sql(
+        "INSERT INTO kpi_leads (generation, lead_id, state) "
+        "SELECT $1, u.lead_id, NULL FROM unnest($2::text[]) AS u(lead_id) ORDER BY 2 "
+        "ON CONFLICT (generation, lead_id) DO NOTHING",
+        (generation, ids),
+    )
+    result = await conn.exec_driver_sql(
+        "SELECT lead_id, state FROM kpi_leads WHERE generation = $1 "
+        "AND lead_id = ANY($2::text[]) ORDER BY lead_id FOR UPDATE",
+        (generation, ids),
+    )
+    rows: list[Any] = list(result)
     for lead_id, doc in rows:
         if isinstance(doc, str | bytes):
             doc = orjson.loads(doc)
@@ -415,7 +367,7 @@ _FACT_COLUMNS = (
 async def write_changes(conn: AsyncConnection, generation: int, changes: Changes) -> None:
     """Write what a batch changed: lead states, fact rows, and aggregate increments.
 
-    PostgreSQL writes rows in key order (see _bulk_upsert), so writers cannot deadlock.
+    Rows are written in key order (see _bulk_upsert), so writers cannot deadlock.
     """
     await _bulk_upsert(
         conn, leads, ("generation", "lead_id", "state"),
@@ -424,19 +376,12 @@ async def write_changes(conn: AsyncConnection, generation: int, changes: Changes
     )  # fmt: skip
     if changes.delete_facts:
         keys = sorted(changes.delete_facts)
-        if is_postgres(conn):
-            await conn.exec_driver_sql(
-                "DELETE FROM kpi_facts AS f USING unnest($2::text[], $3::text[], $4::text[]) "
-                "AS u(lead_id, metric, item) WHERE f.generation = $1 AND f.lead_id = u.lead_id "
-                "AND f.metric = u.metric AND f.item = u.item",
-                (generation, *([k[i] for k in keys] for i in range(3))),
-            )
-        else:
-            await conn.exec_driver_sql(
-                "DELETE FROM kpi_facts WHERE generation = ? AND lead_id = ? AND metric = ? "
-                "AND item = ?",
-                [(generation, *k) for k in keys],
-            )
+        await conn.exec_driver_sql(
+            "DELETE FROM kpi_facts AS f USING unnest($2::text[], $3::text[], $4::text[]) "
+            "AS u(lead_id, metric, item) WHERE f.generation = $1 AND f.lead_id = u.lead_id "
+            "AND f.metric = u.metric AND f.item = u.item",
+            (generation, *([k[i] for k in keys] for i in range(3))),
+        )
     await _bulk_upsert(
         conn, facts, _FACT_COLUMNS,
         [
@@ -446,18 +391,11 @@ async def write_changes(conn: AsyncConnection, generation: int, changes: Changes
         conflict=_FACT_KEYS,
         update={c: f"excluded.{c}" for c in _FACT_COLUMNS if c not in _FACT_KEYS},
     )  # fmt: skip
-    if is_postgres(conn):
-        await _add_fact_deltas(conn, generation, changes.fact_deltas)
-        return
-    await _bulk_upsert(
-        conn, aggregates, (*_AGG_KEYS, "value"),
-        [(generation, *key, amount) for key, amount in changes.aggregates.items()],
-        conflict=_AGG_KEYS, update={"value": "{t}.value + excluded.value"},
-    )  # fmt: skip
+    await _add_fact_deltas(conn, generation, changes.fact_deltas)
 
 
 def _aggregate_rows_sql() -> str:
-    """PostgreSQL's expansion of a fact into its aggregate rows: fold.aggregate_keys in SQL.
+    """The expansion of a fact into its aggregate rows: fold.aggregate_keys in SQL.
 
     A row per kept (rollup, grain), its bucket the UTC hour, day or month of the fact, by
     the fact's dimensions or in the totals (dimensions '').
@@ -475,7 +413,7 @@ def _aggregate_rows_sql() -> str:
 
 # The key columns but the generation (a constant), by their position in the SELECT list.
 _AGG_KEY_POSITIONS = ", ".join(str(i) for i in range(2, len(_AGG_KEYS) + 1))
-# The batch's changed facts go to PostgreSQL as arrays; it expands each into its aggregate
+# The batch's changed facts go to the database as arrays; it expands each into its aggregate
 # rows, sums them per row and adds the sums, in key order (so writers cannot deadlock). Five
 # times fewer values travel and are encoded than the aggregate rows they make.
 _ADD_FACT_DELTAS = (
@@ -519,13 +457,11 @@ async def _add_fact_deltas(
 async def claim_events(conn: AsyncConnection, claims: Sequence[tuple[str, str, str]]) -> set[str]:
     """Record (event_id, event_type, topic) in the inbox; the ids that were new.
 
-    shared.inbox.claim_events, on PostgreSQL as one statement over arrays: a batch's
-    thousands of ids skip SQLAlchemy's per-row parameter processing. `ON CONFLICT DO
+    shared.inbox.claim_events as one statement over arrays: a batch's thousands of ids skip
+    SQLAlchemy's per-row parameter processing. `ON CONFLICT DO
     NOTHING ... RETURNING` answers only the rows this transaction inserted, so two replicas
     racing on one event cannot both apply it; ids are inserted in key order.
     """
-    if not is_postgres(conn):
-        return await inbox_claim_events(conn, inbox, claims)
     if not claims:
         return set()
     unique = {eid: (eid, etype, topic) for eid, etype, topic in claims}
@@ -579,138 +515,37 @@ def _where_dims(table: sa.Table, where: Slice) -> list[sa.ColumnElement[bool]]:
 Sums = dict[tuple[str, int], Decimal]
 
 
-def _bisect_point(starts: Sequence[datetime], at: datetime) -> int:
-    """The index of the consecutive period (given by its start) that holds `at`."""
-    return bisect.bisect_right(starts, at) - 1
-
-
 async def sums(
     conn: AsyncConnection,
     generation: int,
     points: Sequence[tuple[datetime, Coverage]],
     metrics: Iterable[str],
     where: Slice,
-    *,
-    disjoint: bool,
 ) -> dict[tuple[int, str | None], Sums]:
-    """Sums per (point, group) of stored metrics over each point's coverage, in one query for
-    the aggregates and one for the facts at the edges.
-
-    `disjoint`: the points are consecutive periods that do not overlap (a timeseries): rows
-    come back per bucket and go to the point whose start precedes them. Otherwise (a period
-    and its comparisons, which may overlap), each point is a branch of a UNION ALL.
-    """
+    """Sums per (point, group) of stored metrics over each point's coverage (points may
+    overlap: a period and its comparisons), in one read of the aggregates and one of the
+    facts at the edges: each point's ranges go as arrays to two prepared statements."""
     metric_list = sorted(set(metrics))
     out: dict[tuple[int, str | None], Sums] = {}
     if not metric_list or not points:
         return out
-    if is_postgres(conn):
-        await _sums_pg(conn, generation, points, metric_list, where, out)
-        return out
-    starts = [start for start, _ in points]
-    a, f = aggregates.c, facts.c
-    a_group = [a[where.group_by]] if where.group_by else []
-    f_group = [f[where.group_by]] if where.group_by else []
-
-    def add(point: int, group: str | None, metric: str, bin_: int, amount: Any) -> None:
-        _add_sum(out, point, group, metric, bin_, amount)
-
-    def aggregate_query(point: int | None, ranges: list[Any]) -> Any:
-        label = [sa.literal(point).label("point")] if point is not None else []
-        cols: list[Any] = [
-            a.metric,
-            a.bin,
-            *a_group,
-            *([] if point is not None else [a.bucket_start]),
-        ]
-        return (
-            sa.select(*label, *cols, sa.func.sum(a.value).label("amount"))
-            .where(
-                a.generation == generation, a.rollup == where.rollup,
-                a.metric.in_(metric_list), sa.or_(*ranges), *_where_dims(aggregates, where),
-            )
-            .group_by(*cols)
+    filters = dict(where.filters)
+    buckets = [(i, *b) for i, (_, cov) in enumerate(points) for b in cov.buckets]
+    if buckets:
+        rows = await pg_reads.aggregate_sums(
+            conn, generation, where.rollup, buckets, metric_list, filters, where.group_by,
+            where.groups_in,
         )  # fmt: skip
-
-    def facts_query(point: int | None, ranges: list[Any]) -> Any:
-        label = [sa.literal(point).label("point")] if point is not None else []
-        return sa.select(*label, f.metric, f.bin, *f_group, f.at, f.value.label("amount")).where(
-            f.generation == generation, f.metric.in_(metric_list), sa.or_(*ranges),
-            *_where_dims(facts, where),
-        )  # fmt: skip
-
-    def bucket_ranges(cov: Coverage) -> list[Any]:
-        return [
-            sa.and_(a.grain == grain, a.bucket_start >= lo, a.bucket_start < hi)
-            for grain, lo, hi in cov.buckets
-        ]
-
-    def fact_ranges(cov: Coverage) -> list[Any]:
-        return [sa.and_(f.at >= lo, f.at < hi) for lo, hi in cov.facts]
-
-    if disjoint:
-        # Rows go to the points by time, so ranges that touch are read as one: a daily series
-        # over three years is a few ranges, not 1,096 (SQLite tests each row against every
-        # range of an OR: a grouped one took 3 s a read).
-        merged = Coverage(
-            _touching([b for _, cov in points for b in cov.buckets]),
-            [
-                (lo, hi)
-                for _, lo, hi in _touching([("", *f) for _, cov in points for f in cov.facts])
-            ],
+        for point, metric, bin_, group, amount in rows:
+            _add_sum(out, point, group, metric, bin_, amount)
+    edges = [(i, *r) for i, (_, cov) in enumerate(points) for r in cov.facts]
+    if edges:
+        rows = await pg_reads.edge_facts(
+            conn, generation, edges, metric_list, filters, where.group_by, where.groups_in
         )
-        everything = bucket_ranges(merged)
-        for i in range(0, len(everything), _CHUNK // 4):
-            found = await conn.execute(aggregate_query(None, everything[i : i + _CHUNK // 4]))
-            async for row in _yielding(found):
-                group = row[2] if where.group_by else None
-                point = _bisect_point(starts, row.bucket_start)
-                add(point, group, row.metric, row.bin, row.amount)
-        edges = fact_ranges(merged)
-        for i in range(0, len(edges), _CHUNK // 4):
-            found = await conn.execute(facts_query(None, edges[i : i + _CHUNK // 4]))
-            async for row in _yielding(found):
-                group = row[2] if where.group_by else None
-                # A duration's aggregate counts it in its bin; a count or sum adds its value.
-                add(_bisect_point(starts, row.at), group, row.metric, row.bin,
-                    1 if row.bin else row.amount)  # fmt: skip
-        return out
-
-    branches = [
-        aggregate_query(i, bucket_ranges(cov)) for i, (_, cov) in enumerate(points) if cov.buckets
-    ]
-    if branches:
-        for row in await conn.execute(sa.union_all(*branches)):
-            add(row.point, row[3] if where.group_by else None, row.metric, row.bin, row.amount)
-    edge_branches = [
-        facts_query(i, fact_ranges(cov)) for i, (_, cov) in enumerate(points) if cov.facts
-    ]
-    if edge_branches:
-        for row in await conn.execute(sa.union_all(*edge_branches)):
-            add(row.point, row[3] if where.group_by else None, row.metric, row.bin,
-                1 if row.bin else row.amount)  # fmt: skip
-    return out
-
-
-async def _yielding(result: Any, size: int = 1000) -> AsyncIterator[Any]:
-    """The rows of a read, letting the event loop run between every `size`: a long series'
-    rows (each time parsed from SQLite's text) would hold it for tens of milliseconds."""
-    for rows in result.partitions(size):
-        for row in rows:
-            yield row
-        await asyncio.sleep(0)
-
-
-def _touching(
-    ranges: Sequence[tuple[str, datetime, datetime]],
-) -> list[tuple[str, datetime, datetime]]:
-    """(grain, lo, hi) ranges that do not overlap, those of one grain that touch made one."""
-    out: list[tuple[str, datetime, datetime]] = []
-    for grain, lo, hi in sorted(ranges):
-        if out and out[-1][0] == grain and out[-1][2] == lo:
-            out[-1] = (grain, out[-1][1], hi)
-        else:
-            out.append((grain, lo, hi))
+        for point, metric, bin_, group, value in rows:
+            # A duration's aggregate counts it in its bin; a count or sum adds its value.
+            _add_sum(out, point, group, metric, bin_, 1 if bin_ else value)
     return out
 
 
@@ -729,34 +564,6 @@ def _add_sum(
     key = (point, group if group != "" else None)
     bucket = out.setdefault(key, {})
     bucket[(metric, bin_)] = bucket.get((metric, bin_), Decimal(0)) + Decimal(amount)
-
-
-async def _sums_pg(
-    conn: AsyncConnection,
-    generation: int,
-    points: Sequence[tuple[datetime, Coverage]],
-    metrics: Sequence[str],
-    where: Slice,
-    out: dict[tuple[int, str | None], Sums],
-) -> None:
-    """`sums` on PostgreSQL: each point's ranges go as arrays to two prepared statements."""
-    filters = dict(where.filters)
-    buckets = [(i, *b) for i, (_, cov) in enumerate(points) for b in cov.buckets]
-    if buckets:
-        rows = await pg_reads.aggregate_sums(
-            conn, generation, where.rollup, buckets, metrics, filters, where.group_by,
-            where.groups_in,
-        )  # fmt: skip
-        for point, metric, bin_, group, amount in rows:
-            _add_sum(out, point, group, metric, bin_, amount)
-    edges = [(i, *r) for i, (_, cov) in enumerate(points) for r in cov.facts]
-    if edges:
-        rows = await pg_reads.edge_facts(
-            conn, generation, edges, metrics, filters, where.group_by, where.groups_in
-        )
-        for point, metric, bin_, group, value in rows:
-            # A duration's aggregate counts it in its bin; a count or sum adds its value.
-            _add_sum(out, point, group, metric, bin_, 1 if bin_ else value)
 
 
 async def rank_groups(
@@ -805,7 +612,8 @@ async def rank_groups(
                 *_where_dims(facts, where),
             )
         )  # fmt: skip
-    u = (sa.union_all(*branches) if len(branches) > 1 else branches[0]).subquery()
+    rows_of: Any = sa.union_all(*branches) if len(branches) > 1 else branches[0]
+    u = rows_of.subquery()
     rank_list = sorted(set(rank_metrics))
     rank: Any = (
         sa.func.sum(sa.case((u.c.metric.in_(rank_list), u.c.amount), else_=0))
@@ -814,7 +622,7 @@ async def rank_groups(
     )
     # A group whose every row is back at zero (its leads moved to another route) has no data.
     has_data = sa.func.sum(sa.case((u.c.amount != 0, 1), else_=0)) > 0
-    name = u.c.grp.collate("C") if is_postgres(conn) else u.c.grp  # SQLite: binary already
+    name = u.c.grp.collate("C")  # code point order, whatever the database's collation
     stmt = (
         sa.select(u.c.grp, rank if rank is not None else sa.null(), sa.func.count().over())
         .group_by(u.c.grp)
@@ -860,41 +668,22 @@ async def duration_values(
     durations in value bin `bin` that close within [start, end) (and are in `group` of
     `where.group_by`, or, with `where.groups_not_in`, in none of those groups).
 
-    The database picks them (ORDER BY ... LIMIT 1 OFFSET index): it reads only that bin's
-    rows within the period, and only the few values asked for travel back. On PostgreSQL
-    close indexes of one bin and period (a median's two ranks) come from one sorted read.
+    The database picks them (ORDER BY ... LIMIT count OFFSET first): it reads only that
+    bin's rows within the period, and only the few values asked for travel back; close
+    indexes of one bin and period (a median's two ranks) come from one sorted read.
     """
-    f = facts.c
     out: dict[Wanted, Decimal] = {}
     unique = list(dict.fromkeys(wanted))
-    if is_postgres(conn):
-        runs = _runs(unique)
-        if runs:
-            found = await pg_reads.duration_runs(
-                conn, generation, runs, dict(where.filters), where.group_by, where.groups_not_in
-            )
-            for n, values in found.items():
-                metric, bin_, start, end, group, first, _ = runs[n]
-                for i, value in enumerate(values):
-                    out[(metric, bin_, start, end, group, first + i)] = value
-        return {w: out[w] for w in unique if w in out}
-    for i in range(0, len(unique), 100):
-        chunk = unique[i : i + 100]
-        branches = []
-        for n, (metric, bin_, start, end, group, index) in enumerate(chunk):
-            conditions = [
-                f.generation == generation, f.metric == metric, f.bin == bin_, f.bin > 0,
-                f.at >= start, f.at < end, *_where_dims(facts, where),
-            ]  # fmt: skip
-            if where.group_by and where.groups_not_in is None:
-                conditions.append(f[where.group_by] == (group or ""))
-            one = (
-                sa.select(f.value).where(*conditions).order_by(f.value).limit(1).offset(index)
-            ).subquery()
-            branches.append(sa.select(sa.literal(n).label("n"), one.c.value))
-        for n, value in await conn.execute(sa.union_all(*branches)):
-            out[chunk[n]] = Decimal(value)
-    return out
+    runs = _runs(unique)
+    if runs:
+        found = await pg_reads.duration_runs(
+            conn, generation, runs, dict(where.filters), where.group_by, where.groups_not_in
+        )
+        for n, values in found.items():
+            metric, bin_, start, end, group, first, _ = runs[n]
+            for i, value in enumerate(values):
+                out[(metric, bin_, start, end, group, first + i)] = value
+    return {w: out[w] for w in unique if w in out}
 
 
 # Plans and spend
@@ -904,7 +693,9 @@ async def put_plan(
     conn: AsyncConnection, month: str, revenue: Decimal, by: str, now: datetime
 ) -> None:
     """Set a month's plan; the same value again changes nothing (not even `updated_at`)."""
-    stmt = _insert(conn, plans).values(month=month, revenue=revenue, updated_at=now, updated_by=by)
+    stmt = postgresql.insert(plans).values(
+        month=month, revenue=revenue, updated_at=now, updated_by=by
+    )
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["month"],
@@ -923,7 +714,7 @@ async def put_spend(
     by: str,
     now: datetime,
 ) -> None:
-    stmt = _insert(conn, spend).values(
+    stmt = postgresql.insert(spend).values(
         month=month, channel=channel, campaign=campaign, amount=amount, updated_at=now,
         updated_by=by,
     )  # fmt: skip
@@ -968,9 +759,7 @@ async def list_plans(
 
 async def monthly_plans(conn: AsyncConnection, months: Sequence[str]) -> list[tuple[str, Decimal]]:
     """(month, revenue) of the plans for these months."""
-    if is_postgres(conn):
-        return await pg_reads.plans_in(conn, months)
-    return [(month, revenue) for month, revenue, _, _ in await list_plans(conn, months)]
+    return await pg_reads.plans_in(conn, months)
 
 
 async def monthly_spend(
@@ -981,11 +770,7 @@ async def monthly_spend(
     unknown = set(filters) - {"channel", "campaign"}
     if unknown:
         raise ValueError(f"spend has no {sorted(unknown)}")
-    if is_postgres(conn):
-        return await pg_reads.spend_in(
-            conn, months, filters.get("channel"), filters.get("campaign")
-        )
-    return [row[:4] for row in await list_spend(conn, months, filters)]
+    return await pg_reads.spend_in(conn, months, filters.get("channel"), filters.get("campaign"))
 
 
 async def list_spend(

@@ -182,7 +182,7 @@ async def _sums(
 ) -> dict[Cell, Sums]:
     if not metrics:
         return {}
-    return await repository.sums(conn, generation, covered, metrics, where, disjoint=True)
+    return await repository.sums(conn, generation, covered, metrics, where)
 
 
 @dataclass
@@ -463,7 +463,7 @@ async def timeseries(
     truncated: dict[str, Any] | None = None
     sparse = False
     if scope.group_by is None:
-        values = await evaluate(conn, generation, points, names, scope, disjoint=True)
+        values = await evaluate(conn, generation, points, names, scope)
         groups: list[tuple[Group, Sequence[int] | None]] = [(None, None)]
 
         def cell(point: int, group: Group, name: str) -> tuple[bool, Value]:

@@ -204,11 +204,9 @@ async def evaluate(
     points: Sequence[Period],
     names: Sequence[str],
     scope: Scope,
-    *,
-    disjoint: bool,
 ) -> Values:
-    """Exact values of `names` for each point: the consecutive buckets of a timeseries
-    (`disjoint`), or a period and its comparisons (which may overlap)."""
+    """Exact values of `names` for each point: the consecutive buckets of a timeseries, or a
+    period and its comparisons (which may overlap)."""
     stored_names = stored_needed(list(names))
     stored = await repository.sums(
         conn,
@@ -216,7 +214,6 @@ async def evaluate(
         [(p.start, cover(p.start, p.end, scope.slice.grains)) for p in points],
         stored_names,
         scope.slice,
-        disjoint=disjoint,
     )
     money = await plan_and_spend(conn, points, scope, set(names))
     groups: set[str | None] = {None}
@@ -264,7 +261,7 @@ async def summary(
         "previous": periods.previous(period, scope.tz),
         "year_ago": periods.year_ago(period, scope.tz),
     }
-    found = await evaluate(conn, generation, list(compared.values()), names, scope, disjoint=False)
+    found = await evaluate(conn, generation, list(compared.values()), names, scope)
     values = {label: found[(i, None)] for i, label in enumerate(compared)}
     metrics: dict[str, Any] = {}
     for name in names:
@@ -293,7 +290,7 @@ async def summary(
 
 async def funnel(conn: AsyncConnection, period: Period, scope: Scope) -> dict[str, Any]:
     generation = await repository.active_generation(conn)
-    found = await evaluate(conn, generation, [period], FUNNEL_STAGES, scope, disjoint=False)
+    found = await evaluate(conn, generation, [period], FUNNEL_STAGES, scope)
     values = found[(0, None)]
     stages: list[dict[str, Any]] = []
     first: Decimal | None = None

@@ -37,14 +37,12 @@ sa.Index(
     generations.c.status,
     unique=True,
     postgresql_where=generations.c.status == "active",
-    sqlite_where=generations.c.status == "active",
 )
 sa.Index(
     "uq_kpi_generations_building",
     generations.c.status,
     unique=True,
     postgresql_where=generations.c.status == "building",
-    sqlite_where=generations.c.status == "building",
 )
 
 # How far a rebuild has folded each partition, written in the transaction of each batch.
@@ -97,13 +95,17 @@ sa.Index("ix_kpi_facts_at", facts.c.generation, facts.c.at)
 # counts, never read by bin (migration 0005).
 sa.Index(
     "ix_kpi_facts_bin_values",
-    facts.c.generation, facts.c.metric, facts.c.bin, facts.c.at, facts.c.value,
-    postgresql_where=facts.c.bin > 0, sqlite_where=facts.c.bin > 0,
-)  # fmt: skip
+    facts.c.generation,
+    facts.c.metric,
+    facts.c.bin,
+    facts.c.at,
+    facts.c.value,
+    postgresql_where=facts.c.bin > 0,
+)
 
 # Sums of facts per UTC hour, day and month, by every dimension (rollup 0) and in total
 # (rollup 1); durations count per value bin. Increments commute: replicas upsert at once.
-# On PostgreSQL its pages and kpi_leads' keep room for in-place (HOT) updates (migration 0004).
+# Its pages and kpi_leads' keep room for in-place (HOT) updates (migration 0004).
 aggregates = sa.Table(
     "kpi_aggregates",
     metadata,

@@ -1,4 +1,4 @@
-"""The KPI API on SQLite and PostgreSQL: answers, validation, CSV, ETag, plans, spend, auth."""
+"""The KPI API: answers, validation, CSV, ETag, plans, spend, auth."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The KPI's Kafka handler on SQLite and PostgreSQL: each event applied once, whatever a
+"""The KPI's Kafka handler: each event applied once, whatever a
 batch repeats, and the tables exactly what the pure fold says."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fold rules per generation, on SQLite and PostgreSQL: a generation keeps the value bins it
+"""Fold rules per generation: a generation keeps the value bins it
 was created with (percentiles rank bins by number, so one generation must not mix two
 sets); a fresh install's empty generation takes the current ones."""
 

@@ -29,8 +29,6 @@ QUARTER = Period(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=U
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite reads on one connection (one reader's snapshot is the file's)")
     await asyncio.to_thread(migrate, "kpi", database_url)
     engine = create_engine(database_url)
     generation = await prepare_active_generation(engine)

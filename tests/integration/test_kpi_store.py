@@ -115,8 +115,8 @@ async def test_writers_racing_on_the_same_leads_lose_nothing(
 
 
 async def test_the_stored_aggregates_are_the_pure_folds_expansion(engine: AsyncEngine) -> None:
-    # PostgreSQL expands the changed facts into aggregate rows in SQL, SQLite from
-    # Changes.aggregates: either way the rows must be what the pure fold says.
+    # The database expands the changed facts into aggregate rows in SQL: the rows must be
+    # what the pure fold (Changes.aggregates) says.
     s = generate(11, first=date(2025, 11, 1), last=date(2026, 4, 1), per_month=15)
     events: list[Event] = s.events  # type: ignore[assignment]
     generation = next(_generations)

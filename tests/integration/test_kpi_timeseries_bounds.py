@@ -4,8 +4,8 @@ Campaigns come from `utm_campaign` of anonymous form posts, so anyone can make t
 groups. A grouped series answers the top groups and one "(other)" group holding the rest,
 at most `LEADFLOW_KPI_TIMESERIES_MAX_POINTS` points, leaves empty cells out when the dense
 answer would not fit, and says so; a request too big in itself is refused with a 422 that
-names the limit. Meanwhile `/healthz` of the same process keeps answering. SQLite and
-PostgreSQL; the store is filled through the KPI's real Kafka handler.
+names the limit. Meanwhile `/healthz` of the same process keeps answering. The store is
+filled through the KPI's real Kafka handler.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which wanted durations share one sorted read on PostgreSQL (repository._runs)."""
+"""Which wanted durations share one sorted read (repository._runs)."""
 
 from __future__ import annotations
 

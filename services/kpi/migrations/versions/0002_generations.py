@@ -93,14 +93,12 @@ def upgrade() -> None:
             ["status"],
             unique=True,
             postgresql_where=sa.text("status = 'active'"),
-            sqlite_where=sa.text("status = 'active'"),
         )
         batch_op.create_index(
             "uq_kpi_generations_building",
             ["status"],
             unique=True,
             postgresql_where=sa.text("status = 'building'"),
-            sqlite_where=sa.text("status = 'building'"),
         )
 
     op.create_table(
@@ -195,12 +193,10 @@ def downgrade() -> None:
         batch_op.drop_index(
             "uq_kpi_generations_building",
             postgresql_where=sa.text("status = 'building'"),
-            sqlite_where=sa.text("status = 'building'"),
         )
         batch_op.drop_index(
             "uq_kpi_generations_active",
             postgresql_where=sa.text("status = 'active'"),
-            sqlite_where=sa.text("status = 'active'"),
         )
 
     op.drop_table("kpi_generations")

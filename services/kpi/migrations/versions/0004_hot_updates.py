@@ -1,4 +1,4 @@
-"""room in the pages of aggregates and lead states for HOT updates (PostgreSQL)
+"""room in the pages of aggregates and lead states for HOT updates
 
 Folding mostly updates rows in place: an aggregate's sum, a lead's state. Neither column
 is indexed, so PostgreSQL can update without touching any index (a HOT update), but only
@@ -22,14 +22,10 @@ TABLES = ("kpi_aggregates", "kpi_leads")
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
     for table in TABLES:
         op.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
     for table in TABLES:
         op.execute(f"ALTER TABLE {table} RESET (fillfactor)")

@@ -28,7 +28,6 @@ def upgrade() -> None:
             COLUMNS,
             unique=False,
             postgresql_where=sa.text("bin > 0"),
-            sqlite_where=sa.text("bin > 0"),
         )
 
 
