@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli import kafka_broker, stack
+from cli import kafka_broker, postgres_server, stack
 from shared.migrations import SERVICES, migrate
 from shared.settings import CommonSettings
 
@@ -19,6 +19,11 @@ app = typer.Typer(help="Leadflow: intake, qualifier and KPI services on one Kafk
 kafka_app = typer.Typer(help="The dev Kafka broker (KRaft, one node) under the data dir.",
                         no_args_is_help=True)  # fmt: skip
 app.add_typer(kafka_app, name="kafka")
+postgres_app = typer.Typer(
+    help="The embedded PostgreSQL server (Unix socket only) under the data dir.",
+    no_args_is_help=True,
+)
+app.add_typer(postgres_app, name="postgres")
 
 
 class Service(StrEnum):
@@ -29,7 +34,8 @@ class Service(StrEnum):
 
 @app.command()
 def up() -> None:
-    """Start Kafka, migrate, and run the three services until Ctrl-C (which stops them all)."""
+    """Start PostgreSQL and Kafka, migrate, and run the three services until Ctrl-C (which
+    stops all it started)."""
     raise typer.Exit(stack.up(print_fn=typer.echo))
 
 
@@ -118,4 +124,32 @@ def kafka_status() -> None:
     st = kafka_broker.status(stack.broker_config(CommonSettings()))
     typer.echo(f"running={st.running} pid={st.pid} port_open={st.port_open} "
                f"bootstrap={st.bootstrap_servers} data_dir={st.data_dir}")  # fmt: skip
+    raise typer.Exit(0 if st.running else 1)
+
+
+def _postgres_config() -> postgres_server.ServerConfig:
+    return postgres_server.ServerConfig(data_dir=CommonSettings().data_dir)
+
+
+@postgres_app.command("start")
+def postgres_start() -> None:
+    """Start the server in the background (initialised on first use, with the databases
+    intake, qualifier and kpi); it runs until `leadflow postgres stop`."""
+    cfg = _postgres_config()
+    pid = postgres_server.start(cfg)
+    typer.echo(f"postgres running (pid {pid}): {cfg.dsn('<database>')}")
+
+
+@postgres_app.command("stop")
+def postgres_stop() -> None:
+    """Stop the server (fast shutdown); returns once it is gone."""
+    stopped = postgres_server.stop(_postgres_config())
+    typer.echo("postgres stopped" if stopped else "postgres was not running")
+
+
+@postgres_app.command("status")
+def postgres_status() -> None:
+    """Say whether the server of this data dir runs; exit 1 when it does not."""
+    st = postgres_server.status(_postgres_config())
+    typer.echo(f"running={st.running} pid={st.pid} socket_dir={st.socket_dir} data={st.data_dir}")
     raise typer.Exit(0 if st.running else 1)

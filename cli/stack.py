@@ -1,4 +1,4 @@
-"""`leadflow up`: Kafka, migrations and the three services as child processes, stopped together."""
+"""`leadflow up`: Kafka, PostgreSQL, migrations and the three services, stopped together."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
 
-from cli import kafka_broker
+from cli import kafka_broker, postgres_server
 from shared.kafka import ensure_topics
 from shared.migrations import SERVICES, migrate
 from shared.settings import CommonSettings, ServiceSettings
@@ -53,6 +54,14 @@ def broker_config(common: CommonSettings) -> kafka_broker.BrokerConfig:
     return kafka_broker.BrokerConfig(
         data_dir=common.data_dir, port=port, controller_port=controller
     )
+
+
+def postgres_config(common: CommonSettings) -> postgres_server.ServerConfig | None:
+    """The embedded server of the data dir, or None when every service is given a
+    database of its own (LEADFLOW_<SVC>_DATABASE_URL)."""
+    if all(service_settings(name).database_url for name in SERVICES):
+        return None
+    return postgres_server.ServerConfig(data_dir=common.data_dir)
 
 
 def start_service(name: str) -> Child:
@@ -96,25 +105,36 @@ def up(print_fn: Callable[[str], None] = print) -> int:
     common.check_secure()
     cfg = broker_config(common)
     print_fn(f"data dir: {common.data_dir}")
-    print_fn(f"starting Kafka on {cfg.bootstrap_servers} (first run fetches the jars)...")
+    pg = postgres_config(common)
+    # What was running before is left running, as it was found.
+    pg_was_running = pg is not None and postgres_server.status(pg).running
     was_running = kafka_broker.status(cfg).running
-    kafka_broker.start(cfg)
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     children: list[Child] = []
     try:
+        # Side by side: PostgreSQL is ready in a few seconds, within Kafka's start.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pg_started = None
+            if pg is not None:
+                print_fn(f"starting PostgreSQL in {pg.pg_dir}...")
+                pg_started = pool.submit(postgres_server.start, pg)
+            print_fn(f"starting Kafka on {cfg.bootstrap_servers} (first run fetches the jars)...")
+            kafka_broker.start(cfg)
+            if pg_started is not None:
+                pg_started.result()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         asyncio.run(ensure_topics(common.kafka_bootstrap_servers, common.topic_partitions))
         for name in SERVICES:
             migrate(name, service_settings(name).db_url)
         children = [start_service(name) for name in SERVICES]
         wait_ready(children)
-        _print_banner(children, common, print_fn)
+        _print_banner(children, common, pg, print_fn)
         while not stopping:
             for child in children:
                 if child.process.poll() is not None:
@@ -128,11 +148,17 @@ def up(print_fn: Callable[[str], None] = print) -> int:
         if not was_running:
             print_fn("stopping Kafka...")
             kafka_broker.stop(cfg)
+        if pg is not None and not pg_was_running:
+            print_fn("stopping PostgreSQL...")
+            postgres_server.stop(pg)
         print_fn("stopped")
 
 
 def _print_banner(
-    children: list[Child], common: CommonSettings, print_fn: Callable[[str], None]
+    children: list[Child],
+    common: CommonSettings,
+    pg: postgres_server.ServerConfig | None,
+    print_fn: Callable[[str], None],
 ) -> None:
     urls = {c.name: c.url for c in children}
     today = datetime.date.today()
@@ -142,6 +168,8 @@ def _print_banner(
     lines += [f"  {c.name:<10} {c.url}   (docs: {c.url}/docs)" for c in children]
     lines.append(f"  {'dashboard':<10} {urls['kpi']}/dashboard")
     lines.append(f"  {'kafka':<10} {common.kafka_bootstrap_servers}")
+    if pg is not None:
+        lines.append(f"  {'postgres':<10} {pg.dsn('<service>')}")
     if common.dev:
         lines.append("  mode       dev: the bearer token `dev` holds every scope")
     lines += [

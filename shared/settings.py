@@ -14,6 +14,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cli.postgres_server import ServerConfig
 from shared.auth import ALL_SCOPES, Scope
 
 DEV_TOKEN = "dev"
@@ -103,6 +104,7 @@ class ServiceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int
+    # Any PostgreSQL (postgresql+asyncpg://...); unset: the embedded server's database.
     database_url: str | None = None
     # Replicas of a service share this Kafka consumer group (default `leadflow-<service>`).
     consumer_group: str | None = None
@@ -110,10 +112,11 @@ class ServiceSettings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        """The configured URL, else the embedded default: a SQLite file in the data dir."""
+        """The configured URL, else this service's database on the embedded PostgreSQL
+        server of the data dir (`leadflow up` or `leadflow postgres start` runs it)."""
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.common.data_dir / f'{self.service_name}.db'}"
+        return ServerConfig(data_dir=self.common.data_dir).url(self.service_name)
 
     @property
     def group_id(self) -> str:

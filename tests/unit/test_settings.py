@@ -55,9 +55,17 @@ class TestDevMode:
         principal = Authenticator(CommonSettings().tokens()).authenticate("dev")
         assert principal is not None and principal.scopes == set(Scope)
 
-    def test_default_database_is_a_sqlite_file_in_the_data_dir(self, tmp_path: object) -> None:
-        settings = IntakeSettings(common=CommonSettings(data_dir=tmp_path))  # type: ignore[arg-type]
-        assert settings.db_url == f"sqlite+aiosqlite:///{tmp_path}/intake.db"
+    def test_default_database_is_the_embedded_servers_in_the_data_dir(self, tmp_path: Path) -> None:
+        settings = IntakeSettings(common=CommonSettings(data_dir=tmp_path))
+        socket_dir = tmp_path / "postgres"
+        assert settings.db_url == f"postgresql+asyncpg://leadflow@/intake?host={socket_dir}"
+
+    def test_a_configured_database_replaces_the_embedded_one(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        external = "postgresql+asyncpg://crm:pw@db.internal:5432/leads"
+        monkeypatch.setenv("LEADFLOW_INTAKE_DATABASE_URL", external)
+        assert IntakeSettings(common=CommonSettings(data_dir=tmp_path)).db_url == external
 
 
 LEAD_POST = {"type": "http", "method": "POST", "path": "/v1/leads", "headers": []}
