@@ -1,23 +1,27 @@
-"""Shared fixtures: a real Kafka broker per test session, and databases on SQLite and PostgreSQL.
+"""Shared fixtures: a real Kafka broker and a real PostgreSQL server per test session.
 
-PostgreSQL tests run when LEADFLOW_TEST_POSTGRES_URL names a server where the role may
-create databases (`.ci/run` sets it); each test gets a fresh database. Kafka: the session
-starts its own broker on free ports in a temporary data dir, unless
+PostgreSQL: a server where the role may create databases, named by
+LEADFLOW_TEST_POSTGRES_URL (`.ci/run` sets it), else an embedded server the session starts
+itself (cli/postgres_server.py) and stops at its end; each test gets a fresh database.
+Kafka: the session starts its own broker on free ports in a temporary data dir, unless
 LEADFLOW_TEST_KAFKA_BOOTSTRAP names one already running.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from cli import kafka_broker
+from cli import kafka_broker, postgres_server
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL")
 
@@ -46,25 +50,45 @@ def _asyncpg_dsn(url: str, database: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A server's `postgres` database, where tests create databases of their own."""
+    if POSTGRES_URL:
+        yield POSTGRES_URL
         return
-    if not POSTGRES_URL:
-        pytest.skip("LEADFLOW_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    # Under /tmp itself: run as root, the server runs as another OS user, and every new
+    # pytest session makes /tmp/pytest-of-<user> 0700 again, out of that user's reach.
+    root = Path(tempfile.mkdtemp(prefix="leadflow-test-pg-"))
+    cfg = postgres_server.ServerConfig(data_dir=root)
+    try:
+        postgres_server.start(cfg)
+        yield cfg.url("postgres")
+    finally:
+        postgres_server.stop(cfg)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@asynccontextmanager
+async def fresh_database(admin_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server of `admin_url`, dropped afterwards; its URL."""
     name = f"leadflow_test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
+    admin = await asyncpg.connect(_asyncpg_dsn(admin_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        admin = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
+        admin = await asyncpg.connect(_asyncpg_dsn(admin_url))
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database."""
+    async with fresh_database(postgres_admin_url) as url:
+        yield url

@@ -1,11 +1,14 @@
-"""The whole stack started the way a user starts it: `leadflow up`, in its own data dir."""
+"""The whole stack started the way a user starts it: `leadflow up`, in its own data dir
+(Kafka and the embedded PostgreSQL server included)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from cli import kafka_broker, postgres_server
 from cli.kafka_broker import free_ports
+from cli.postgres_server import ServerConfig
 
 
 @dataclass
@@ -25,6 +30,11 @@ class Stack:
     kafka_port: int
     urls: dict[str, str]
     output: list[str] = field(default_factory=list)
+
+    @property
+    def postgres(self) -> ServerConfig:
+        """The embedded server `leadflow up` runs for this data dir."""
+        return ServerConfig(data_dir=self.data_dir)
 
     def stop(self, timeout: float = 90.0) -> int:
         if self.process.poll() is None:
@@ -39,12 +49,15 @@ def _pump(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
+def stack() -> Iterator[Stack]:
+    # Under /tmp itself: run as root, PostgreSQL runs as another OS user, and every new
+    # pytest session makes /tmp/pytest-of-<user> 0700 again, out of that user's reach.
+    data_dir = Path(tempfile.mkdtemp(prefix="leadflow-e2e-"))
     kafka_port, controller_port, *service_ports = free_ports(5)
     ports = dict(zip(("intake", "qualifier", "kpi"), service_ports, strict=True))
+    inherited = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")}
     env = {
-        **os.environ,
+        **inherited,
         "PYTHONUNBUFFERED": "1",
         "LEADFLOW_DATA_DIR": str(data_dir),
         "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
@@ -53,22 +66,35 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         **{f"LEADFLOW_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up"], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     stack = Stack(
-        process=process, data_dir=data_dir, kafka=f"127.0.0.1:{kafka_port}", kafka_port=kafka_port,
+        process=process,
+        data_dir=data_dir,
+        kafka=f"127.0.0.1:{kafka_port}",
+        kafka_port=kafka_port,
         urls={name: f"http://127.0.0.1:{port}" for name, port in ports.items()},
-    )  # fmt: skip
+    )
     threading.Thread(target=_pump, args=(stack,), daemon=True).start()
-    deadline = time.monotonic() + 240
-    while "Leadflow is up." not in stack.output:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("leadflow up did not come up:\n" + "\n".join(stack.output[-60:]))
-        time.sleep(0.2)
     try:
+        deadline = time.monotonic() + 240
+        while "Leadflow is up." not in stack.output:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("leadflow up did not come up:\n" + "\n".join(stack.output[-60:]))
+            time.sleep(0.2)
         yield stack
     finally:
         if process.poll() is None:
-            stack.stop()
+            try:
+                stack.stop()
+            except subprocess.TimeoutExpired:
+                process.kill()
+        # Whatever happened (a test checks that Ctrl-C stopped them), leave none running.
+        kafka_broker.stop(kafka_broker.BrokerConfig(data_dir, kafka_port, controller_port))
+        postgres_server.stop(stack.postgres)
+        shutil.rmtree(data_dir, ignore_errors=True)

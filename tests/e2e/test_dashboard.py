@@ -26,6 +26,7 @@ import pytest
 
 from cli.kafka_broker import free_port
 from shared.migrations import migrate
+from tests.conftest import fresh_database
 from tests.fixtures.kpi import oracle as expected
 from tests.fixtures.kpi.browser import chromium, chromium_path
 from tests.fixtures.kpi.kafka import private_broker, publish
@@ -71,12 +72,15 @@ DRAWN = """(() => {
 
 @pytest.fixture(scope="module")
 async def kpi_service(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str
 ) -> AsyncIterator[tuple[str, Scenario]]:
     """A KPI process on a broker holding the scenario, with plans and spend entered."""
     tmp_path = tmp_path_factory.mktemp("dashboard")
     s = generate()
-    async with private_broker(tmp_path / "kafka") as bootstrap:
+    async with (
+        private_broker(tmp_path / "kafka") as bootstrap,
+        fresh_database(postgres_admin_url) as database_url,
+    ):
         await publish(bootstrap, s.waves[0] + s.waves[1])
         data_dir = tmp_path / "stack"
         port = free_port()
@@ -84,8 +88,9 @@ async def kpi_service(
             **os.environ, "PYTHONUNBUFFERED": "1", "LEADFLOW_DATA_DIR": str(data_dir),
             "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LEADFLOW_TOPIC_PARTITIONS": "3",
             "LEADFLOW_KPI_PORT": str(port), "LEADFLOW_LOG_LEVEL": "WARNING",
+            "LEADFLOW_KPI_DATABASE_URL": database_url,
         }  # fmt: skip
-        await asyncio.to_thread(migrate, "kpi", f"sqlite+aiosqlite:///{data_dir / 'kpi.db'}")
+        await asyncio.to_thread(migrate, "kpi", database_url)
         log = (tmp_path / "kpi.log").open("w")
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cli", "serve", "kpi", env=env, stdout=log,

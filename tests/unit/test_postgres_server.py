@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cli.postgres_server import MAX_SOCKET_PATH, ServerConfig, render_conf
+from cli.stack import postgres_config
+from shared.settings import CommonSettings
+
+EXTERNAL = "postgresql+asyncpg://crm:pw@db.internal:5432/leads"
 
 
 class TestSocketDir:
@@ -38,3 +44,20 @@ def test_listens_on_its_socket_only_and_stays_durable(tmp_path: Path) -> None:
     assert conf["unix_socket_directories"] == f"'{tmp_path}/postgres'"
     assert conf["unix_socket_permissions"] == "0700"
     assert conf["fsync"] == "on"
+
+
+class TestLeadflowUp:
+    def test_starts_the_embedded_server_while_a_service_uses_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in ("intake", "qualifier"):
+            monkeypatch.setenv(f"LEADFLOW_{name.upper()}_DATABASE_URL", EXTERNAL)
+        cfg = postgres_config(CommonSettings(data_dir=tmp_path))
+        assert cfg is not None and cfg.pg_dir == tmp_path / "postgres"
+
+    def test_not_when_every_service_has_a_database_of_its_own(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in ("intake", "qualifier", "kpi"):
+            monkeypatch.setenv(f"LEADFLOW_{name.upper()}_DATABASE_URL", EXTERNAL)
+        assert postgres_config(CommonSettings(data_dir=tmp_path)) is None
