@@ -256,14 +256,14 @@ async def save_decision(
     )
 
 
-async def insert_new_leads(
+async def insert_decided(
     conn: AsyncConnection,
     lead_rows: Sequence[dict[str, Any]],
     decision_rows: Sequence[dict[str, Any]],
     history_rows: Sequence[dict[str, Any]],
 ) -> None:
-    """Leads decided for the first time (`lead_row` plus lead_id), with their decisions
-    and history rows, in three multi-row statements."""
+    """Leads decided for the first time (`lead_row` plus lead_id), and the decisions and
+    history rows of a run of decisions, in three multi-row statements."""
     for table, rows in (
         (leads, lead_rows),
         (decisions, decision_rows),

@@ -143,9 +143,8 @@ async def brief(conn: AsyncConnection, call: Call, answers: dict[str, Any]) -> O
         event_id=filled.id, event_type=filled.type, reason=summarize_answers(answers),
     )  # fmt: skip
     await add_to_outbox(conn, outbox, [filled])
-    decision, routed = await service.decide(
-        conn, lead, cause_id=filled.id, time=call.at, now=call.now, contacted=True
-    )
+    cause = service.Cause(lead, filled.id, call.at, stored=True, contacted=True)
+    [(decision, routed)] = await service.decide(conn, [cause], now=call.now)
     await repository.update_lead(
         conn, call.lead_id, brief_answers=combine_answers(row.brief_answers, answers)
     )

@@ -209,64 +209,53 @@ async def assignment_state(
     )
 
 
-async def decide(
-    conn: AsyncConnection,
-    lead: LeadSnapshot,
-    *,
-    cause_id: str,
-    time: datetime,
-    now: datetime,
-    contacted: bool = False,
-    erased_at: datetime | None = None,
-) -> tuple[Decision, LeadRouted]:
-    """Decide with the active definition; store it; owe `lead.routed` (and a partner delivery).
+@dataclass(frozen=True)
+class Cause:
+    """A lead to decide, and the event that asks for it (its id and business time)."""
 
-    The event's id derives from its cause, and it carries the cause's business `time`.
-    A lead already contacted that still lacks information stays `contacted`, so its
-    brief can be completed without a second first contact.
-    For an erased person the decision is made and counted, but what is stored and
-    published about them holds no personal data and no partner receives it.
+    lead: LeadSnapshot
+    cause_id: str
+    time: datetime
+    # The lead has a row already: it is updated, not inserted.
+    stored: bool = False
+    # Already contacted: if it still lacks information it stays `contacted`, so its brief
+    # can be completed without a second first contact.
+    contacted: bool = False
+    # The person was erased: the decision is made and counted, but what is stored and
+    # published about them holds no personal data and no partner receives it.
+    erased_at: datetime | None = None
+
+
+async def decide(
+    conn: AsyncConnection, causes: Sequence[Cause], *, now: datetime
+) -> list[tuple[Decision, LeadRouted]]:
+    """Decide leads with the active definition, store them and owe their `lead.routed`
+    (and partner deliveries), as if one after the other, in a few multi-row statements:
+    the definition and the assignment state are read once, and the state moves on in
+    memory from one lead's assignment to the next.
+
+    Each event's id derives from its cause, and it carries the cause's business `time`.
     """
     number, definition = await active(conn)
     state = await assignment_state(conn, definition, now)
-    result = evaluate(lead, definition, number, now=now, assignment=state)
-    if result.round_robin_advance is not None:
-        await repository.set_round_robin(conn, *result.round_robin_advance)
-    decision = result.decision
-    stage = Stage.contacted if contacted and decision.route is Route.processing else Stage.routed
-    erased = erased_at is not None
-    stored = lead.model_dump(mode="json")
-    if erased:
-        stored = erase_person(stored)
-    routed = _routed(lead, stored, decision, cause_id=cause_id, time=time)
-    await repository.save_decision(
-        conn, lead=lead, stored_snapshot=stored, decision=decision, stage=stage,
-        cause_event_id=cause_id, now=now,
-    )  # fmt: skip
-    if erased:
-        await repository.update_lead(conn, lead.lead_id, erased_at=erased_at)
-    await repository.add_history(
-        conn, lead_id=lead.lead_id, stage=stage, at=time, by=QUALIFIER,
-        reason=" ".join(decision.reasons), event_id=routed.id, event_type=routed.type,
-    )  # fmt: skip
-    await add_to_outbox(conn, outbox, [routed])
-    partner = definition.partner(decision.partner) if decision.partner else None
-    if partner is not None and partner.webhook_url and not erased:
-        await repository.insert_delivery(
-            conn, delivery_id=derived_event_id(routed.id, "delivery"), lead_id=lead.lead_id,
-            partner_id=partner.id, event_id=routed.id, url=partner.webhook_url,
-            payload=encode_event(routed), now=now,
-        )  # fmt: skip
-    return decision, routed
+    writes = _Writes()
+    decided: list[tuple[Decision, LeadRouted]] = []
+    for cause in causes:
+        result = evaluate(cause.lead, definition, number, now=now, assignment=state)
+        decision = result.decision
+        state = _advance(state, result.round_robin_advance, decision)
+        if result.round_robin_advance is not None:
+            team, next_index = result.round_robin_advance
+            writes.round_robin[team] = next_index
+        decided.append((decision, writes.add(cause, decision, definition, now=now)))
+    await writes.flush(conn)
+    return decided
 
 
 async def qualify_leads(
     conn: AsyncConnection, causes: Sequence[LeadReceived], *, now: datetime
 ) -> list[Decision]:
-    """Decide received leads with the active definition, store them and owe their
-    `lead.routed`, as if one after the other, in a few multi-row statements: the
-    definition and the assignment state are read once, and the state moves on in memory
-    from one lead's assignment to the next.
+    """Decide received leads together (`decide`); one decision per cause.
 
     A lead that came in first by another event (its webinar attendance, say) was decided
     then; a second `lead.received` for it is not a second lead.
@@ -277,31 +266,19 @@ async def qualify_leads(
         for lead_id, stored in (await repository.current_decisions(conn, ids)).items()
     }
     erased_at = await repository.erasures_of(conn, ids)
-    number, definition = await active(conn)
-    state = await assignment_state(conn, definition, now)
-    decisions: list[Decision] = []
-    writes = _Writes()
-    for cause in causes:
-        lead = cause.data
-        if lead.lead_id in existing:
-            log.warning("lead %s is already qualified; ignoring lead.received %s",
-                        lead.lead_id, cause.id)  # fmt: skip
-            decisions.append(existing[lead.lead_id])
+    new: dict[str, Cause] = {}
+    for received in causes:
+        lead = received.data
+        if lead.lead_id in existing or lead.lead_id in new:
+            log.warning(
+                "lead %s is already qualified; ignoring lead.received %s", lead.lead_id, received.id
+            )
             continue
-        result = evaluate(lead, definition, number, now=now, assignment=state)
-        decision = result.decision
-        state = _advance(state, result.round_robin_advance, decision)
-        if result.round_robin_advance is not None:
-            team, next_index = result.round_robin_advance
-            writes.round_robin[team] = next_index
-        writes.add(
-            lead, decision, definition, cause_id=cause.id, time=cause.time, now=now,
-            erased_at=erased_at.get(lead.lead_id),
-        )  # fmt: skip
-        existing[lead.lead_id] = decision
-        decisions.append(decision)
-    await writes.flush(conn)
-    return decisions
+        erased = erased_at.get(lead.lead_id)
+        new[lead.lead_id] = Cause(lead, received.id, received.time, erased_at=erased)
+    decided = await decide(conn, list(new.values()), now=now)
+    existing |= {lead_id: decision for lead_id, (decision, _) in zip(new, decided, strict=True)}
+    return [existing[c.data.lead_id] for c in causes]
 
 
 def _advance(
@@ -321,7 +298,8 @@ class _Writes:
     """The rows a run of decisions owes, written together at the end."""
 
     def __init__(self) -> None:
-        self.leads: list[dict[str, Any]] = []
+        self.new_leads: list[dict[str, Any]] = []
+        self.stored_leads: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self.events: list[LeadRouted] = []
@@ -329,34 +307,33 @@ class _Writes:
         self.round_robin: dict[str, int] = {}
 
     def add(
-        self,
-        lead: LeadSnapshot,
-        decision: Decision,
-        definition: LeadDefinition,
-        *,
-        cause_id: str,
-        time: datetime,
-        now: datetime,
-        erased_at: datetime | None,
-    ) -> None:
-        stored = lead.model_dump(mode="json")
-        if erased_at is not None:
-            stored = erase_person(stored)
-        routed = _routed(lead, stored, decision, cause_id=cause_id, time=time)
-        self.leads.append(
-            {"lead_id": lead.lead_id, "erased_at": erased_at}
-            | repository.lead_row(lead, stored, decision, Stage.routed, now)
+        self, cause: Cause, decision: Decision, definition: LeadDefinition, *, now: datetime
+    ) -> LeadRouted:
+        lead, erased = cause.lead, cause.erased_at is not None
+        stage = (
+            Stage.contacted
+            if cause.contacted and decision.route is Route.processing
+            else Stage.routed
         )
-        self.decisions.append(repository.decision_row(lead.lead_id, decision, cause_id))
+        stored = lead.model_dump(mode="json")
+        if erased:
+            stored = erase_person(stored)
+        routed = _routed(lead, stored, decision, cause_id=cause.cause_id, time=cause.time)
+        row = {"lead_id": lead.lead_id} | repository.lead_row(lead, stored, decision, stage, now)
+        if not cause.stored:
+            self.new_leads.append(row | {"erased_at": cause.erased_at})
+        else:
+            self.stored_leads.append(row | ({"erased_at": cause.erased_at} if erased else {}))
+        self.decisions.append(repository.decision_row(lead.lead_id, decision, cause.cause_id))
         self.history.append(
             repository.history_row(
-                lead_id=lead.lead_id, stage=Stage.routed, at=time, by=QUALIFIER,
+                lead_id=lead.lead_id, stage=stage, at=cause.time, by=QUALIFIER,
                 reason=" ".join(decision.reasons), event_id=routed.id, event_type=routed.type,
             )
         )  # fmt: skip
         self.events.append(routed)
         partner = definition.partner(decision.partner) if decision.partner else None
-        if partner is not None and partner.webhook_url and erased_at is None:
+        if partner is not None and partner.webhook_url and not erased:
             self.deliveries.append(
                 repository.delivery_row(
                     delivery_id=derived_event_id(routed.id, "delivery"), lead_id=lead.lead_id,
@@ -364,11 +341,14 @@ class _Writes:
                     payload=encode_event(routed), now=now,
                 )
             )  # fmt: skip
+        return routed
 
     async def flush(self, conn: AsyncConnection) -> None:
         for team, next_index in self.round_robin.items():
             await repository.set_round_robin(conn, team, next_index)
-        await repository.insert_new_leads(conn, self.leads, self.decisions, self.history)
+        for row in self.stored_leads:
+            await repository.update_lead(conn, **row)
+        await repository.insert_decided(conn, self.new_leads, self.decisions, self.history)
         await repository.insert_deliveries(conn, self.deliveries)
         await add_to_outbox(conn, outbox, self.events)
 
@@ -398,10 +378,10 @@ async def record_webinar_attendance(
     row = await repository.lock_lead(conn, lead.lead_id)
     if row is None:
         # Attendance is the first we hear of this lead: it is a lead like any other.
-        decision, _ = await decide(
-            conn, lead, cause_id=cause.id, time=cause.time, now=now,
-            erased_at=await repository.erasure_of(conn, lead.lead_id),
-        )  # fmt: skip
+        erased_at = await repository.erasure_of(conn, lead.lead_id)
+        [(decision, _)] = await decide(
+            conn, [Cause(lead, cause.id, cause.time, erased_at=erased_at)], now=now
+        )
         return decision
     if row.erased_at is not None:
         return None
@@ -415,10 +395,8 @@ async def record_webinar_attendance(
     preview = evaluate(lead, definition, number, now=now).decision
     if preview.route is route:
         return None
-    decision, _ = await decide(
-        conn, lead, cause_id=cause.id, time=cause.time, now=now,
-        contacted=stage is Stage.contacted,
-    )  # fmt: skip
+    again = Cause(lead, cause.id, cause.time, stored=True, contacted=stage is Stage.contacted)
+    [(decision, _)] = await decide(conn, [again], now=now)
     return decision
 
 

@@ -16,7 +16,14 @@ from services.qualifier import service
 from services.qualifier.config import DEFAULT_DEFINITION, QualifierSettings
 from services.qualifier.consumer import make_handler
 from services.qualifier.service import derived_event_id
-from services.qualifier.tables import decisions, inbox, leads, outbox
+from services.qualifier.tables import (
+    decisions,
+    inbox,
+    leads,
+    outbox,
+    partner_deliveries,
+    stage_history,
+)
 from shared.consumer import Delivered
 from shared.db import utcnow
 from shared.events import (
@@ -27,6 +34,7 @@ from shared.events import (
     LeadRouted,
     LeadWebinarAttended,
     decode_event,
+    encode_event,
 )
 from shared.migrations import migrate
 from shared.runtime import Runtime
@@ -273,3 +281,57 @@ class TestRunsOfReceivedLeads:
         assert view["erased"] is True and view["lead"]["email"] is None
         assert (await q.lead(lead.subject))["lead"]["webinar_attended"] is True
         assert len(await q.rows(leads)) == 3
+
+
+class TestOneDecidePath:
+    """Whichever event brings a lead first, it is decided and stored the same way."""
+
+    async def test_a_lead_first_seen_attending_is_stored_as_a_received_one(
+        self, q: Harness
+    ) -> None:
+        hook = "    webhook_url: https://webstudio.example/hook"
+        regions = "    regions: [RU, KZ, BY]"
+        await publish(q.http, definition_text((regions, f"{regions}\n{hook}")))
+        # Web development goes to the partner with a webhook; the second of each pair is
+        # erased before it arrives (decided and counted, stored without the person).
+        lead = {"services": ["web_development"], "webinar_attended": True}
+        kept, gone = received(**lead), received(**lead)
+        await q.receive(erased(gone.subject), kept, gone)
+        kept_too, gone_too = received(**lead), received(**lead)
+        await q.receive(erased(gone_too.subject), attended(kept_too), attended(gone_too))
+
+        assert await self.stored(q, kept.subject) == await self.stored(q, kept_too.subject)
+        assert await self.stored(q, gone.subject) == await self.stored(q, gone_too.subject)
+        assert len((await self.stored(q, kept.subject))["deliveries"]) == 1
+        assert (await self.stored(q, gone.subject))["deliveries"] == []
+
+    @staticmethod
+    async def stored(q: Harness, lead_id: str) -> dict[str, Any]:
+        """What the qualifier keeps and owes of a decided lead, without its ids and times."""
+        (row,) = await q.rows(leads, leads.c.lead_id == lead_id)
+        (decided,) = await q.rows(decisions, decisions.c.lead_id == lead_id)
+        (routed,) = await q.events(lead_id=lead_id, type="lead.routed")
+        assert isinstance(routed, LeadRouted)
+        assert routed.id == derived_event_id(decided.cause_event_id, "routed")
+        history = await q.rows(stage_history, stage_history.c.lead_id == lead_id)
+        deliveries = await q.rows(partner_deliveries, partner_deliveries.c.lead_id == lead_id)
+        differ = {"lead_id", "decided_at"}  # from lead to lead, from run to run
+        return {
+            "lead": [row.route, row.stage, row.team, row.assignee, row.definition_version],
+            "erased": row.erased_at is not None,
+            "due": row.sla_due_at is not None,
+            "snapshot": {k: v for k, v in row.snapshot.items() if k not in differ},
+            "decision": {k: v for k, v in row.decision.items() if k not in differ},
+            "decisions": [decided.route, decided.score, decided.decision == row.decision],
+            "history": [
+                (h.stage, h.by, h.reason, h.event_type, h.event_id == routed.id) for h in history
+            ],
+            # The event carries the lead as stored, with the decision as stored.
+            "event": routed.data.model_dump(mode="json", exclude={"decision"})
+            == row.snapshot | {"lead_id": lead_id},
+            "event_decision": routed.data.decision.model_dump(mode="json") == row.decision,
+            "deliveries": [
+                [d.partner_id, d.url, d.event_type, d.status, d.payload == encode_event(routed)]
+                for d in deliveries
+            ],
+        }
