@@ -1,8 +1,9 @@
 """`make bench`: measure the pipeline on its own stack and write bench/results/latest.{json,md}.
 
 BENCH_QUICK=1 runs a short version (under 3 minutes); BENCH_SMOKE=1 a tiny one that only
-proves the harness works (the test suite runs it). Which database was used is printed
-and recorded: PostgreSQL when one is reachable, else SQLite.
+proves the harness works (the test suite runs it). The database is the embedded PostgreSQL
+server `leadflow up` runs, or LEADFLOW_BENCH_POSTGRES_URL's server; which one is printed and
+recorded.
 """
 
 from __future__ import annotations
@@ -232,14 +233,12 @@ async def kpi_fold_and_query(stack: Stack, plan: Plan, results: dict[str, Any]) 
     # A store built over months has been vacuumed by autovacuum all along; this one was
     # bulk-loaded minutes ago, and autovacuum's catching up (minutes at a million leads)
     # would overlap the timed reads. Vacuum it first, as autovacuum would have.
-    vacuum_seconds = 0.0
-    if stack.db_urls["kpi"].startswith("postgresql"):
-        say("kpi: VACUUM (ANALYZE) of the folded store before the timed reads")
-        started = time.monotonic()
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(sa.text("VACUUM (ANALYZE)"))
-        vacuum_seconds = time.monotonic() - started
+    say("kpi: VACUUM (ANALYZE) of the folded store before the timed reads")
+    started = time.monotonic()
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(sa.text("VACUUM (ANALYZE)"))
+    vacuum_seconds = time.monotonic() - started
     await engine.dispose()
     rng = random.Random(3)
     today = date.today()

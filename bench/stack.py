@@ -1,10 +1,13 @@
-"""A benchmark stack of its own: Kafka, databases and services as processes on a fresh data dir."""
+"""A benchmark stack of its own: Kafka, PostgreSQL and the services as processes on a fresh
+data dir. PostgreSQL is the embedded server `leadflow up` runs (same binaries, same settings),
+or LEADFLOW_BENCH_POSTGRES_URL's server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,10 +19,11 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from cli import kafka_broker
+from cli import kafka_broker, postgres_server
 from shared.migrations import SERVICES, migrate
 
-DEFAULT_POSTGRES = "postgresql+asyncpg://leadflow:leadflow@127.0.0.1:5432/postgres"
+# A server of your own instead of the embedded one (each run creates and drops its databases).
+EXTERNAL_POSTGRES_ENV = "LEADFLOW_BENCH_POSTGRES_URL"
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:
@@ -27,27 +31,6 @@ def _asyncpg_dsn(url: str, database: str | None = None) -> str:
     if database:
         parsed = parsed.set(database=database)
     return parsed.render_as_string(hide_password=False)
-
-
-async def _postgres_reachable(url: str) -> bool:
-    try:
-        conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=2)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await conn.close()
-    return True
-
-
-async def find_postgres() -> str | None:
-    """A PostgreSQL server where we may create databases: configured, or the local default."""
-    for url in (
-        os.environ.get("LEADFLOW_BENCH_POSTGRES_URL"),
-        os.environ.get("LEADFLOW_TEST_POSTGRES_URL"),
-        DEFAULT_POSTGRES,
-    ):
-        if url and await _postgres_reachable(url):
-            return url
-    return None
 
 
 async def create_databases(admin_url: str, names: list[str]) -> dict[str, str]:
@@ -77,10 +60,11 @@ class Stack:
 
     data_dir: Path
     broker: kafka_broker.BrokerConfig
-    database: str  # "postgresql" or "sqlite"
+    database: str  # "postgresql (embedded)" or "postgresql (external)"
     db_urls: dict[str, str]
     ports: dict[str, int]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    embedded: postgres_server.ServerConfig | None = None
     postgres_admin: str | None = None
     pg_names: list[str] = field(default_factory=list)
 
@@ -108,8 +92,10 @@ class Stack:
         log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", name],
-            env=self.env(**extra_env), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=self.env(**extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.processes[name] = proc
         wait_ready(self.url(name), proc)
         return proc
@@ -148,7 +134,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> 
 
 
 async def new_stack(root: Path, label: str) -> Stack:
-    """Kafka and three fresh databases (PostgreSQL when reachable, else SQLite files)."""
+    """Kafka and three fresh databases: on a new embedded server in the data dir, or on
+    LEADFLOW_BENCH_POSTGRES_URL's server when set."""
     data_dir = root / label
     data_dir.mkdir(parents=True)
     kafka_port, controller_port, *service_ports = kafka_broker.free_ports(2 + len(SERVICES))
@@ -157,17 +144,26 @@ async def new_stack(root: Path, label: str) -> Stack:
     )
     await asyncio.to_thread(kafka_broker.start, broker)
     ports = dict(zip(SERVICES, service_ports, strict=True))
-    admin = await find_postgres()
+    admin = os.environ.get(EXTERNAL_POSTGRES_ENV)
     if admin:
         suffix = uuid.uuid4().hex[:8]
         names = [f"bench_{s}_{suffix}" for s in SERVICES]
         urls = await create_databases(admin, names)
         db_urls = dict(zip(SERVICES, urls.values(), strict=True))
-        stack = Stack(data_dir, broker, "postgresql", db_urls, ports, postgres_admin=admin,
-                      pg_names=names)  # fmt: skip
+        stack = Stack(
+            data_dir,
+            broker,
+            "postgresql (external)",
+            db_urls,
+            ports,
+            postgres_admin=admin,
+            pg_names=names,
+        )
     else:
-        db_urls = {s: f"sqlite+aiosqlite:///{data_dir / f'{s}.db'}" for s in SERVICES}
-        stack = Stack(data_dir, broker, "sqlite", db_urls, ports)
+        embedded = postgres_server.ServerConfig(data_dir=data_dir)
+        await asyncio.to_thread(postgres_server.start, embedded)
+        db_urls = {s: embedded.url(s) for s in SERVICES}
+        stack = Stack(data_dir, broker, "postgresql (embedded)", db_urls, ports, embedded=embedded)
     for name in SERVICES:
         await asyncio.to_thread(migrate, name, stack.db_urls[name])
     return stack
@@ -177,5 +173,9 @@ async def close_stack(stack: Stack) -> None:
     for name in list(stack.processes):
         stack.stop_service(name)
     await asyncio.to_thread(kafka_broker.stop, stack.broker)
+    if stack.embedded:
+        await asyncio.to_thread(postgres_server.stop, stack.embedded)
+        # As an external server's databases are dropped: a full run's KPI store is gigabytes.
+        await asyncio.to_thread(shutil.rmtree, stack.embedded.pgdata, ignore_errors=True)
     if stack.postgres_admin:
         await drop_databases(stack.postgres_admin, stack.pg_names)

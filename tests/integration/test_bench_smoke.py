@@ -35,7 +35,8 @@ def test_the_harness_writes_every_result(tmp_path: Path) -> None:
             assert isinstance(value, dict) and part in value, f"missing {key}"
             value = value[part]
         assert isinstance(value, int | float) and value > 0, f"{key} = {value!r}"
-    assert results["meta"]["database"] in ("postgresql", "sqlite")
+    external = os.environ.get("LEADFLOW_BENCH_POSTGRES_URL")
+    assert results["meta"]["database"] == f"postgresql ({'external' if external else 'embedded'})"
     assert results["e2e"]["routed"] == results["e2e"]["leads"] > 0
     assert results["intake"]["not_accepted"] == 0
     table = (tmp_path / "latest.md").read_text()
