@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: help install run test lint typecheck unit integration e2e asyncapi bench clean
 
 help:
-	@echo "make run    - venv, install, fetch Kafka, migrate, start the stack (Ctrl-C stops it)"
+	@echo "make run    - venv, install, Kafka and PostgreSQL, migrate, start the stack (Ctrl-C stops it)"
 	@echo "make test   - the same set-up, then ruff, mypy and the whole pytest suite"
 	@echo "make bench  - benchmarks on a stack of their own (BENCH_QUICK=1: under 3 minutes)"
 	@echo "make clean  - remove the venv and the local data dir ./var"
