@@ -7,10 +7,15 @@ import logging
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kpi import api, dashboard, repository, service
 from services.kpi.config import KpiSettings
-from services.kpi.consumer import make_handler
-from services.kpi.rebuild import ACTIVE_GENERATION, Rebuilder, purge_retired
+from services.kpi.dashboard import page as dashboard
+from services.kpi.fold import rebuild_api
+from services.kpi.fold.apply import FOLD_VERSION
+from services.kpi.fold.consumer import make_handler
+from services.kpi.fold.rebuild import ACTIVE_GENERATION, Rebuilder, purge_retired
+from services.kpi.plans import api as plans_api
+from services.kpi.reads import api as reads_api
+from services.kpi.store import generations
 from shared.events import LEAD_TOPICS
 from shared.kafka import FetchPolicy
 from shared.runtime import Runtime, create_service_app
@@ -22,18 +27,19 @@ async def prepare_active_generation(engine: AsyncEngine) -> int:
     """At start: an active generation nothing was folded into yet (a fresh install's)
     takes the current fold rules; one folded by older rules is named in the log."""
     async with engine.begin() as conn:
-        active = await repository.active_generation(conn)
-        if await repository.adopt_fold_rules_if_empty(conn, active, service.FOLD_VERSION):
-            log.info("KPI generation %d is empty: it folds by rules v%d", active,
-                     service.FOLD_VERSION)  # fmt: skip
+        active = await generations.active_generation(conn)
+        if await generations.adopt_fold_rules_if_empty(conn, active, FOLD_VERSION):
+            log.info("KPI generation %d is empty: it folds by rules v%d", active, FOLD_VERSION)
             return active
-        found = await repository.get_generation(conn, active)
-    if found is not None and found.fold_version != service.FOLD_VERSION:
+        found = await generations.get_generation(conn, active)
+    if found is not None and found.fold_version != FOLD_VERSION:
         log.warning(
             "KPI generation %d was folded by fold rules v%d, this build folds by v%d: "
             "POST /v1/admin/rebuild to fold the topics again by the current rules",
-            active, found.fold_version, service.FOLD_VERSION,
-        )  # fmt: skip
+            active,
+            found.fold_version,
+            FOLD_VERSION,
+        )
     return active
 
 
@@ -75,7 +81,7 @@ def create_app(settings: KpiSettings | None = None) -> FastAPI:
             "Folds every lead event into metric tables that BI dashboards poll; "
             "metric names and formulas: docs/kpi.md."
         ),
-        routers=[api.router, dashboard.router],
+        routers=[reads_api.router, plans_api.router, rebuild_api.router, dashboard.router],
         on_startup=on_startup,
     )
     app.state.rebuilder = None

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer
 
-from services.kpi.tables import DIMENSION_LENGTH
+from services.kpi.store.tables import DIMENSION_LENGTH
 
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 DimensionValue = Annotated[

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from services.kpi.service import UnfoldableEvent
-from services.kpi.tables import metadata
+from services.kpi.fold.apply import UnfoldableEvent
+from services.kpi.store.tables import metadata
 from shared.events import Route, Stage
 from tests.fixtures.kpi import events as ev
 from tests.fixtures.kpi.harness import (

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.kpi.service import FOLD_VERSION
-from services.kpi.tables import aggregates, facts, generations, inbox, leads
+from services.kpi.fold.apply import FOLD_VERSION
+from services.kpi.store.tables import aggregates, facts, generations, inbox, leads
 from shared.events import Event, Route, Stage
 from tests.fixtures.kpi import events as ev
 from tests.fixtures.kpi.harness import Harness

@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from services.kpi import repository, service
-from services.kpi.durations import bin_edges, bin_of, stats
-from services.kpi.tables import facts, generations
+from services.kpi.fold.apply import FOLD_VERSION
+from services.kpi.fold.durations import bin_edges, bin_of, stats
+from services.kpi.store import generations as generation_rows
+from services.kpi.store.tables import facts, generations
 from shared.events import Event, Route
 from tests.fixtures.kpi import events as ev
 from tests.fixtures.kpi.harness import Harness
@@ -36,7 +37,7 @@ async def _fold_version(kpi: Harness) -> int:
 
 async def _adopt(kpi: Harness) -> bool:
     async with kpi.runtime.engine.begin() as conn:
-        return await repository.adopt_fold_rules_if_empty(conn, 1, service.FOLD_VERSION)
+        return await generation_rows.adopt_fold_rules_if_empty(conn, 1, FOLD_VERSION)
 
 
 async def _set_fold_version(kpi: Harness, fold_version: int) -> None:
@@ -45,20 +46,20 @@ async def _set_fold_version(kpi: Harness, fold_version: int) -> None:
 
 
 async def test_an_empty_generation_takes_the_current_rules(kpi: Harness) -> None:
-    assert service.FOLD_VERSION != 1
-    assert await _fold_version(kpi) == service.FOLD_VERSION  # the harness started as the service
+    assert FOLD_VERSION != 1
+    assert await _fold_version(kpi) == FOLD_VERSION  # the harness started as the service
     await _set_fold_version(kpi, 1)  # what the migration creates
     assert await _adopt(kpi) is True
-    assert await _fold_version(kpi) == service.FOLD_VERSION
+    assert await _fold_version(kpi) == FOLD_VERSION
     assert await _adopt(kpi) is False  # nothing left to change
 
     for n, minutes in enumerate(MINUTES):
         await kpi.receive(*_contacted_after(minutes, n))
-    await _check_folded_by(kpi, bin_edges(service.FOLD_VERSION))
+    await _check_folded_by(kpi, bin_edges(FOLD_VERSION))
 
 
 async def test_a_used_generation_keeps_folding_by_its_own_rules(kpi: Harness) -> None:
-    old, new = bin_edges(1), bin_edges(service.FOLD_VERSION)
+    old, new = bin_edges(1), bin_edges(FOLD_VERSION)
     assert {bin_of(Decimal(m * 60), old) for m in MINUTES} != {
         bin_of(Decimal(m * 60), new) for m in MINUTES
     }

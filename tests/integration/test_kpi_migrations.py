@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from services.kpi import pg_reads, tables
+from services.kpi.reads import sql
+from services.kpi.store import tables
 from tests.fixtures.kpi.harness import Harness
 
 T = datetime(2026, 10, 1, tzinfo=UTC)
@@ -39,7 +40,7 @@ async def test_the_bin_index_holds_durations_and_percentile_reads_use_it(kpi: Ha
         # The read must say `bin > 0` for the planner to take a partial index.
         await conn.execute(sa.text("SET enable_seqscan = off"))
         plan = await conn.exec_driver_sql(
-            "EXPLAIN " + pg_reads._durations_sql((), None),
+            "EXPLAIN " + sql._durations_sql((), None),
             (1, [0], ["proposal_time"], [5], [T], [T], [""], [0], [2]),
         )
         assert "ix_kpi_facts_bin_values" in "\n".join(r[0] for r in plan)

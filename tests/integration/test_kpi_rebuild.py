@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from services.kpi.config import KpiSettings
+from services.kpi.fold.rebuild import REBUILD_EVENTS
 from services.kpi.main import create_app
-from services.kpi.rebuild import REBUILD_EVENTS
 from shared.migrations import migrate
 from shared.settings import CommonSettings
 from tests.fixtures.kpi.kafka import private_broker, publish

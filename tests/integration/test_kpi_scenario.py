@@ -23,10 +23,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from services.kpi import service
 from services.kpi.config import KpiSettings
+from services.kpi.fold.apply import foldable
 from services.kpi.main import create_app
-from services.kpi.tables import aggregates, facts, generations, inbox, leads
+from services.kpi.store.tables import aggregates, facts, generations, inbox, leads
 from shared.events import _Envelope
 from shared.migrations import migrate
 from shared.settings import CommonSettings
@@ -158,7 +158,7 @@ async def _wait_for(condition: Any, what: str, seconds: float = 120.0, poll: flo
 
 
 def _foldable_ids(events: list[_Envelope]) -> set[str]:
-    return {e.id for e in events if service.foldable(e, "RUB")}  # type: ignore[arg-type]
+    return {e.id for e in events if foldable(e, "RUB")}  # type: ignore[arg-type]
 
 
 async def _put_plans_and_spend(http: httpx.AsyncClient, s: Scenario) -> None:

@@ -13,11 +13,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kpi import pg_reads, service
-from services.kpi.consumer import in_transaction
+from services.kpi.fold.apply import FOLD_VERSION, fold_into
+from services.kpi.fold.consumer import in_transaction
 from services.kpi.main import prepare_active_generation
-from services.kpi.periods import Period
-from services.kpi.tables import facts
+from services.kpi.reads import sql, summary
+from services.kpi.reads.evaluate import Scope
+from services.kpi.reads.periods import Period
+from services.kpi.store import generations
+from services.kpi.store.tables import facts
 from shared.db import create_engine
 from shared.events import Event
 from shared.migrations import migrate
@@ -36,7 +39,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     events: list[Event] = s.events  # type: ignore[assignment]
 
     async def fold(conn: AsyncConnection) -> None:
-        await service.fold_into(conn, generation, service.FOLD_VERSION, events)
+        await fold_into(conn, generation, FOLD_VERSION, events)
 
     await in_transaction(engine, fold)
     try:
@@ -49,7 +52,7 @@ def _watch(monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[int]]:
     """Record each duration read's runs, and how many runs went to a second connection."""
     reads: list[Any] = []
     on_sibling: list[int] = []
-    read, on_driver = pg_reads.duration_runs, pg_reads._read_runs_on_driver
+    read, on_driver = sql.duration_runs, sql._read_runs_on_driver
 
     async def watched_read(conn: Any, generation: int, runs: Any, *args: Any) -> Any:
         reads.append(runs)
@@ -59,25 +62,25 @@ def _watch(monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[int]]:
         on_sibling.append(len(runs))
         return await on_driver(driver, sql, generation, runs, *a)
 
-    monkeypatch.setattr(pg_reads, "duration_runs", watched_read)
-    monkeypatch.setattr(pg_reads, "_read_runs_on_driver", watched_driver)
+    monkeypatch.setattr(sql, "duration_runs", watched_read)
+    monkeypatch.setattr(sql, "_read_runs_on_driver", watched_driver)
     return reads, on_sibling
 
 
 async def _summary(engine: AsyncEngine) -> dict[str, Any]:
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        return await service.summary(conn, QUARTER, service.Scope(UTC_ZONE, {}))
+        return await summary.summary(conn, QUARTER, Scope(UTC_ZONE, {}))
 
 
 async def test_a_split_read_answers_as_one_connection_does(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads, on_sibling = _watch(monkeypatch)
-    monkeypatch.setattr(pg_reads, "SPLIT_RUNS_FROM", 10**6)
+    monkeypatch.setattr(sql, "SPLIT_RUNS_FROM", 10**6)
     whole = await _summary(engine)
     assert on_sibling == [] and len(reads[0]) >= 8
-    monkeypatch.setattr(pg_reads, "SPLIT_RUNS_FROM", 2)
+    monkeypatch.setattr(sql, "SPLIT_RUNS_FROM", 2)
     split = await _summary(engine)
     assert on_sibling == [len(reads[1]) - len(reads[1]) // 2]
     assert split == whole
@@ -91,13 +94,13 @@ async def test_both_halves_read_the_readers_snapshot(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads, _ = _watch(monkeypatch)
-    monkeypatch.setattr(pg_reads, "SPLIT_RUNS_FROM", 2)
+    monkeypatch.setattr(sql, "SPLIT_RUNS_FROM", 2)
     await _summary(engine)
     runs = reads[0]
     async with engine.connect() as reader:
         await reader.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        generation = await service.repository.active_generation(reader)  # the snapshot is taken
-        before = await pg_reads.duration_runs(reader, generation, runs, {}, None)
+        generation = await generations.active_generation(reader)  # the snapshot is taken
+        before = await sql.duration_runs(reader, generation, runs, {}, None)
         # Another writer commits, for every run's bin and period, a duration smaller than all.
         async with engine.begin() as writer:
             await writer.execute(
@@ -109,8 +112,8 @@ async def test_both_halves_read_the_readers_snapshot(
                     for n, (metric, bin_, lo, *_rest) in enumerate(runs)
                 ],
             )  # fmt: skip
-        split = await pg_reads.duration_runs(reader, generation, runs, {}, None)
+        split = await sql.duration_runs(reader, generation, runs, {}, None)
     assert split == before
     async with engine.connect() as fresh:
-        after = await pg_reads.duration_runs(fresh, generation, runs, {}, None)
+        after = await sql.duration_runs(fresh, generation, runs, {}, None)
     assert after != before  # the new rows are there for a later reader

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kpi import service
-from services.kpi.consumer import in_transaction
-from services.kpi.tables import aggregates, facts, leads
+from services.kpi.fold.apply import FOLD_VERSION, fold_into
+from services.kpi.fold.consumer import in_transaction
+from services.kpi.store.tables import aggregates, facts, leads
 from shared.db import create_engine
 from shared.events import Event
 from shared.migrations import migrate
@@ -66,7 +66,7 @@ async def _tables(engine: AsyncEngine, generation: int) -> dict[str, Any]:
 
 async def _fold(engine: AsyncEngine, generation: int, batch: list[Event]) -> None:
     async def work(conn: Any) -> None:
-        await service.fold_into(conn, generation, service.FOLD_VERSION, batch)
+        await fold_into(conn, generation, FOLD_VERSION, batch)
 
     await in_transaction(engine, work)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from services.kpi.metrics import CATALOGUE
+from services.kpi.catalogue import CATALOGUE
 from shared.events import Route
 from tests.fixtures.kpi import events as ev
 from tests.fixtures.kpi.harness import FINANCE_AUTH, Harness, kpi_app

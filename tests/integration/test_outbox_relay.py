@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kpi.tables import inbox as kpi_inbox
+from services.kpi.store.tables import inbox as kpi_inbox
 from services.qualifier.tables import metadata, outbox
 from shared.db import create_engine
 from shared.events import TOPIC_RECEIVED, LeadReceived

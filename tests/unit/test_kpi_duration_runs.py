@@ -1,10 +1,10 @@
-"""Which wanted durations share one sorted read (repository._runs)."""
+"""Which wanted durations share one sorted read (stored._runs)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.kpi.repository import RUN_GAP, _runs
+from services.kpi.reads.stored import RUN_GAP, _runs
 
 A = datetime(2026, 1, 1, tzinfo=UTC)
 B = datetime(2026, 2, 1, tzinfo=UTC)

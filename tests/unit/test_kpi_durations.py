@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kpi import service
-from services.kpi.durations import (
+from services.kpi.catalogue import DurationStats
+from services.kpi.fold.apply import FOLD_VERSION
+from services.kpi.fold.durations import (
     BIN_EDGES,
     BIN_EDGES_BY_FOLD_VERSION,
     bin_edges,
@@ -23,7 +24,6 @@ from services.kpi.durations import (
     stats,
     stats_from_ranks,
 )
-from services.kpi.metrics import DurationStats
 
 
 def test_percentiles_interpolate_between_closest_ranks() -> None:
@@ -55,8 +55,8 @@ def test_bins_grow_with_the_value() -> None:
 
 
 def test_the_current_fold_rules_bin_by_the_newest_edges() -> None:
-    assert bin_edges(service.FOLD_VERSION) == BIN_EDGES
-    assert max(BIN_EDGES_BY_FOLD_VERSION) == service.FOLD_VERSION
+    assert bin_edges(FOLD_VERSION) == BIN_EDGES
+    assert max(BIN_EDGES_BY_FOLD_VERSION) == FOLD_VERSION
     with pytest.raises(ValueError, match="v99"):
         bin_edges(99)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from services.kpi import lead_state
-from services.kpi.fold import (
+from services.kpi.fold import lead_state
+from services.kpi.fold.facts import (
     BY_DIMENSIONS,
     DAY,
     HOUR,
@@ -19,7 +19,7 @@ from services.kpi.fold import (
     facts_of,
     fold,
 )
-from services.kpi.lead_state import LeadState, merge
+from services.kpi.fold.lead_state import LeadState, merge
 from shared.events import Event, Route, Stage
 from tests.fixtures.kpi import events as ev
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kpi import spread
-from services.kpi.metrics import CATALOGUE, METRICS, DurationStats, Unit, compute
-from services.kpi.periods import Period, add_months, local_days, parse_bound
-from services.kpi.presentation import comparison, csv_text, write
+from services.kpi.catalogue import CATALOGUE, METRICS, DurationStats, Unit, compute
+from services.kpi.plans import spread
+from services.kpi.reads.formatting import comparison, csv_text, write
+from services.kpi.reads.periods import Period, add_months, local_days, parse_bound
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "kpi.md"
 

@@ -17,8 +17,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kpi.fold import AggKey, Fact, aggregate_keys, facts_of, fold
-from services.kpi.lead_state import LeadState
+from services.kpi.fold.facts import AggKey, Fact, aggregate_keys, facts_of, fold
+from services.kpi.fold.lead_state import LeadState
 from shared.events import Event, Route, Stage
 from tests.fixtures.kpi import events as ev
 

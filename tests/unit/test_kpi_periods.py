@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kpi.coverage import cover, next_bucket
-from services.kpi.fold import DAY, HOUR, MONTH, ROLLUP_GRAINS
-from services.kpi.periods import Period, buckets, parse_bound, previous, year_ago
+from services.kpi.fold.facts import DAY, HOUR, MONTH, ROLLUP_GRAINS
+from services.kpi.reads.coverage import cover, next_bucket
+from services.kpi.reads.periods import Period, buckets, parse_bound, previous, year_ago
 
 UTC_ZONE = ZoneInfo("UTC")
 MOSCOW = ZoneInfo("Europe/Moscow")

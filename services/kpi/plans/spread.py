@@ -17,7 +17,7 @@ from decimal import Decimal
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-from services.kpi.periods import Period, add_months, local_days, local_midnight
+from services.kpi.reads.periods import Period, add_months, local_midnight
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _MICROSECOND = timedelta(microseconds=1)
@@ -32,17 +32,6 @@ def parse_month(text: str) -> date:
 
 def month_key(d: date) -> str:
     return f"{d.year:04d}-{d.month:02d}"
-
-
-def months_meeting(period: Period, tz: ZoneInfo) -> list[str]:
-    """The months (YYYY-MM) whose local days meet the period."""
-    days = local_days(period, tz)
-    first, last = days[0][0].replace(day=1), days[-1][0].replace(day=1)
-    out = []
-    while first <= last:
-        out.append(month_key(first))
-        first = add_months(first, 1)
-    return out
 
 
 def _days_in_month(d: date) -> int:

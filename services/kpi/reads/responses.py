@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 
-from services.kpi.presentation import csv_text
+from services.kpi.reads.formatting import csv_text
 from shared.web import unprocessable
 
 JSON_TYPE = "application/json"

@@ -1,19 +1,6 @@
-"""Timeseries answers: a point per bucket, metric and group, bounded however many groups exist.
-
-Campaigns come from `utm_campaign` of anonymous form posts, so anyone can make thousands of
-groups; built densely, three years of days times those groups took the process's memory and
-held its event loop. So a grouped series shows at most `max_groups` groups, those with the
-most behind its first metric, and folds the rest into one "(other)" group; when every bucket
-of every group would make more than `max_points` points, cells where nothing happened are
-left out, and if that is still too many, fewer groups are shown. A series whose buckets
-times metrics alone pass `max_points` is refused (`SeriesTooLarge`). The answer says what it
-left out.
-
-The database ranks and counts the groups, and only the shown groups' rows are read, a few
-groups at a time while their points still fit; "(other)" is the ungrouped total less the
-shown groups (its durations are read as those of every group but the shown ones). The
-points, a CPU-bound step, are built off the event loop.
-"""
+"""Which groups a grouped timeseries shows, and the sums it reads for them: the top groups by
+rank, as many as fit in an answer's points, and "(other)" holding the rest (see
+services/kpi/reads/series.py)."""
 
 from __future__ import annotations
 
@@ -23,35 +10,21 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kpi import periods, repository
-from services.kpi.coverage import Coverage, cover
-from services.kpi.metrics import (
+from services.kpi.catalogue import (
     DURATION_METRICS,
     LTV_CLIENTS,
-    METRICS,
     USES_SPEND,
     DurationStats,
-    Value,
-    compute,
     stored_needed,
 )
-from services.kpi.periods import Bucket, Period
-from services.kpi.presentation import Json, write
-from services.kpi.repository import Slice, Sums
-from services.kpi.service import (
-    Money,
-    Scope,
-    duration_stats,
-    evaluate,
-    iso,
-    period_json,
-    plan_and_spend,
-)
+from services.kpi.reads import stored
+from services.kpi.reads.coverage import Coverage, cover
+from services.kpi.reads.evaluate import Money, Scope, duration_stats, plan_and_spend
+from services.kpi.reads.periods import Period
+from services.kpi.reads.stored import Slice, Sums
 
 OTHER = "(other)"
 # Spend is no stored metric: groups ranked by it are ranked by the spend table.
@@ -145,7 +118,7 @@ def fold_other(
     return out
 
 
-def _occupied(
+def occupied(
     sums: Mapping[Cell, Sums], spend: Mapping[tuple[int, Group], Decimal]
 ) -> dict[Group, set[int]]:
     """The points where each group has sums or spend: its other cells are empty."""
@@ -162,11 +135,8 @@ def _stored(groups: Sequence[Group]) -> tuple[str, ...]:
     return tuple(g or "" for g in groups)
 
 
-def _order(g: Group) -> tuple[bool, str]:
+def group_order(g: Group) -> tuple[bool, str]:
     return (g is not None, g or "")
-
-
-# Reading
 
 
 def _covered(points: Sequence[Period], where: Slice) -> list[tuple[datetime, Coverage]]:
@@ -182,11 +152,11 @@ async def _sums(
 ) -> dict[Cell, Sums]:
     if not metrics:
         return {}
-    return await repository.sums(conn, generation, covered, metrics, where)
+    return await stored.sums(conn, generation, covered, metrics, where)
 
 
 @dataclass
-class _Grouped:
+class Grouped:
     shown: list[Group]
     total_groups: int
     candidates: int
@@ -210,26 +180,31 @@ async def _ranked(
 ) -> tuple[list[Group], int]:
     """The first `limit` groups by rank, then name, and how many groups have data."""
     whole = cover(period.start, period.end, where.grains)
-    found, total = await repository.rank_groups(
-        conn, generation, whole, stored_names, [m for m in ranked_by if m != SPEND], where,
+    found, total = await stored.rank_groups(
+        conn,
+        generation,
+        whole,
+        stored_names,
+        [m for m in ranked_by if m != SPEND],
+        where,
         limit=limit,
-    )  # fmt: skip
+    )
     rank: dict[Group, Decimal] = {g or None: r for g, r in found}
     # A group that spend names beyond those rows ranks after them (or by its spend below);
     # it is one more group unless it has stored data too.
     extra = [g for g in spend_total if g not in rank]
     if extra:
         among = Slice(where.filters, where.group_by, groups_in=_stored(extra))
-        known, _ = await repository.rank_groups(conn, generation, whole, stored_names, [], among)
+        known, _ = await stored.rank_groups(conn, generation, whole, stored_names, [], among)
         total += len(set(extra) - {g or None for g, _ in known})
         rank.update(dict.fromkeys(extra, Decimal(0)))
     if SPEND in ranked_by:
         for g, amount in spend_total.items():
             rank[g] += amount
-    return sorted(rank, key=lambda g: (-rank[g], *_order(g)))[:limit], total
+    return sorted(rank, key=lambda g: (-rank[g], *group_order(g)))[:limit], total
 
 
-async def _grouped(
+async def read_groups(
     conn: AsyncConnection,
     generation: int,
     period: Period,
@@ -237,7 +212,7 @@ async def _grouped(
     names: Sequence[str],
     scope: Scope,
     limits: Limits,
-) -> _Grouped:
+) -> Grouped:
     where = scope.slice
     stored_names = sorted(stored_needed(list(names)))
     money = await plan_and_spend(conn, points, scope, set(names))
@@ -246,9 +221,15 @@ async def _grouped(
         if amount:
             spend_total[g] = spend_total.get(g, Decimal(0)) + amount
     candidates, total_groups = await _ranked(
-        conn, generation, period, stored_names, rank_inputs(names[0]), where, spend_total,
+        conn,
+        generation,
+        period,
+        stored_names,
+        rank_inputs(names[0]),
+        where,
+        spend_total,
         limits.max_groups,
-    )  # fmt: skip
+    )
 
     covered = await asyncio.to_thread(_covered, points, where)  # the same for every read
 
@@ -288,10 +269,17 @@ async def _grouped(
             stats |= await duration_stats(
                 conn, generation, points, other_sums, duration_names, rest
             )
-    return _Grouped(
-        shown, total_groups, len(candidates), dense, label, {**sums, **other_sums}, stats,
-        money, other_spend,
-    )  # fmt: skip
+    return Grouped(
+        shown,
+        total_groups,
+        len(candidates),
+        dense,
+        label,
+        {**sums, **other_sums},
+        stats,
+        money,
+        other_spend,
+    )
 
 
 async def _fitting(
@@ -338,7 +326,7 @@ def _cells(
     found: Mapping[Cell, Sums], groups: Sequence[Group], names: Sequence[str], money: Money
 ) -> list[int]:
     """How many non-empty cells each group has."""
-    where = _occupied(found, money.spend)
+    where = occupied(found, money.spend)
     return [
         sum(
             has_data(name, found.get((p, g)), money.spend_of(p, g))
@@ -347,143 +335,3 @@ def _cells(
         )
         for g in groups
     ]
-
-
-# Building the points (CPU only: run off the event loop)
-
-CellValue = Callable[[int, Group, str], tuple[bool, Value]]
-
-
-def _points(
-    names: Sequence[str],
-    buckets: Sequence[Bucket],
-    tz: ZoneInfo,
-    groups: Sequence[tuple[Group, Sequence[int] | None]],
-    cell: CellValue,
-) -> list[dict[str, Json | str]]:
-    """The points of each group, at the given bucket indexes (None: every bucket)."""
-    starts = [iso(b.start, tz) for b in buckets]
-    ends = [iso(b.end, tz) for b in buckets]
-    rows: list[dict[str, Json | str]] = []
-    for name in names:
-        unit = METRICS[name].unit
-        for group, at in groups:
-            for i in range(len(buckets)) if at is None else at:
-                b = buckets[i]
-                keep, value = cell(i, group, name)
-                if keep:
-                    rows.append(
-                        {
-                            "metric": name,
-                            "start": starts[i],
-                            "end": ends[i],
-                            "label": b.label,
-                            "group": group,
-                            "value": write(value, unit),
-                        }
-                    )
-    return rows
-
-
-def _grouped_cells(found: _Grouped, names: Sequence[str]) -> CellValue:
-    money = found.money
-    durations = [n for n in DURATION_METRICS if n in stored_needed(list(names))]
-    stored: dict[Cell, tuple[dict[str, Decimal], dict[str, DurationStats]]] = {}
-
-    def cell(point: int, group: Group, name: str) -> tuple[bool, Value]:
-        sums = found.sums.get((point, group))
-        if group is not None and group == found.label:
-            spend = found.other_spend.get(point, Decimal(0)) if money.spend_applies else None
-        else:
-            spend = money.spend_of(point, group)
-        if not found.dense and not has_data(name, sums, spend):
-            return False, None
-        if (point, group) not in stored:
-            stored[(point, group)] = (
-                {m: v for (m, b), v in (sums or {}).items() if b == 0},
-                {
-                    m: found.stats.get((point, group, m), DurationStats(None, None, 0))
-                    for m in durations
-                },
-            )
-        counts, stats = stored[(point, group)]
-        return True, compute(name, counts, stats, money.plan_of(point), spend)
-
-    return cell
-
-
-def _grouped_points(found: _Grouped) -> list[tuple[Group, Sequence[int] | None]]:
-    """The groups in order ("(other)" last), each with the buckets to answer: every one when
-    dense, else those with sums or spend (the others are empty)."""
-    groups = sorted(found.shown, key=_order) + ([found.label] if found.label else [])
-    if found.dense:
-        return [(g, None) for g in groups]
-    other = {(p, found.label): a for p, a in found.other_spend.items()}
-    where = _occupied(found.sums, {**found.money.spend, **other})
-    return [(g, sorted(where.get(g, ()))) for g in groups]
-
-
-def _grouped_rows(
-    found: _Grouped, names: Sequence[str], buckets: Sequence[Bucket], tz: ZoneInfo
-) -> list[dict[str, Json | str]]:
-    return _points(names, buckets, tz, _grouped_points(found), _grouped_cells(found, names))
-
-
-def _truncated(found: _Grouped, names: Sequence[str], limits: Limits) -> dict[str, Any] | None:
-    if found.label is None:
-        return None
-    out: dict[str, Any] = {
-        "groups": {
-            "limit": limits.max_groups,
-            "shown": len(found.shown),
-            "omitted": found.total_groups - len(found.shown),
-            "other": found.label,
-            "ranked_by": " + ".join(rank_inputs(names[0])) or "name",
-        }
-    }
-    if len(found.shown) < found.candidates:
-        out["points"] = {"limit": limits.max_points}
-    return out
-
-
-async def timeseries(
-    conn: AsyncConnection,
-    period: Period,
-    grain: str,
-    names: Sequence[str],
-    scope: Scope,
-    limits: Limits,
-) -> dict[str, Any]:
-    """One point per bucket of each metric (per group: the top groups and "(other)")."""
-    # Calendar arithmetic over up to a thousand buckets: tens of milliseconds, off the loop.
-    buckets = await asyncio.to_thread(periods.buckets, period, grain, scope.tz)
-    check_size(len(buckets), names, grain, limits)
-    generation = await repository.active_generation(conn)
-    points = [Period(b.start, b.end) for b in buckets]
-    truncated: dict[str, Any] | None = None
-    sparse = False
-    if scope.group_by is None:
-        values = await evaluate(conn, generation, points, names, scope)
-        groups: list[tuple[Group, Sequence[int] | None]] = [(None, None)]
-
-        def cell(point: int, group: Group, name: str) -> tuple[bool, Value]:
-            return True, values[(point, None)][name]
-
-        rows = await asyncio.to_thread(_points, names, buckets, scope.tz, groups, cell)
-    else:
-        found = await _grouped(conn, generation, period, points, names, scope, limits)
-        rows = await asyncio.to_thread(_grouped_rows, found, names, buckets, scope.tz)
-        truncated = _truncated(found, names, limits)
-        sparse = not found.dense
-    return {
-        **period_json(period, scope.tz),
-        "tz": scope.tz.key,
-        "grain": grain,
-        "metrics": list(names),
-        "units": {n: METRICS[n].unit.value for n in names},
-        "group_by": scope.group_by,
-        "filters": dict(scope.filters),
-        "sparse": sparse,
-        "truncated": truncated,
-        "points": rows,
-    }

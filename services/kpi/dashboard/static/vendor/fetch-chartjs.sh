@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refresh the vendored Chart.js UMD build from the npm registry (no build step at run time).
-# Usage: bash services/kpi/static/vendor/fetch-chartjs.sh [version]
+# Usage: bash services/kpi/dashboard/static/vendor/fetch-chartjs.sh [version]
 # To move to another version: pass it, review the diff, then update VERSION and INTEGRITY below
 # (`npm view chart.js@<version> dist.integrity`) so the next refresh is checked against it.
 set -euo pipefail

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from services.kpi.metrics import DurationStats, Unit, Value
+from services.kpi.catalogue import DurationStats, Unit, Value
 
 _QUANTUM = {
     Unit.MONEY: Decimal("0.01"),

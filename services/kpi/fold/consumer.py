@@ -10,8 +10,9 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kpi import repository, service
 from services.kpi.config import KpiSettings
+from services.kpi.fold.apply import apply_live, check_foldable
+from services.kpi.store import writes
 from shared.consumer import BatchHandler, Delivered, TransientFailure
 from shared.events import Event
 from shared.runtime import Runtime
@@ -55,12 +56,12 @@ def make_handler(runtime: Runtime) -> BatchHandler:
         claims = sorted({(d.event.id, d.event.type, d.topic) for d in batch})
 
         async def work(conn: AsyncConnection) -> None:
-            new = await repository.claim_events(conn, claims)
+            new = await writes.claim_events(conn, claims)
             unique: dict[str, Event] = {}
             for d in batch:
                 if d.event.id in new:
                     unique.setdefault(d.event.id, d.event)
-            await service.apply_live(conn, list(unique.values()))
+            await apply_live(conn, list(unique.values()))
 
         await in_transaction(runtime.engine, work)
 
@@ -68,7 +69,7 @@ def make_handler(runtime: Runtime) -> BatchHandler:
         # A bad event fails the batch; the loop then applies events one at a time and
         # parks the bad one on the dead-letter topic with the reason.
         for item in batch:
-            service.check_foldable(item.event, currency)
+            check_foldable(item.event, currency)
         parts = settings.fold_parallelism
         if parts <= 1 or len(batch) < 2 * parts:
             await apply(batch)

@@ -40,17 +40,6 @@ STAGE_METRICS: dict[str, str] = {
 
 FEEDBACK_METRICS: dict[str, str] = {"accepted": "sal", "rejected": "sales_rejected"}
 
-# Counted once per lead (or per payment) at the business time of the event.
-COUNT_METRICS: tuple[str, ...] = (
-    "leads_received",
-    "leads_contacted",
-    "briefs_filled",
-    *ROUTE_METRICS.values(),
-    *FEEDBACK_METRICS.values(),
-    *STAGE_METRICS.values(),
-    "payments_count",
-)
-SUM_METRICS: tuple[str, ...] = ("revenue",)
 # Not in the contract's list: the parts of `ltv`, stored at the client's first payment.
 LTV_CLIENTS = "ltv_clients"
 LTV_REVENUE = "ltv_revenue"
@@ -59,13 +48,6 @@ DURATION_METRICS: tuple[str, ...] = (
     "proposal_time",
     "contract_time",
     "lead_lifetime",
-)
-STORED_METRICS: tuple[str, ...] = (
-    *COUNT_METRICS,
-    *SUM_METRICS,
-    LTV_CLIENTS,
-    LTV_REVENUE,
-    *DURATION_METRICS,
 )
 
 

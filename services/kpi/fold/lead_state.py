@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from services.kpi.metrics import FEEDBACK_METRICS, STAGE_METRICS
+from services.kpi.catalogue import FEEDBACK_METRICS, STAGE_METRICS
 from shared.events import (
     Dimensions,
     Event,

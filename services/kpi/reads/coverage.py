@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from services.kpi.fold import DAY, HOUR, MONTH, floor_to
-from services.kpi.periods import add_months
+from services.kpi.fold.facts import DAY, HOUR, MONTH, floor_to
+from services.kpi.reads.periods import add_months
 
 
 def next_bucket(at: datetime, grain: str) -> datetime:

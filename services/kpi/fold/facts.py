@@ -24,9 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from services.kpi.durations import BIN_EDGES, NOT_A_DURATION, bin_of, seconds_between
-from services.kpi.lead_state import LeadState, concerns_kpi, merge
-from services.kpi.metrics import (
+from services.kpi.catalogue import (
     DURATION_METRICS,
     FEEDBACK_METRICS,
     LTV_CLIENTS,
@@ -34,6 +32,8 @@ from services.kpi.metrics import (
     ROUTE_METRICS,
     STAGE_METRICS,
 )
+from services.kpi.fold.durations import BIN_EDGES, NOT_A_DURATION, bin_of, seconds_between
+from services.kpi.fold.lead_state import LeadState, concerns_kpi, merge
 from shared.events import Event
 
 DIMENSIONS: tuple[str, ...] = ("source", "channel", "campaign", "route", "definition_version")
@@ -44,7 +44,6 @@ HOUR, DAY, MONTH = "h", "d", "m"
 GRAINS: tuple[str, ...] = (HOUR, DAY, MONTH)
 # Aggregate rows by every dimension, and totals (dimensions UNKNOWN) for unfiltered answers.
 BY_DIMENSIONS, TOTAL = 0, 1
-ROLLUPS: tuple[int, ...] = (BY_DIMENSIONS, TOTAL)
 # The grains kept for each rollup. Hours by dimension would hold nearly a row per fact (as
 # many rows as the facts they sum), so a filtered read takes the hours at a period's edges
 # from the facts; totals keep hours, so an unfiltered read in any time zone stays cheap.
@@ -59,9 +58,6 @@ class Dims(NamedTuple):
     campaign: str
     route: str
     definition_version: str
-
-
-NO_DIMS = Dims(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
 
 
 class Fact(NamedTuple):
@@ -217,7 +213,7 @@ class Changes:
 
     The aggregate increments are kept as the facts that changed (`fact_deltas`), five
     times fewer rows than the aggregate rows they touch: the database expands them itself
-    (repository.write_changes); `aggregates` expands them here, the same way (the model
+    (writes.write_changes); `aggregates` expands them here, the same way (the model
     the tests check the database against).
     """
 

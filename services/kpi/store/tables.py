@@ -55,7 +55,7 @@ rebuild_progress = sa.Table(
     sa.Column("next_offset", sa.BigInteger, nullable=False),
 )
 
-# One row per lead: its merged state (services/kpi/lead_state.py), no personal data.
+# One row per lead: its merged state (services/kpi/fold/lead_state.py), no personal data.
 leads = sa.Table(
     "kpi_leads",
     metadata,

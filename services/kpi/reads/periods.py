@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
@@ -81,10 +81,6 @@ def _year_earlier(dt: datetime, tz: ZoneInfo) -> datetime:
 def year_ago(period: Period, tz: ZoneInfo) -> Period:
     """The same local dates one year earlier."""
     return Period(_year_earlier(period.start, tz), _year_earlier(period.end, tz))
-
-
-def as_utc(dt: datetime) -> datetime:
-    return dt.astimezone(UTC)
 
 
 def span(period: Period) -> timedelta:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from services.kpi.metrics import DurationStats
+from services.kpi.catalogue import DurationStats
 
 QUANTILES: dict[str, Decimal] = {"median": Decimal("0.5"), "p90": Decimal("0.9")}
 
@@ -26,7 +26,7 @@ def geometric_edges(ratio: float, steps: int) -> tuple[int, ...]:
     return tuple(sorted({round(ratio**k) for k in range(steps)}))
 
 
-# A generation's bins are fixed by the fold rules it was built with (services/kpi/service.py
+# A generation's bins are fixed by the fold rules it was built with (services/kpi/fold/apply.py
 # FOLD_VERSION): percentiles rank bins by number, so one generation must never mix two
 # sets. Both reach 58 years. Version 1's bins were 20% wide; at a million leads a period's
 # median bin held tens of thousands of durations, all read to find one. Version 2's are 2%
@@ -35,7 +35,7 @@ BIN_EDGES_BY_FOLD_VERSION: dict[int, tuple[int, ...]] = {
     1: geometric_edges(1.2, 118),
     2: geometric_edges(1.02, 1080),
 }
-# The current rules' bins (service.FOLD_VERSION, checked by a test).
+# The current rules' bins (fold/apply.py FOLD_VERSION, checked by a test).
 BIN_EDGES: tuple[int, ...] = BIN_EDGES_BY_FOLD_VERSION[max(BIN_EDGES_BY_FOLD_VERSION)]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kpi.fold import DIMENSIONS
+from services.kpi.fold.facts import DIMENSIONS
 from shared.db import as_columns
 
 # (point, metric, value bin, group or None, amount)
@@ -221,45 +221,23 @@ def _found(rows: Sequence[Any]) -> dict[int, list[Decimal]]:
 
 
 async def _read_runs(
-    conn: AsyncConnection, sql: str, generation: int, runs: Runs, first_n: int,
+    conn: AsyncConnection,
+    sql: str,
+    generation: int,
+    runs: Runs,
+    first_n: int,
     filters: Sequence[Any],
-) -> dict[int, list[Decimal]]:  # fmt: skip
+) -> dict[int, list[Decimal]]:
     result = await conn.exec_driver_sql(sql, tuple(_run_params(generation, runs, first_n, filters)))
     return _found(list(result))
 
 
 async def _read_runs_on_driver(
-    driver: asyncpg.Connection, sql: str, generation: int, runs: Runs, first_n: int,
+    driver: asyncpg.Connection,
+    sql: str,
+    generation: int,
+    runs: Runs,
+    first_n: int,
     filters: Sequence[Any],
-) -> dict[int, list[Decimal]]:  # fmt: skip
+) -> dict[int, list[Decimal]]:
     return _found(await driver.fetch(sql, *_run_params(generation, runs, first_n, filters)))
-
-
-# The small reads every summary, timeseries and funnel makes. Through SQLAlchemy's
-# statement machinery each cost about a millisecond of CPU, several times their database work.
-_ACTIVE_SQL = "SELECT generation FROM kpi_generations WHERE status = $1"
-_PLANS_SQL = "SELECT month, revenue FROM kpi_plans WHERE month = ANY($1::text[]) ORDER BY month"
-_SPEND_SQL = (
-    "SELECT month, channel, campaign, amount FROM kpi_spend WHERE month = ANY($1::text[]) "
-    "AND ($2::text IS NULL OR channel = $2) AND ($3::text IS NULL OR campaign = $3) "
-    "ORDER BY month, channel, campaign"
-)
-
-
-async def generation_with_status(conn: AsyncConnection, status: str) -> int | None:
-    found = (await conn.exec_driver_sql(_ACTIVE_SQL, (status,))).scalar()
-    return None if found is None else int(found)
-
-
-async def plans_in(conn: AsyncConnection, months: Sequence[str]) -> list[tuple[str, Decimal]]:
-    rows: list[Any] = list(await conn.exec_driver_sql(_PLANS_SQL, (list(months),)))
-    return [(r[0], Decimal(r[1])) for r in rows]
-
-
-async def spend_in(
-    conn: AsyncConnection, months: Sequence[str], channel: str | None, campaign: str | None
-) -> list[tuple[str, str, str, Decimal]]:
-    rows: list[Any] = list(
-        await conn.exec_driver_sql(_SPEND_SQL, (list(months), channel, campaign))
-    )
-    return [(r[0], r[1], r[2], Decimal(r[3])) for r in rows]

@@ -32,9 +32,10 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kpi import repository, service
 from services.kpi.config import KpiSettings
-from services.kpi.consumer import in_transaction
+from services.kpi.fold import apply
+from services.kpi.fold.consumer import in_transaction
+from services.kpi.store import generations
 from shared.consumer import is_transient
 from shared.db import error_summary, utcnow
 from shared.events import LEAD_TOPICS, Event, UndecodableEvent, decode_event
@@ -58,11 +59,11 @@ class RebuildRunning(Exception):
 
 async def start(conn: AsyncConnection, requested_by: str) -> int:
     """Create the generation to build (in the caller's transaction)."""
-    running = await repository.building_generation(conn)
+    running = await generations.building_generation(conn)
     if running is not None:
         raise RebuildRunning(running.generation)
-    return await repository.create_generation(
-        conn, fold_version=service.FOLD_VERSION, requested_by=requested_by, now=utcnow()
+    return await generations.create_generation(
+        conn, fold_version=apply.FOLD_VERSION, requested_by=requested_by, now=utcnow()
     )
 
 
@@ -132,7 +133,7 @@ class _ResumeFromProgress(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._runner.runtime.engine.connect() as conn:
-            done = await repository.progress(conn, self._generation)
+            done = await generations.progress(conn, self._generation)
         for tp in assigned:
             offset = done.get(tp.topic, {}).get(str(tp.partition))
             if offset is None:
@@ -160,7 +161,7 @@ class Rebuilder:
         while not runtime.stopping.is_set():
             self._wake.clear()
             async with runtime.engine.connect() as conn:
-                building = await repository.building_generation(conn)
+                building = await generations.building_generation(conn)
             if building is not None:
                 try:
                     await self.build(building.generation)
@@ -191,16 +192,16 @@ class Rebuilder:
 
     async def _targets(self, generation: int) -> Targets | None:
         async with self.runtime.engine.connect() as conn:
-            found = await repository.get_generation(conn, generation)
-        if found is None or found.status != repository.BUILDING:
+            found = await generations.get_generation(conn, generation)
+        if found is None or found.status != generations.BUILDING:
             return None
         if found.targets is not None:
             return found.targets
         # Observed only now, after the building generation was committed (see step 2).
         observed = await observe_targets(self.settings.common.kafka_bootstrap_servers)
         async with self.runtime.engine.begin() as conn:
-            await repository.set_targets(conn, generation, observed)
-            again = await repository.get_generation(conn, generation)
+            await generations.set_targets(conn, generation, observed)
+            again = await generations.get_generation(conn, generation)
         return None if again is None else again.targets
 
     async def build(self, generation: int) -> None:
@@ -252,7 +253,7 @@ class Rebuilder:
                 except UndecodableEvent:
                     REBUILD_EVENTS.labels("skipped").inc()
                     continue
-                if not service.foldable(event, self.settings.currency):
+                if not apply.foldable(event, self.settings.currency):
                     REBUILD_EVENTS.labels("skipped").inc()
                     continue
                 REBUILD_EVENTS.labels("folded").inc()
@@ -263,22 +264,22 @@ class Rebuilder:
         self, generation: int, events: list[Event], positions: Mapping[tuple[str, int], int]
     ) -> bool:
         async def work(conn: AsyncConnection) -> bool:
-            fold_version = await repository.lock_if_building(conn, generation)
+            fold_version = await generations.lock_if_building(conn, generation)
             if fold_version is None:
                 return False
-            await service.fold_into(conn, generation, fold_version, events)
-            await repository.save_progress(conn, generation, positions)
+            await apply.fold_into(conn, generation, fold_version, events)
+            await generations.save_progress(conn, generation, positions)
             return True
 
         return await in_transaction(self.runtime.engine, work)
 
     async def _switch_if_caught_up(self, generation: int, targets: Targets) -> bool:
         async with self.runtime.engine.connect() as conn:
-            done = await repository.progress(conn, generation)
+            done = await generations.progress(conn, generation)
         if not caught_up(targets, done):
             return False
         async with self.runtime.engine.begin() as conn:
-            switched = await repository.switch_to(conn, generation, utcnow())
+            switched = await generations.switch_to(conn, generation, utcnow())
         if switched:
             ACTIVE_GENERATION.set(generation)
             log.info("KPI generation %d is caught up and now answers reads", generation)
@@ -293,12 +294,12 @@ async def purge_retired(runtime: Runtime) -> None:
         now = utcnow()
         try:
             async with runtime.engine.connect() as conn:
-                due = await repository.generations_to_purge(
+                due = await generations.generations_to_purge(
                     conn, now - timedelta(seconds=settings.retired_grace_seconds)
                 )
             for generation in due:
                 async with runtime.engine.begin() as conn:
-                    await repository.purge(conn, generation, now)
+                    await generations.purge(conn, generation, now)
                 log.info("deleted the rows of retired KPI generation %d", generation)
         except Exception as exc:
             if not is_transient(exc):
@@ -311,19 +312,19 @@ async def purge_retired(runtime: Runtime) -> None:
 
 
 _STATUS = {
-    repository.BUILDING: "running",
-    repository.ACTIVE: "done",
-    repository.RETIRED: "done",
-    repository.CANCELLED: "cancelled",
+    generations.BUILDING: "running",
+    generations.ACTIVE: "done",
+    generations.RETIRED: "done",
+    generations.CANCELLED: "cancelled",
 }
 
 
 async def describe(conn: AsyncConnection, generation: int) -> dict[str, object] | None:
     """A rebuild's status: what `GET /v1/admin/rebuilds/{id}` answers."""
-    found = await repository.get_generation(conn, generation)
+    found = await generations.get_generation(conn, generation)
     if found is None:
         return None
-    done = await repository.progress(conn, generation)
+    done = await generations.progress(conn, generation)
     targets = found.targets
     total = completed = None
     if targets is not None:
@@ -341,7 +342,7 @@ async def describe(conn: AsyncConnection, generation: int) -> dict[str, object] 
         "requested_by": found.requested_by,
         "started_at": found.created_at,
         "finished_at": found.activated_at or found.retired_at,
-        "caught_up": found.status in (repository.ACTIVE, repository.RETIRED)
+        "caught_up": found.status in (generations.ACTIVE, generations.RETIRED)
         or caught_up(targets, done),
         "offsets_total": total,
         "offsets_done": completed,
