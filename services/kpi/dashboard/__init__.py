@@ -1,0 +1,1 @@
+"""`GET /dashboard`: a static page over the same JSON API."""

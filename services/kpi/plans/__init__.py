@@ -1,0 +1,2 @@
+"""Monthly revenue plans and marketing spend: entered over HTTP, spread over the days of a
+period by the reads."""

@@ -1,0 +1,2 @@
+"""The KPI database: its tables, the generations of folded rows, and the bulk writes folding
+makes."""
