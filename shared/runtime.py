@@ -139,10 +139,18 @@ class Runtime:
         self.producer_started = asyncio.Event()
         # Set when the process shuts down; background jobs return when they see it.
         self.stopping = asyncio.Event()
+        # What else a request's commit may have given work to (the qualifier's deliverer).
+        self.wake_after_commit: list[Callable[[], None]] = []
 
     def wake_relay(self) -> None:
         if self.relay is not None:
             self.relay.wake()
+
+    def committed(self) -> None:
+        """A request's transaction committed (shared.unit_of_work): wake what publishes it."""
+        self.wake_relay()
+        for wake in self.wake_after_commit:
+            wake()
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run a request's unit of work in a transaction; return once it is committed.
