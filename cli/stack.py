@@ -121,7 +121,10 @@ def up(print_fn: Callable[[str], None] = print) -> int:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pg_started = None
             if pg is not None:
-                print_fn(f"starting PostgreSQL in {pg.pg_dir}...")
+                if pg_was_running:
+                    print_fn(f"PostgreSQL in {pg.pg_dir} is running: used and left running")
+                else:
+                    print_fn(f"starting PostgreSQL in {pg.pg_dir}...")
                 pg_started = pool.submit(postgres_server.start, pg)
             print_fn(f"starting Kafka on {cfg.bootstrap_servers} (first run fetches the jars)...")
             kafka_broker.start(cfg)
