@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -265,6 +266,26 @@ async def _too_large(send: Any, message: str, status_code: int = 413) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def problem(
+    status_code: int,
+    loc: Sequence[str | int],
+    msg: str,
+    type_: str = "value_error",
+    headers: dict[str, str] | None = None,
+) -> HTTPException:
+    """A 4xx whose body names what is wrong, shaped like FastAPI's 422 whatever the status:
+    `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`, so a client reads every
+    refusal the same way."""
+    return HTTPException(
+        status_code, detail=[{"loc": list(loc), "msg": msg, "type": type_}], headers=headers
+    )
+
+
+def retry_after(seconds: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def unprocessable(loc: Sequence[str | int], msg: str) -> HTTPException:

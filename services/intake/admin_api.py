@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 
 from services.intake import configuration, repository
 from services.intake.deps import Admin, RuntimeDep
-from services.intake.errors import JsonBodyRoute, problem
+from services.intake.errors import JsonBodyRoute
 from services.intake.schemas import (
     FormConfig,
     FormConfigIn,
@@ -16,6 +16,7 @@ from services.intake.schemas import (
     WebinarConfigIn,
 )
 from shared.db import utcnow
+from shared.web import problem
 
 router = APIRouter(prefix="/v1", tags=["configuration"], route_class=JsonBodyRoute)
 

@@ -12,11 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import batches, metrics, repository, service
 from services.intake.config import IntakeSettings
-from services.intake.deps import Admin, IdempotencyKey, Reader, RuntimeDep, SettingsDep, Writer
+from services.intake.deps import Admin, Reader, RuntimeDep, SettingsDep, Writer
 from services.intake.domain import InvalidField
-from services.intake.errors import JsonBodyRoute, problem
+from services.intake.errors import JsonBodyRoute
 from services.intake.fast_path import json_body, with_fast_path
-from services.intake.idempotency import fingerprint, idempotent
 from services.intake.schemas import (
     BatchResult,
     ErasureResult,
@@ -25,11 +24,14 @@ from services.intake.schemas import (
     LeadIn,
     StoredLead,
 )
+from services.intake.tables import idempotency_keys
 from shared.auth import Scope
 from shared.db import utcnow
 from shared.events import LeadSnapshot
 from shared.front import JsonAnswer
+from shared.idempotency import IdempotencyKey, fingerprint, idempotent
 from shared.runtime import Runtime
+from shared.web import problem
 
 router = APIRouter(prefix="/v1", tags=["leads"], route_class=JsonBodyRoute)
 
@@ -97,6 +99,7 @@ async def post_lead(
     request_hash = fingerprint("POST", "/v1/leads", lead.model_dump(mode="json"))
     async with idempotent(
         runtime.engine,
+        idempotency_keys,
         principal=principal.name,
         key=idempotency_key,
         request_hash=request_hash,
@@ -183,6 +186,7 @@ async def post_lead_batch(
     request_hash = fingerprint("POST", "/v1/leads:batch", batch.leads)
     async with idempotent(
         runtime.engine,
+        idempotency_keys,
         principal=principal.name,
         key=idempotency_key,
         request_hash=request_hash,

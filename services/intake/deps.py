@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from services.intake.config import IntakeSettings
 from services.intake.ratelimit import RateLimiter
@@ -45,11 +45,3 @@ FormLimitsDep = Annotated[FormLimits, Depends(_form_limits)]
 Writer = Annotated[Principal, Depends(require(Scope.intake_write))]
 Reader = Annotated[Principal, Depends(require(Scope.leads_read))]
 Admin = Annotated[Principal, Depends(require(Scope.definitions_admin))]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        min_length=1,
-        max_length=255,
-        description="the same key and body replay the first answer (kept at least 24 h)",
-    ),
-]

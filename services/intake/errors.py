@@ -16,19 +16,9 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.web import problem
+
 Loc = Sequence[str | int]
-
-
-def problem(
-    status_code: int,
-    loc: Loc,
-    msg: str,
-    type_: str = "value_error",
-    headers: dict[str, str] | None = None,
-) -> HTTPException:
-    return HTTPException(
-        status_code, detail=[{"loc": list(loc), "msg": msg, "type": type_}], headers=headers
-    )
 
 
 def error_items(exc: ValidationError, prefix: Loc = ()) -> list[dict[str, Any]]:

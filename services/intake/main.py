@@ -13,15 +13,15 @@ from services.intake import (
     admin_api,
     api,
     configuration,
-    idempotency,
     public_api,
     webinar_api,
 )
 from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
 from services.intake.deps import FormLimits
 from services.intake.schemas import WebinarPersonIn
-from services.intake.tables import outbox
+from services.intake.tables import idempotency_keys, outbox
 from shared.db import error_summary, utcnow
+from shared.idempotency import purge_job
 from shared.runtime import Runtime, create_service_app
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,11 @@ PURGE_EVERY_SECONDS = 600.0
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
 
-    async def purge_idempotency_keys(runtime: Runtime) -> None:
-        """Forget Idempotency-Keys past their TTL, every few minutes."""
-        ttl = timedelta(hours=settings.idempotency_ttl_hours)
-        while True:
-            try:
-                purged = await idempotency.purge_expired(runtime.engine, now=utcnow(), ttl=ttl)
-                if purged:
-                    log.info("purged %d expired Idempotency-Keys", purged)
-            except (sa.exc.SQLAlchemyError, OSError) as exc:
-                log.warning(
-                    "purging Idempotency-Keys failed (%s); trying again later", error_summary(exc)
-                )
-            if await runtime.sleep_unless_stopping(PURGE_EVERY_SECONDS):
-                return
+    purge_idempotency_keys = purge_job(
+        idempotency_keys,
+        ttl=timedelta(hours=settings.idempotency_ttl_hours),
+        every=PURGE_EVERY_SECONDS,
+    )
 
     def runtime() -> Runtime:
         return Runtime(

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.intake import configuration, metrics, repository, service, zoom
 from services.intake.deps import FormLimitsDep, RuntimeDep, SettingsDep
 from services.intake.domain import InvalidField
-from services.intake.errors import error_items, problem
+from services.intake.errors import error_items
 from services.intake.forms import (
     check_fill_time,
     is_tilda,
@@ -31,9 +31,10 @@ from services.intake.forms import (
     parse_rendered_at,
     request_origin,
 )
-from services.intake.ratelimit import client_key, retry_after
+from services.intake.ratelimit import client_key
 from services.intake.schemas import LeadIn, WebinarPersonIn
 from shared.db import AnyRow, utcnow
+from shared.web import problem, retry_after
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.domain import WEBINAR_SOURCES, DedupeKey, KnownLead
-from services.intake.tables import forms, idempotency_keys, leads, outbox, webinars
+from services.intake.tables import forms, leads, outbox, webinars
 from shared.db import AnyRow, as_columns, utcnow
 from shared.events import LeadReceived, LeadSnapshot, encode_event
 from shared.outbox import pending_of
@@ -199,102 +199,6 @@ async def pending_events_of(conn: AsyncConnection, lead_id: str) -> list[AnyRow]
 
 async def replace_pending_payload(conn: AsyncConnection, row_id: int, payload: bytes) -> None:
     await conn.execute(outbox.update().where(outbox.c.id == row_id).values(payload=payload))
-
-
-# --- idempotency keys ----------------------------------------------------------------
-
-
-async def lock_idempotency_key(conn: AsyncConnection, principal: str, key: str) -> None:
-    await conn.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"{principal}|{key}", 0)))
-    )
-
-
-async def get_idempotency_record(conn: AsyncConnection, principal: str, key: str) -> AnyRow | None:
-    t = idempotency_keys
-    return (
-        await conn.execute(
-            sa.select(
-                t.c.request_hash, t.c.status_code, t.c.response, t.c.created_at, t.c.locked_until
-            ).where(t.c.principal == principal, t.c.key == key)
-        )
-    ).first()
-
-
-async def claim_idempotency_key(
-    conn: AsyncConnection,
-    *,
-    principal: str,
-    key: str,
-    request_hash: str,
-    claim_id: str,
-    now: datetime,
-    locked_until: datetime,
-) -> None:
-    t = idempotency_keys
-    # An expired key or a lapsed claim may still be stored: this request takes it over.
-    await conn.execute(sa.delete(t).where(t.c.principal == principal, t.c.key == key))
-    await conn.execute(
-        t.insert().values(
-            principal=principal,
-            key=key,
-            request_hash=request_hash,
-            claim_id=claim_id,
-            created_at=now,
-            locked_until=locked_until,
-        )
-    )
-
-
-async def complete_idempotency_key(
-    conn: AsyncConnection,
-    principal: str,
-    key: str,
-    claim_id: str,
-    *,
-    status_code: int,
-    response: dict[str, Any],
-) -> bool:
-    """Store the answer on this request's claim; False when another request holds the key."""
-    t = idempotency_keys
-    result = await conn.execute(
-        t.update()
-        .where(t.c.principal == principal, t.c.key == key, t.c.claim_id == claim_id)
-        .values(status_code=status_code, response=response, locked_until=None)
-    )
-    return bool(result.rowcount)
-
-
-async def renew_idempotency_claim(
-    conn: AsyncConnection, principal: str, key: str, claim_id: str, *, locked_until: datetime
-) -> None:
-    t = idempotency_keys
-    await conn.execute(
-        t.update()
-        .where(t.c.principal == principal, t.c.key == key, t.c.claim_id == claim_id)
-        .values(locked_until=locked_until)
-    )
-
-
-async def release_idempotency_claim(
-    conn: AsyncConnection, principal: str, key: str, claim_id: str
-) -> None:
-    """Drop this request's claim unless its answer was stored (its transaction committed)."""
-    t = idempotency_keys
-    await conn.execute(
-        sa.delete(t).where(
-            t.c.principal == principal,
-            t.c.key == key,
-            t.c.claim_id == claim_id,
-            t.c.status_code.is_(None),
-        )
-    )
-
-
-async def delete_idempotency_keys_before(conn: AsyncConnection, before: datetime) -> int:
-    t = idempotency_keys
-    result = await conn.execute(sa.delete(t).where(t.c.created_at < before))
-    return int(result.rowcount or 0)
 
 
 # --- forms and webinars ----------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shared.db import Json, UtcDateTime
+from shared.idempotency import idempotency_table
 from shared.outbox import outbox_table
 
 metadata = sa.MetaData()
@@ -38,21 +39,7 @@ for _identity in (leads.c.email, leads.c.phone):
         postgresql_where=_identity.isnot(None),
     )
 
-idempotency_keys = sa.Table(
-    "idempotency_keys",
-    metadata,
-    # Keys are scoped to the client that sent them: two clients may pick the same key.
-    sa.Column("principal", sa.String(200), primary_key=True),
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("request_hash", sa.String(64), nullable=False),
-    # NULL while the first request is still at work (in flight).
-    sa.Column("status_code", sa.Integer, nullable=True),
-    sa.Column("response", Json, nullable=True),
-    sa.Column("created_at", UtcDateTime, nullable=False, index=True),
-    # Which request holds the key, and until when an unfinished claim blocks retries.
-    sa.Column("claim_id", sa.String(36), nullable=True),
-    sa.Column("locked_until", UtcDateTime, nullable=True),
-)
+idempotency_keys = idempotency_table(metadata)
 
 forms = sa.Table(
     "forms",

@@ -21,10 +21,9 @@ from services.intake import attendee_csv, batches, metrics, repository, service
 from services.intake.api import idempotency_window
 from services.intake.attendee_csv import Rejected, Row
 from services.intake.config import IntakeSettings
-from services.intake.deps import IdempotencyKey, RuntimeDep, SettingsDep, Writer
+from services.intake.deps import RuntimeDep, SettingsDep, Writer
 from services.intake.domain import InvalidField
-from services.intake.errors import JsonBodyRoute, describe, error_items, problem
-from services.intake.idempotency import Slot, fingerprint, idempotent
+from services.intake.errors import JsonBodyRoute, describe, error_items
 from services.intake.schemas import (
     BatchResult,
     ImportSummary,
@@ -32,9 +31,12 @@ from services.intake.schemas import (
     RowError,
     WebinarPersonIn,
 )
+from services.intake.tables import idempotency_keys
 from shared.db import AnyRow, utcnow
 from shared.events import LeadSnapshot
+from shared.idempotency import IdempotencyKey, Slot, fingerprint, idempotent
 from shared.runtime import Runtime
+from shared.web import problem
 
 router = APIRouter(prefix="/v1/webinars", tags=["webinars"], route_class=JsonBodyRoute)
 
@@ -144,6 +146,7 @@ async def _take_people(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=items[0].errors)
     async with idempotent(
         runtime.engine,
+        idempotency_keys,
         principal=principal,
         key=key,
         request_hash=fingerprint("POST", path, people),
@@ -333,6 +336,7 @@ async def _import_upload(
         )
     async with idempotent(
         runtime.engine,
+        idempotency_keys,
         principal=principal,
         key=idempotency_key,
         request_hash=request_hash,

@@ -9,10 +9,10 @@ from datetime import timedelta
 import httpx
 import sqlalchemy as sa
 
-from services.intake.idempotency import fingerprint, purge_expired
 from services.intake.schemas import LeadIn
 from services.intake.tables import idempotency_keys, leads
 from shared.db import create_engine, utcnow
+from shared.idempotency import fingerprint, purge_expired
 from tests.integration.test_intake_support import count, published
 from tests.support import DEV_AUTH, lead_payload
 
@@ -130,7 +130,9 @@ class TestIdempotencyKey:
                     .where(idempotency_keys.c.key == "old")
                     .values(created_at=utcnow() - timedelta(hours=49))
                 )
-            purged = await purge_expired(engine, now=utcnow(), ttl=timedelta(hours=48))
+            purged = await purge_expired(
+                engine, idempotency_keys, now=utcnow(), ttl=timedelta(hours=48)
+            )
             async with engine.connect() as conn:
                 kept = (await conn.execute(sa.select(idempotency_keys.c.key))).scalars().all()
         finally:

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.intake.idempotency import Outcome, Record, decide, fingerprint
-from services.intake.ratelimit import RateLimiter, client_key, retry_after
+from services.intake.ratelimit import RateLimiter, client_key
+from shared.idempotency import Outcome, Record, decide, fingerprint
+from shared.web import retry_after
 
 
 class Clock:
