@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from cli.kafka_broker import free_port
-from services.qualifier.service import derived_event_id
+from services.qualifier.event_ids import derived_event_id
 from services.qualifier.tables import decisions, outbox
 from shared.db import create_engine
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED, TOPIC_ROUTED, LeadReceived
@@ -244,7 +244,10 @@ async def test_a_kill_between_database_and_offset_commit_decides_nothing_twice(
             if (await decisions_by_lead(database_url))["__outbox__"] == [0]:
                 break
             await asyncio.sleep(0.2)
-    watched = decided_before_kill | mine
+    # The topic is the session's: a new group also decides leads other tests published, and
+    # those tests may have routed them again on purpose (nurture, re-qualification), so the
+    # wire is checked for this test's own leads; the database check above covers them all.
+    watched = mine
     ids = await routed_ids(kafka_bootstrap, watched)
     by_id = {lead.subject: lead.id for lead in leads}
     for lead_id in watched:
