@@ -79,9 +79,19 @@ def metric_total(text: str, name: str) -> float:
 def trivial_baseline(plan: Plan) -> float:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "bench.trivial_app:create_app",
-         "--port", str(port), "--no-access-log", "--log-level", "warning"],
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.trivial_app:create_app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
         return float(best_of_sweep(f"http://127.0.0.1:{port}", plan.load_seconds)[1].rps)
@@ -136,8 +146,10 @@ async def intake_and_e2e(stack: Stack, plan: Plan, results: dict[str, Any]) -> N
     # The KPI service folds each lead's `lead.received` and `lead.routed`: a backlog
     # still folding would take CPU from the steady run and measure the backlog instead.
     await wait_consumed(stack, "kpi", 2 * posted, limit_s=1800)
-    say(f"e2e: steady {plan.e2e_rate:.0f} leads/s for {plan.e2e_seconds}s, POST answered -> "
-        "lead.routed received by a subscriber")  # fmt: skip
+    say(
+        f"e2e: steady {plan.e2e_rate:.0f} leads/s for {plan.e2e_seconds}s, POST answered -> "
+        "lead.routed received by a subscriber"
+    )
     probe = stack.data_dir / "e2e"
     probe.mkdir(exist_ok=True)
     arrivals, ready, answers = probe / "routed.txt", probe / "ready", probe / "answered.json"
@@ -169,8 +181,10 @@ async def intake_and_e2e(stack: Stack, plan: Plan, results: dict[str, Any]) -> N
     }
     results["rss_mb"]["qualifier"] = stack.rss_mb("qualifier")
     results["rss_mb"]["kpi"] = stack.rss_mb("kpi")
-    say(f"e2e: p50 {results['e2e']['p50_ms']} ms, p99 {results['e2e']['p99_ms']} ms "
-        f"({len(latencies)}/{len(answered)} routed)")  # fmt: skip
+    say(
+        f"e2e: p50 {results['e2e']['p50_ms']} ms, p99 {results['e2e']['p99_ms']} ms "
+        f"({len(latencies)}/{len(answered)} routed)"
+    )
 
 
 async def wait_consumed(stack: Stack, service: str, count: float, limit_s: float) -> float:
@@ -188,9 +202,12 @@ async def wait_consumed(stack: Stack, service: str, count: float, limit_s: float
 async def produce_history(stack: Stack, leads: int) -> int:
     await ensure_topics(stack.bootstrap, 6)
     producer = AIOKafkaProducer(
-        bootstrap_servers=stack.bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
+        bootstrap_servers=stack.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
         max_batch_size=256 * 1024,
-    )  # fmt: skip
+    )
     await producer.start()
     sent = 0
     try:
@@ -223,8 +240,11 @@ async def kpi_fold_and_query(stack: Stack, plan: Plan, results: dict[str, Any]) 
     say(f"kpi: {events} events on the topics; folding from cold")
     stack.start_service("kpi")
     seconds = await wait_consumed(stack, "kpi", events, limit_s=6 * 3600)
-    results["kpi_fold"] = {"events": events, "seconds": round(seconds, 1),
-                           "events_per_s": round(events / seconds, 1)}  # fmt: skip
+    results["kpi_fold"] = {
+        "events": events,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(events / seconds, 1),
+    }
     say(f"kpi: folded {events} events at {events / seconds:.0f}/s")
 
     engine = create_engine(stack.db_urls["kpi"])
@@ -302,11 +322,20 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     goals = {path: (op, target) for path, op, target in GOALS}
     paths = [
-        "intake.leads_per_s", "intake.p50_ms", "intake.p99_ms", "intake.baseline_trivial_rps",
-        "intake.ratio_to_trivial", "e2e.p50_ms", "e2e.p99_ms", "kpi_fold.events_per_s",
-        "kpi_query.summary_p99_ms", "kpi_query.events_in_store", "rss_mb.intake",
-        "rss_mb.qualifier", "rss_mb.kpi",
-    ]  # fmt: skip
+        "intake.leads_per_s",
+        "intake.p50_ms",
+        "intake.p99_ms",
+        "intake.baseline_trivial_rps",
+        "intake.ratio_to_trivial",
+        "e2e.p50_ms",
+        "e2e.p99_ms",
+        "kpi_fold.events_per_s",
+        "kpi_query.summary_p99_ms",
+        "kpi_query.events_in_store",
+        "rss_mb.intake",
+        "rss_mb.qualifier",
+        "rss_mb.kpi",
+    ]
     for path in paths:
         value = lookup(results, path)
         goal, met = "", ""
@@ -321,8 +350,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -40,19 +40,36 @@ def lead_history(rng: random.Random, start: datetime, span_days: int) -> list[_E
     lead_id = str(uuid.uuid4())
     at = start + timedelta(seconds=rng.randrange(span_days * 86400))
     lead = LeadSnapshot(
-        lead_id=lead_id, source=rng.choice(SOURCES), email=f"{lead_id[:8]}@bench.example",
-        company="Bench", services=["seo"], consent=True, occurred_at=at, received_at=at,
+        lead_id=lead_id,
+        source=rng.choice(SOURCES),
+        email=f"{lead_id[:8]}@bench.example",
+        company="Bench",
+        services=["seo"],
+        consent=True,
+        occurred_at=at,
+        received_at=at,
         utm=Utm(source=rng.choice(CHANNELS), campaign=rng.choice(CAMPAIGNS)),
-    )  # fmt: skip
+    )
     route = rng.choices(list(Route), weights=(10, 1, 1, 1, 1))[0]
-    decision = Decision(route=route, score=70, definition_version=1, reasons=["bench"],
-                        decided_at=at, team="smb", assignee="vera")  # fmt: skip
+    decision = Decision(
+        route=route,
+        score=70,
+        definition_version=1,
+        reasons=["bench"],
+        decided_at=at,
+        team="smb",
+        assignee="vera",
+    )
     dims = lead.dimensions().model_copy(update={"route": route.value, "definition_version": 1})
     events: list[_Envelope] = [
         LeadReceived(source="/intake", time=at, subject=lead_id, data=lead),
-        LeadRouted(source="/qualifier", time=at, subject=lead_id,
-                   data=LeadRoutedData(**lead.model_dump(), decision=decision)),
-    ]  # fmt: skip
+        LeadRouted(
+            source="/qualifier",
+            time=at,
+            subject=lead_id,
+            data=LeadRoutedData(**lead.model_dump(), decision=decision),
+        ),
+    ]
     if route is not Route.sales:
         return events
     at += timedelta(minutes=rng.randrange(5, 600))
@@ -60,12 +77,19 @@ def lead_history(rng: random.Random, start: datetime, span_days: int) -> list[_E
     at += timedelta(hours=rng.randrange(1, 48))
     accepted = rng.random() < 0.7
     events.append(
-        LeadFeedback(source="/qualifier", time=at, subject=lead_id, data=LeadFeedbackData(
-            lead_id=lead_id, at=at, dimensions=dims,
-            decision="accepted" if accepted else "rejected",
-            reason=None if accepted else "no budget",
-        ))
-    )  # fmt: skip
+        LeadFeedback(
+            source="/qualifier",
+            time=at,
+            subject=lead_id,
+            data=LeadFeedbackData(
+                lead_id=lead_id,
+                at=at,
+                dimensions=dims,
+                decision="accepted" if accepted else "rejected",
+                reason=None if accepted else "no budget",
+            ),
+        )
+    )
     if not accepted:
         return events
     previous = Stage.accepted
@@ -79,28 +103,49 @@ def lead_history(rng: random.Random, start: datetime, span_days: int) -> list[_E
     for _ in range(rng.randrange(1, 4)):
         at += timedelta(days=rng.randrange(1, 40))
         events.append(
-            LeadPaymentReceived(source="/qualifier", time=at, subject=lead_id,
+            LeadPaymentReceived(
+                source="/qualifier",
+                time=at,
+                subject=lead_id,
                 data=LeadPaymentReceivedData(
-                    lead_id=lead_id, at=at, dimensions=dims, payment_id=str(uuid.uuid4()),
-                    amount=Decimal(rng.randrange(50_000, 500_000)), currency="RUB",
-                ))
-        )  # fmt: skip
+                    lead_id=lead_id,
+                    at=at,
+                    dimensions=dims,
+                    payment_id=str(uuid.uuid4()),
+                    amount=Decimal(rng.randrange(50_000, 500_000)),
+                    currency="RUB",
+                ),
+            )
+        )
     return events
 
 
 def _lifecycle(
-    cls: type[LeadContacted], data_cls: type[LeadContactedData], lead_id: str, at: datetime,
+    cls: type[LeadContacted],
+    data_cls: type[LeadContactedData],
+    lead_id: str,
+    at: datetime,
     dims: Dimensions,
-) -> LeadContacted:  # fmt: skip
-    return cls(source="/qualifier", time=at, subject=lead_id,
-               data=data_cls(lead_id=lead_id, at=at, dimensions=dims))  # fmt: skip
+) -> LeadContacted:
+    return cls(
+        source="/qualifier",
+        time=at,
+        subject=lead_id,
+        data=data_cls(lead_id=lead_id, at=at, dimensions=dims),
+    )
 
 
-def _stage(lead_id: str, at: datetime, dims: Dimensions, stage: Stage, previous: Stage
-           ) -> LeadStageChanged:  # fmt: skip
-    return LeadStageChanged(source="/qualifier", time=at, subject=lead_id,
-        data=LeadStageChangedData(lead_id=lead_id, at=at, dimensions=dims, stage=stage,
-                                  previous_stage=previous))  # fmt: skip
+def _stage(
+    lead_id: str, at: datetime, dims: Dimensions, stage: Stage, previous: Stage
+) -> LeadStageChanged:
+    return LeadStageChanged(
+        source="/qualifier",
+        time=at,
+        subject=lead_id,
+        data=LeadStageChangedData(
+            lead_id=lead_id, at=at, dimensions=dims, stage=stage, previous_stage=previous
+        ),
+    )
 
 
 def histories(leads: int, seed: int = 1) -> Iterator[_Envelope]:

@@ -35,10 +35,23 @@ def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 1) -> 
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: apt-get install wrk (Debian's package)")
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-s", str(WRK_SCRIPT), url, "/v1/leads", secrets.token_hex(6)],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
-    ).stdout  # fmt: skip
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(WRK_SCRIPT),
+            url,
+            "/v1/leads",
+            secrets.token_hex(6),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
     match = re.search(
         r"RESULT requests=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+) errors=(\d+) "
         r"not_accepted=(\d+)",
@@ -52,10 +65,17 @@ def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 1) -> 
 
 def lead_body(i: int, run: str) -> dict[str, object]:
     return {
-        "source": "api", "name": "Bench Lead", "email": f"e2e-{run}-{i}@bench.example",
-        "company": "Bench LLC", "services": ["seo"], "budget": "200000", "timeframe": "now",
-        "role_in_purchase": "decision_maker", "company_size": "101-500", "consent": True,
-    }  # fmt: skip
+        "source": "api",
+        "name": "Bench Lead",
+        "email": f"e2e-{run}-{i}@bench.example",
+        "company": "Bench LLC",
+        "services": ["seo"],
+        "budget": "200000",
+        "timeframe": "now",
+        "role_in_purchase": "decision_maker",
+        "company_size": "101-500",
+        "consent": True,
+    }
 
 
 async def steady_posts(url: str, rate: float, seconds: float, run: str) -> dict[str, float]:

@@ -14,10 +14,12 @@ from cli import kafka_broker, postgres_server, stack
 from shared.migrations import SERVICES, migrate
 from shared.settings import CommonSettings
 
-app = typer.Typer(help="Leadflow: intake, qualifier and KPI services on one Kafka stream.",
-                  no_args_is_help=True)  # fmt: skip
-kafka_app = typer.Typer(help="The dev Kafka broker (KRaft, one node) under the data dir.",
-                        no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Leadflow: intake, qualifier and KPI services on one Kafka stream.", no_args_is_help=True
+)
+kafka_app = typer.Typer(
+    help="The dev Kafka broker (KRaft, one node) under the data dir.", no_args_is_help=True
+)
 app.add_typer(kafka_app, name="kafka")
 postgres_app = typer.Typer(
     help="The embedded PostgreSQL server (Unix socket only) under the data dir.",
@@ -122,8 +124,10 @@ def kafka_stop() -> None:
 def kafka_status() -> None:
     """Say whether the broker of this data dir runs; exit 1 when it does not."""
     st = kafka_broker.status(stack.broker_config(CommonSettings()))
-    typer.echo(f"running={st.running} pid={st.pid} port_open={st.port_open} "
-               f"bootstrap={st.bootstrap_servers} data_dir={st.data_dir}")  # fmt: skip
+    typer.echo(
+        f"running={st.running} pid={st.pid} port_open={st.port_open} "
+        f"bootstrap={st.bootstrap_servers} data_dir={st.data_dir}"
+    )
     raise typer.Exit(0 if st.running else 1)
 
 

@@ -43,9 +43,11 @@ EVENTS_PARKED = Counter(
     "leadflow_events_deadlettered_total", "Messages parked on the dead-letter topic", ["service"]
 )
 BATCH_SECONDS = Histogram(
-    "leadflow_consumer_batch_seconds", "Time to apply one batch (its transaction included)",
-    ["service"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)  # fmt: skip
+    "leadflow_consumer_batch_seconds",
+    "Time to apply one batch (its transaction included)",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 CONSUMER_RETRIES = Counter(
     "leadflow_consumer_retries_total", "Batches retried after a transient failure", ["service"]
 )

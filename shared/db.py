@@ -84,6 +84,27 @@ def insert_ignoring_conflicts(conn: AsyncConnection, table: sa.Table) -> Any:
 # SQLSTATE classes that mean "the server cannot serve now", not "this statement is wrong":
 # 08 connection exceptions, 57P0x shutdown / cannot connect now, 53300 too many connections.
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_UNAVAILABLE_ERRORS = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+    OSError,
+    ConnectionError,
+    TimeoutError,
+)
+# asyncpg's errors for a connection that is gone or cannot be had, by name.
+_ASYNCPG_UNAVAILABLE = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "CannotConnectNowError",
+        "AdminShutdownError",
+        "ConnectionFailureError",
+        "TooManyConnectionsError",
+        "InternalClientError",
+    }
+)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -96,22 +117,15 @@ def is_unavailable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(
-            current,
-            sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError
-            | sa.exc.TimeoutError | OSError | ConnectionError | TimeoutError,
-        ):  # fmt: skip
+        if isinstance(current, _UNAVAILABLE_ERRORS):
             return True
         if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
             return True
         sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
             return True
-        if type(current).__module__.startswith("asyncpg") and type(current).__name__ in (
-            "ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError",
-            "AdminShutdownError", "ConnectionFailureError", "TooManyConnectionsError",
-            "InternalClientError",
-        ):  # fmt: skip
+        kind = type(current)
+        if kind.__module__.startswith("asyncpg") and kind.__name__ in _ASYNCPG_UNAVAILABLE:
             return True
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__

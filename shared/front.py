@@ -94,10 +94,10 @@ class Front:
             return replayed
         if isinstance(response, JsonAnswer):
             try:
-                await send({
-                    "type": "http.response.start", "status": response.status,
-                    "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(response.body))],
-                })  # fmt: skip
+                headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(response.body))]
+                await send(
+                    {"type": "http.response.start", "status": response.status, "headers": headers}
+                )
                 await send({"type": "http.response.body", "body": response.body})
             finally:
                 self._metrics.observe(scope["method"], scope["path"], response.status, start)

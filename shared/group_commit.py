@@ -45,9 +45,11 @@ Work = Callable[[AsyncConnection], Awaitable[Any]]
 WriteBatch = Callable[[AsyncConnection, Sequence[I]], Awaitable[Sequence[R | Exception]]]
 
 BATCH_SIZE = Histogram(
-    "leadflow_group_commit_batch_size", "Units of work committed together", ["service"],
+    "leadflow_group_commit_batch_size",
+    "Units of work committed together",
+    ["service"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
-)  # fmt: skip
+)
 _RETRY_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 
 
@@ -180,8 +182,10 @@ class GroupCommitter:
                     # No error text: it holds the statement's parameters (people's data).
                     log.info(
                         "%s group commit: %s (deadlock or serialization failure); retrying "
-                        "the batch", self._service, type(exc).__name__,
-                    )  # fmt: skip
+                        "the batch",
+                        self._service,
+                        type(exc).__name__,
+                    )
                     continue
                 for unit in batch:
                     if not unit.future.done():
