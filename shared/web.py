@@ -92,9 +92,11 @@ def install_error_handlers(app: FastAPI) -> None:
             unknown = outcome_unknown(exc)
             log.warning(
                 "database unavailable on %s %s%s: %s",
-                request.method, request.url.path,
-                " during COMMIT, outcome unknown" if unknown else "", type(exc).__name__,
-            )  # fmt: skip
+                request.method,
+                request.url.path,
+                " during COMMIT, outcome unknown" if unknown else "",
+                type(exc).__name__,
+            )
             if unknown:
                 without_key = getattr(request.app.state, "retry_without_key", RETRY_WITHOUT_KEY)
                 body = {
@@ -253,7 +255,7 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send: Any, message: str, status_code: int = 413) -> None:
-    body = json.dumps({"detail": [{"loc": ["body"], "msg": message, "type": "too_large"}]}).encode()
+    body = json.dumps({"detail": problem_detail(["body"], message, "too_large")}).encode()
     await send(
         {
             "type": "http.response.start",
@@ -278,9 +280,14 @@ def problem(
     """A 4xx whose body names what is wrong, shaped like FastAPI's 422 whatever the status:
     `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`, so a client reads every
     refusal the same way."""
-    return HTTPException(
-        status_code, detail=[{"loc": list(loc), "msg": msg, "type": type_}], headers=headers
-    )
+    return HTTPException(status_code, detail=problem_detail(loc, msg, type_), headers=headers)
+
+
+def problem_detail(
+    loc: Sequence[str | int], msg: str, type_: str = "value_error"
+) -> list[dict[str, Any]]:
+    """The `detail` of a `problem`, for an answer built without HTTPException."""
+    return [{"loc": list(loc), "msg": msg, "type": type_}]
 
 
 def retry_after(seconds: float) -> str:
@@ -289,8 +296,5 @@ def retry_after(seconds: float) -> str:
 
 
 def unprocessable(loc: Sequence[str | int], msg: str) -> HTTPException:
-    """A 422 shaped like FastAPI's own validation errors, naming the bad field."""
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": list(loc), "msg": msg, "type": "value_error"}],
-    )
+    """`problem`'s most common case: a 422 naming the bad field."""
+    return problem(status.HTTP_422_UNPROCESSABLE_CONTENT, loc, msg)
