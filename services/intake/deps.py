@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.intake.config import IntakeSettings
-from services.intake.ratelimit import RateLimiter
+from services.intake.sources.ratelimit import RateLimiter
 from shared.auth import Principal, Scope, require
 from shared.runtime import Runtime
 

@@ -9,16 +9,14 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from services.intake import (
-    admin_api,
-    api,
-    configuration,
-    public_api,
-    webinar_api,
-)
+from services.intake.admin import api as admin_api
+from services.intake.admin import service as configuration
 from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
 from services.intake.deps import FormLimits
-from services.intake.schemas import WebinarPersonIn
+from services.intake.erasure import api as erasure_api
+from services.intake.leads import api as leads_api
+from services.intake.leads.schemas import WebinarPersonIn
+from services.intake.sources import attendee_import, forms_api, json_api, webinars_api, zoom_api
 from services.intake.tables import idempotency_keys, outbox
 from shared.db import error_summary, utcnow
 from shared.idempotency import purge_job
@@ -75,7 +73,16 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         description="Takes web-form and webinar leads, validates, normalizes, "
         "de-duplicates and stores them, and publishes `lead.received`. "
         "Wiring forms, Tilda and Zoom: docs/intake.md.",
-        routers=[api.router, webinar_api.router, public_api.router, admin_api.router],
+        routers=[
+            json_api.router,
+            leads_api.router,
+            erasure_api.router,
+            webinars_api.router,
+            attendee_import.router,
+            forms_api.router,
+            zoom_api.router,
+            admin_api.router,
+        ],
         body_limits={
             "/v1/": settings.max_json_bytes,
             "/v1/leads:batch": settings.max_batch_bytes,
@@ -84,7 +91,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             "/v1/webinars/*/attendees:import": settings.max_csv_bytes,
         },
         on_startup=on_startup,
-        front={("POST", "/v1/leads"): api.post_lead_fast},
+        front={("POST", "/v1/leads"): json_api.post_lead_fast},
     )
     app.state.form_limits = FormLimits(settings)
     # A 503 after a COMMIT of unknown outcome says what a retry without a key does here.
@@ -110,8 +117,8 @@ def _document_people_schema(app: FastAPI) -> None:
             for name, definition in person.pop("$defs", {}).items():
                 components.setdefault(name, definition)
             components.setdefault("WebinarPersonIn", person)
-            for path in webinar_api.PEOPLE_PATHS:
-                schema["paths"][path]["post"]["requestBody"] = webinar_api.PEOPLE_REQUEST_BODY
+            for path in webinars_api.PEOPLE_PATHS:
+                schema["paths"][path]["post"]["requestBody"] = webinars_api.PEOPLE_REQUEST_BODY
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]

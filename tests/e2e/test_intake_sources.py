@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.intake.config import DEV_ZOOM_SECRET_TOKEN
-from services.intake.zoom import signature
+from services.intake.sources.zoom import signature
 from shared.events import TOPIC_RECEIVED, TOPIC_ROUTED, LeadReceived, LeadRouted
 from tests.e2e.conftest import Stack
 from tests.support import DEV_AUTH, event_of, read_topic

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import repository
-from services.intake.domain import DedupeKey, KnownLead
+from services.intake.dedupe import repository
+from services.intake.dedupe.identity import DedupeKey, KnownLead
 from shared.db import create_engine
 from shared.migrations import migrate
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from services.intake import api
+from services.intake.sources import json_api
 from shared.front import Front
 from shared.runtime import Runtime
 from tests.support import DEV_AUTH, lead_payload
@@ -89,14 +89,14 @@ async def _answers(
 
 
 def _watch_json_body(monkeypatch: pytest.MonkeyPatch, reads: list[bool]) -> None:
-    json_body = api.json_body
+    json_body = json_api.json_body
 
     async def watched(*args: Any, **kwargs: Any) -> bytes | None:
         body = await json_body(*args, **kwargs)
         reads.append(body is not None)
         return body
 
-    monkeypatch.setattr(api, "json_body", watched)
+    monkeypatch.setattr(json_api, "json_body", watched)
 
 
 def _watch_front(monkeypatch: pytest.MonkeyPatch, answered: list[bool]) -> None:
@@ -125,7 +125,7 @@ async def test_the_fast_path_answers_as_fastapi_does(
     async def declined(*args: Any, **kwargs: Any) -> None:
         return None
 
-    monkeypatch.setattr(api, "json_body", declined)
+    monkeypatch.setattr(json_api, "json_body", declined)
     slow = await _answers(intake, [])
     assert [a[:4] for a in fast] == [a[:4] for a in route_only] == [a[:4] for a in slow]
     # It read the body of every JSON request with a writer's token and no Idempotency-Key.

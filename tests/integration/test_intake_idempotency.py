@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import sqlalchemy as sa
 
-from services.intake.schemas import LeadIn
+from services.intake.leads.schemas import LeadIn
 from services.intake.tables import idempotency_keys, leads
 from shared.db import create_engine, utcnow
 from shared.idempotency import fingerprint, purge_expired

@@ -20,8 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.intake.config import IntakeSettings
 from services.intake.main import create_app
+from services.intake.sources.zoom import signature
 from services.intake.tables import leads, outbox
-from services.intake.zoom import signature
 from shared.auth import Scope
 from shared.db import create_engine
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED, Event, decode_event

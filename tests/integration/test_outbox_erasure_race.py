@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.intake import service as intake
+from services.intake.erasure.service import erase_personal_data
+from services.intake.leads.service import accept_lead
 from services.intake.tables import outbox as intake_outbox
 from services.qualifier import service as qualifier
 from services.qualifier.config import DEFAULT_DEFINITION
@@ -47,12 +48,12 @@ class Side:
 
 async def _intake_store(conn: AsyncConnection, name: str) -> str:
     lead = snapshot(name=name, email=f"{uuid.uuid4().hex[:10]}@acme-corp.example")
-    await intake.accept_lead(conn, lead, dedupe_window=timedelta(0))
+    await accept_lead(conn, lead, dedupe_window=timedelta(0))
     return lead.lead_id
 
 
 async def _intake_erase(conn: AsyncConnection, lead_id: str) -> None:
-    assert await intake.erase_personal_data(conn, lead_id, by="dpo", now=utcnow())
+    assert await erase_personal_data(conn, lead_id, by="dpo", now=utcnow())
 
 
 async def _qualifier_store(conn: AsyncConnection, name: str) -> str:

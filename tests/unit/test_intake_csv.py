@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.intake.attendee_csv import (
+from services.intake.normalize.fields import InvalidField
+from services.intake.sources.attendee_csv import (
     Rejected,
     Row,
     check_mapping,
@@ -19,7 +20,6 @@ from services.intake.attendee_csv import (
     sniff_delimiter,
     sniff_encoding,
 )
-from services.intake.domain import InvalidField
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "intake"
 MSK = ZoneInfo("Europe/Moscow")

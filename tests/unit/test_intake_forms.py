@@ -8,8 +8,10 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from services.intake.domain import InvalidField
-from services.intake.forms import (
+from services.intake.admin.schemas import FormConfigIn
+from services.intake.leads.schemas import LeadIn
+from services.intake.normalize.fields import InvalidField
+from services.intake.sources.forms import (
     FormSpec,
     check_fill_time,
     is_tilda,
@@ -19,7 +21,6 @@ from services.intake.forms import (
     parse_rendered_at,
     request_origin,
 )
-from services.intake.schemas import FormConfigIn, LeadIn
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.intake.ratelimit import RateLimiter, client_key
+from services.intake.sources.ratelimit import RateLimiter, client_key
 from shared.idempotency import Outcome, Record, decide, fingerprint
 from shared.web import retry_after
 

@@ -7,8 +7,9 @@ import hashlib
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from services.intake.admin.schemas import WebinarConfigIn
 from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
-from services.intake.schemas import LeadIn, WebinarConfigIn, _printable
+from services.intake.leads.schemas import LeadIn, _printable
 from shared.auth import Scope
 from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
 

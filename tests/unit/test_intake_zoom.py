@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from services.intake.zoom import (
+from services.intake.sources.zoom import (
     Skipped,
     ZoomAuthError,
     ZoomWebhook,

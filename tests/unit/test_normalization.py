@@ -9,24 +9,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from services.intake.domain import (
-    DedupeKey,
+from services.intake.dedupe.identity import DedupeKey, KnownLead, KnownLeads, find_original
+from services.intake.erasure.redact import redact
+from services.intake.leads.schemas import LeadIn
+from services.intake.normalize.fields import (
     InvalidField,
-    KnownLead,
-    KnownLeads,
-    find_original,
     normalize_company_size,
     normalize_country,
     normalize_email,
     normalize_phone,
     normalize_role,
     normalize_timeframe,
-    redact,
     strip_query,
     utm_from_url,
 )
-from services.intake.schemas import LeadIn
-from services.intake.service import build_snapshot
+from services.intake.normalize.snapshot import build_snapshot
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Intake's JSON API for servers: leads one at a time or in batches, reading and erasure."""
+"""Leads from servers as JSON: one at a time (`POST /v1/leads`) or in batches."""
 
 from __future__ import annotations
 
@@ -10,20 +10,17 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import batches, metrics, repository, service
+from services.intake import counters
 from services.intake.config import IntakeSettings
-from services.intake.deps import Admin, Reader, RuntimeDep, SettingsDep, Writer
-from services.intake.domain import InvalidField
+from services.intake.deps import RuntimeDep, SettingsDep, Writer
 from services.intake.errors import JsonBodyRoute
-from services.intake.fast_path import json_body, with_fast_path
-from services.intake.schemas import (
-    BatchResult,
-    ErasureResult,
-    LeadAccepted,
-    LeadBatchIn,
-    LeadIn,
-    StoredLead,
-)
+from services.intake.hot_path.fast_path import json_body, with_fast_path
+from services.intake.leads import service
+from services.intake.leads.schemas import LeadAccepted, LeadIn
+from services.intake.normalize.fields import InvalidField
+from services.intake.normalize.snapshot import build_snapshot, new_lead_id
+from services.intake.sources import batches
+from services.intake.sources.schemas import BatchResult, LeadBatchIn
 from services.intake.tables import idempotency_keys
 from shared.auth import Scope
 from shared.db import utcnow
@@ -34,6 +31,7 @@ from shared.runtime import Runtime
 from shared.web import problem
 
 router = APIRouter(prefix="/v1", tags=["leads"], route_class=JsonBodyRoute)
+
 
 _REFUSALS: dict[int | str, dict[str, str]] = {
     409: {"description": "a request with this Idempotency-Key is still in flight"},
@@ -65,9 +63,9 @@ def _build(
 ) -> LeadSnapshot:
     """A JSON lead's snapshot (strict), with its origin's defaults; raises InvalidField."""
     region, consent_version = defaults
-    return service.build_snapshot(
+    return build_snapshot(
         lead,
-        lead_id=service.new_lead_id(),
+        lead_id=new_lead_id(),
         now=now,
         default_region=settings.default_phone_region,
         form_region=region,
@@ -121,7 +119,7 @@ async def post_lead(
 
         # Answered only after the commit: with group commit, after the batch's commit.
         snapshot, result, body = await runtime.write(store)
-    metrics.count([snapshot], [result])
+    counters.count([snapshot], [result])
     return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -138,7 +136,7 @@ async def _accept_one(lead: LeadIn, runtime: Runtime, settings: IntakeSettings) 
     result = await runtime.write_batched(
         service.LeadWriter(timedelta(hours=settings.dedupe_window_hours)), snapshot
     )
-    metrics.count([snapshot], [result])
+    counters.count([snapshot], [result])
     # Serialized by pydantic's own encoder: no dict and no json.dumps on the hot path.
     return JsonAnswer(status.HTTP_202_ACCEPTED, _ACCEPTED_JSON.to_json(result))
 
@@ -216,33 +214,5 @@ async def post_lead_batch(
             body = batches.answer(items, accepted).model_dump(mode="json")
             await slot.complete(conn, status.HTTP_200_OK, body)
     runtime.wake_relay()
-    metrics.count(valid, accepted)
+    counters.count(valid, accepted)
     return JSONResponse(body)
-
-
-@router.get("/leads/{lead_id}", response_model=StoredLead, responses={404: {}})
-async def get_lead(lead_id: str, _: Reader, runtime: RuntimeDep) -> StoredLead:
-    """What intake holds for one lead (after erasure: the lead without the person)."""
-    async with runtime.engine.connect() as conn:
-        row = await repository.get_lead(conn, lead_id)
-    if row is None:
-        raise problem(404, ["path", "lead_id"], f"no lead {lead_id!r}", "not_found")
-    return StoredLead(
-        lead=LeadSnapshot.model_validate(row.snapshot), erased=row.erased_at is not None
-    )
-
-
-@router.delete(
-    "/leads/{lead_id}/personal-data",
-    response_model=ErasureResult,
-    responses={404: {"description": "no such lead"}},
-)
-async def erase_personal_data(lead_id: str, principal: Admin, runtime: RuntimeDep) -> ErasureResult:
-    """Erasure on request: the person's data leaves intake's store and `lead.erased` tells
-    the other services, in one transaction. Id, source, UTM and times stay, so counts do."""
-    async with runtime.engine.begin() as conn:
-        result = await service.erase_personal_data(conn, lead_id, by=principal.name, now=utcnow())
-    if result is None:
-        raise problem(404, ["path", "lead_id"], f"no lead {lead_id!r}", "not_found")
-    runtime.wake_relay()
-    return result

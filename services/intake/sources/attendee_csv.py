@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from services.intake.domain import InvalidField
-from services.intake.forms import FORM_TARGETS, UTM_TARGETS
+from services.intake.normalize.fields import InvalidField
+from services.intake.sources.forms import FORM_TARGETS, UTM_TARGETS
 
 SAMPLE_BYTES = 64 * 1024
 # Where a header must show up by; past this the file is not an attendee list.

@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-from services.intake.domain import InvalidField, utm_from_url
+from services.intake.normalize.fields import InvalidField, utm_from_url
 
 # What a form field may be mapped onto: the lead's fields, UTM parameters one by one,
 # first and last name (joined into `name`), and the time the page rendered the form.

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter
 
-from services.intake.schemas import LeadAccepted
+from services.intake.leads.schemas import LeadAccepted
 from shared.events import LeadSnapshot
 from shared.observability import Series
 

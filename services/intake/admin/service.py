@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import repository
-from services.intake.forms import FormSpec
-from services.intake.schemas import FormConfig, FormConfigIn, WebinarConfig, WebinarConfigIn
+from services.intake.admin import repository
+from services.intake.admin.schemas import FormConfig, FormConfigIn, WebinarConfig, WebinarConfigIn
+from services.intake.sources.forms import FormSpec
 from shared.db import AnyRow
 
 

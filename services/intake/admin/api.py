@@ -5,16 +5,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from fastapi import APIRouter, Response, status
 
-from services.intake import configuration, repository
+from services.intake.admin import repository, service
+from services.intake.admin.schemas import FormConfig, FormConfigIn, WebinarConfig, WebinarConfigIn
 from services.intake.deps import Admin, RuntimeDep
 from services.intake.errors import JsonBodyRoute
-from services.intake.schemas import (
-    FormConfig,
-    FormConfigIn,
-    Identifier,
-    WebinarConfig,
-    WebinarConfigIn,
-)
+from services.intake.leads.schemas import Identifier
 from shared.db import utcnow
 from shared.web import problem
 
@@ -39,7 +34,7 @@ def _no_webinar(webinar_id: str) -> Exception:
 @router.get("/forms", response_model=list[FormConfig])
 async def list_forms(_: Admin, runtime: RuntimeDep) -> list[FormConfig]:
     async with runtime.engine.connect() as conn:
-        return [configuration.form_config(f) for f in await repository.list_forms(conn)]
+        return [service.form_config(f) for f in await repository.list_forms(conn)]
 
 
 @router.get("/forms/{form_id}", response_model=FormConfig, responses={404: {}})
@@ -48,7 +43,7 @@ async def get_form(form_id: str, _: Admin, runtime: RuntimeDep) -> FormConfig:
         form = await repository.get_form(conn, form_id)
     if form is None:
         raise _no_form(form_id)
-    return configuration.form_config(form)
+    return service.form_config(form)
 
 
 @router.put(
@@ -66,7 +61,7 @@ async def put_form(
     shown again; omitting it keeps the stored one."""
     try:
         async with runtime.engine.begin() as conn:
-            saved, created = await configuration.save_form(conn, form_id, config, utcnow())
+            saved, created = await service.save_form(conn, form_id, config, utcnow())
     except sa.exc.IntegrityError as exc:
         raise _concurrent("form_id") from exc
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -85,7 +80,7 @@ async def delete_form(form_id: str, _: Admin, runtime: RuntimeDep) -> Response:
 @router.get("/webinars", response_model=list[WebinarConfig])
 async def list_webinars(_: Admin, runtime: RuntimeDep) -> list[WebinarConfig]:
     async with runtime.engine.connect() as conn:
-        return [configuration.webinar_config(w) for w in await repository.list_webinars(conn)]
+        return [service.webinar_config(w) for w in await repository.list_webinars(conn)]
 
 
 @router.get("/webinars/{webinar_id}", response_model=WebinarConfig, responses={404: {}})
@@ -94,7 +89,7 @@ async def get_webinar(webinar_id: str, _: Admin, runtime: RuntimeDep) -> Webinar
         webinar = await repository.get_webinar(conn, webinar_id)
     if webinar is None:
         raise _no_webinar(webinar_id)
-    return configuration.webinar_config(webinar)
+    return service.webinar_config(webinar)
 
 
 @router.put(
@@ -115,8 +110,8 @@ async def put_webinar(
     """Create or replace a webinar; `zoom_webinar_id` links Zoom's webhooks to it."""
     try:
         async with runtime.engine.begin() as conn:
-            saved, created = await configuration.save_webinar(conn, webinar_id, config, utcnow())
-    except configuration.ZoomIdTaken as exc:
+            saved, created = await service.save_webinar(conn, webinar_id, config, utcnow())
+    except service.ZoomIdTaken as exc:
         raise problem(409, ["body", "zoom_webinar_id"], str(exc), "conflict") from exc
     except sa.exc.IntegrityError as exc:
         raise _concurrent("webinar_id") from exc

@@ -1,5 +1,5 @@
-"""Webinar leads: registrants and attendees as JSON, and attendee CSV files (Zoom's report or any
-CSV with a column mapping). Registration and attendance of one person are one lead."""
+"""Webinar attendee CSV files (Zoom's report or any CSV with a column mapping) imported
+chunk by chunk."""
 
 from __future__ import annotations
 
@@ -7,30 +7,28 @@ import asyncio
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import IO, Annotated, Any
+from typing import IO
 
-from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.intake import attendee_csv, batches, metrics, repository, service
-from services.intake.api import idempotency_window
-from services.intake.attendee_csv import Rejected, Row
+from services.intake import counters
 from services.intake.config import IntakeSettings
 from services.intake.deps import RuntimeDep, SettingsDep, Writer
-from services.intake.domain import InvalidField
 from services.intake.errors import JsonBodyRoute, describe, error_items
-from services.intake.schemas import (
-    BatchResult,
-    ImportSummary,
-    LeadAccepted,
-    RowError,
-    WebinarPersonIn,
-)
+from services.intake.leads import service
+from services.intake.leads.schemas import WebinarPersonIn
+from services.intake.normalize.fields import InvalidField
+from services.intake.sources import attendee_csv
+from services.intake.sources.attendee_csv import Rejected, Row
+from services.intake.sources.json_api import idempotency_window
+from services.intake.sources.schemas import ImportSummary, RowError
+from services.intake.sources.webinars import builder, webinar_or_404
 from services.intake.tables import idempotency_keys
 from shared.db import AnyRow, utcnow
 from shared.events import LeadSnapshot
@@ -40,32 +38,15 @@ from shared.web import problem
 
 router = APIRouter(prefix="/v1/webinars", tags=["webinars"], route_class=JsonBodyRoute)
 
-MAX_PEOPLE = 500
+
 # Rows stored per transaction: large enough to import quickly, small enough to hold
 # its people's locks (and a connection) only briefly.
 IMPORT_CHUNK = 200
+
+
 MAX_LISTED_REJECTIONS = 1000
 
-# The people endpoints check person by person (one bad item rejects only itself), so
-# FastAPI sees a bare object-or-list; the app's OpenAPI names the real shape (main.py).
-PEOPLE_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "oneOf": [
-                    {"$ref": "#/components/schemas/WebinarPersonIn"},
-                    {
-                        "type": "array",
-                        "maxItems": MAX_PEOPLE,
-                        "items": {"$ref": "#/components/schemas/WebinarPersonIn"},
-                    },
-                ]
-            }
-        }
-    },
-}
-PEOPLE_PATHS = ("/v1/webinars/{webinar_id}/registrants", "/v1/webinars/{webinar_id}/attendees")
+
 _CSV_BODY = {
     "requestBody": {
         "required": True,
@@ -88,149 +69,6 @@ _CSV_BODY = {
         },
     }
 }
-
-
-async def _webinar(runtime: Runtime, webinar_id: str) -> AnyRow:
-    async with runtime.engine.connect() as conn:
-        webinar = await repository.get_webinar(conn, webinar_id)
-    if webinar is None:
-        raise problem(
-            404,
-            ["path", "webinar_id"],
-            f"no webinar {webinar_id!r}; create it with PUT /v1/webinars/{webinar_id}",
-            "not_found",
-        )
-    return webinar
-
-
-def _builder(
-    webinar: AnyRow, settings: IntakeSettings, *, attended: bool
-) -> Callable[[WebinarPersonIn], LeadSnapshot]:
-    """Turns a person into a lead of this webinar (lenient: see `build_snapshot`)."""
-    now = utcnow()
-
-    def build(person: WebinarPersonIn) -> LeadSnapshot:
-        return service.build_snapshot(
-            service.webinar_lead(person, webinar=webinar, attended=attended),
-            lead_id=service.new_lead_id(),
-            now=now,
-            default_region=settings.default_phone_region,
-            form_region=webinar.default_phone_region,
-            strict=False,
-        )
-
-    return build
-
-
-async def _take_people(
-    people: dict[str, Any] | list[Any],
-    *,
-    webinar_id: str,
-    attended: bool,
-    principal: str,
-    key: str | None,
-    runtime: Runtime,
-    settings: IntakeSettings,
-    path: str,
-) -> JSONResponse:
-    many = isinstance(people, list)
-    if many and not 1 <= len(people) <= MAX_PEOPLE:
-        raise problem(422, ["body"], f"send 1 to {MAX_PEOPLE} people at once")
-    webinar = await _webinar(runtime, webinar_id)
-    build = _builder(webinar, settings, attended=attended)
-    listed: list[Any] = people if isinstance(people, list) else [people]
-    items = batches.prepare(listed, WebinarPersonIn, build, ("body",))
-    if not many and items[0].errors:
-        for error in items[0].errors:
-            del error["loc"][1]  # no list index for a single person
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=items[0].errors)
-    async with idempotent(
-        runtime.engine,
-        idempotency_keys,
-        principal=principal,
-        key=key,
-        request_hash=fingerprint("POST", path, people),
-        now=utcnow(),
-        **idempotency_window(settings),
-    ) as slot:
-        if slot.replay is not None:
-            return slot.replay
-        valid = [i.snapshot for i in items if i.snapshot is not None]
-        async with runtime.engine.begin() as conn:
-            accepted = await service.accept_leads(
-                conn, valid, dedupe_window=timedelta(hours=settings.dedupe_window_hours)
-            )
-            if many:
-                code, body = 200, batches.answer(items, accepted).model_dump(mode="json")
-            else:
-                code, body = 202, accepted[0].model_dump(mode="json")
-            await slot.complete(conn, code, body)
-    runtime.wake_relay()
-    metrics.count(valid, accepted)
-    return JSONResponse(body, status_code=code)
-
-
-_PEOPLE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "a list: answered per person", "model": BatchResult},
-    202: {"description": "one person", "model": LeadAccepted},
-    404: {"description": "no such webinar"},
-    422: {"description": "a single person who is not valid, or not a person at all"},
-}
-
-
-@router.post(
-    "/{webinar_id}/registrants",
-    status_code=202,
-    responses=_PEOPLE_RESPONSES,
-)
-async def post_registrants(
-    webinar_id: str,
-    people: Annotated[dict[str, Any] | list[Any], Body()],
-    principal: Writer,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Webinar registrants, one (answered 202 like `POST /v1/leads`) or up to 500 (answered
-    per person). A person already registered for this webinar is a duplicate."""
-    return await _take_people(
-        people,
-        webinar_id=webinar_id,
-        attended=False,
-        principal=principal.name,
-        key=idempotency_key,
-        runtime=runtime,
-        settings=settings,
-        path=f"/v1/webinars/{webinar_id}/registrants",
-    )
-
-
-@router.post(
-    "/{webinar_id}/attendees",
-    status_code=202,
-    responses=_PEOPLE_RESPONSES,
-)
-async def post_attendees(
-    webinar_id: str,
-    people: Annotated[dict[str, Any] | list[Any], Body()],
-    principal: Writer,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Webinar attendees. A registrant's lead gets its attendance recorded (`updated`, and
-    `lead.webinar_attended`); someone who never registered is a new lead; a second
-    attendance of the same person is a duplicate."""
-    return await _take_people(
-        people,
-        webinar_id=webinar_id,
-        attended=True,
-        principal=principal.name,
-        key=idempotency_key,
-        runtime=runtime,
-        settings=settings,
-        path=f"/v1/webinars/{webinar_id}/attendees",
-    )
 
 
 async def _read_upload_form(request: Request) -> tuple[UploadFile, dict[str, str], str | None]:
@@ -327,7 +165,7 @@ async def _import_upload(
     runtime: Runtime,
     settings: IntakeSettings,
 ) -> JSONResponse:
-    webinar = await _webinar(runtime, webinar_id)
+    webinar = await webinar_or_404(runtime, webinar_id)
     request_hash = ""
     if idempotency_key:
         file_hash = await asyncio.to_thread(_file_digest, upload.file)
@@ -388,7 +226,7 @@ async def _import(
                 )
                 await slot.renew(conn, utcnow())
             runtime.wake_relay()
-            metrics.count(stored, results)
+            counters.count(stored, results)
             accepted += sum(r.status in ("accepted", "updated") for r in results)
             attended += sum(r.status == "updated" for r in results)
             duplicates += sum(r.status == "duplicate" for r in results)
@@ -413,8 +251,8 @@ def _take(rows: Iterator[Row | Rejected], n: int) -> list[Row | Rejected]:
 def _prepare_rows(
     chunk: list[Row | Rejected], webinar: AnyRow, settings: IntakeSettings
 ) -> tuple[list[LeadSnapshot], list[RowError]]:
-    registrations = _builder(webinar, settings, attended=False)
-    attendances = _builder(webinar, settings, attended=True)
+    registrations = builder(webinar, settings, attended=False)
+    attendances = builder(webinar, settings, attended=True)
     stored: list[LeadSnapshot] = []
     errors: list[RowError] = []
     for item in chunk:

@@ -8,9 +8,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from services.intake.domain import InvalidField
 from services.intake.errors import error_items
-from services.intake.schemas import BatchResult, ErrorItem, ItemResult, LeadAccepted
+from services.intake.leads.schemas import LeadAccepted
+from services.intake.normalize.fields import InvalidField
+from services.intake.sources.schemas import BatchResult, ErrorItem, ItemResult
 from shared.events import LeadSnapshot
 
 M = TypeVar("M", bound=BaseModel)

@@ -1,15 +1,11 @@
-"""Pure lead normalization: e-mail, phone, names, vocabularies, UTM, redaction. No I/O."""
+"""Pure field normalization: e-mail, phone, names, vocabularies, country, UTM. No I/O."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import email_validator
@@ -17,10 +13,12 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
-from shared.events import LeadSnapshot, LeadSource
+from shared.events import LeadSource
 
 # The lead definition's vocabulary (shared/examples/lead-definition.yaml).
 COMPANY_SIZES = ("1", "2-10", "11-20", "21-50", "51-100", "101-500", "500-1000", "1000+")
+
+
 _SIZE_BOUNDS = (
     (1, "1"),
     (10, "2-10"),
@@ -30,7 +28,11 @@ _SIZE_BOUNDS = (
     (500, "101-500"),
     (1000, "500-1000"),
 )
+
+
 TIMEFRAMES = ("now", "1-3 months", "3-6 months", "6-12 months", "later")
+
+
 _TIMEFRAME_SYNONYMS = {
     "asap": "now",
     "immediately": "now",
@@ -54,7 +56,8 @@ _TIMEFRAME_SYNONYMS = {
     "not sure": "later",
     "позже": "later",
 }
-ROLES = ("decision_maker", "influencer", "evaluator")
+
+
 _ROLE_SYNONYMS = {
     "decision_maker": "decision_maker",
     "decisionmaker": "decision_maker",
@@ -68,9 +71,17 @@ _ROLE_SYNONYMS = {
     "evaluator/recommender": "evaluator",
     "not_involved": "not_involved",
 }
+
+
 _WS = re.compile(r"\s+")
+
+
 _DASHES = str.maketrans({"–": "-", "—": "-", "−": "-"})
+
+
 UTM_KEYS = ("source", "medium", "campaign", "term", "content")
+
+
 WEBINAR_SOURCES = (LeadSource.webinar_registration, LeadSource.webinar_attendance)
 
 
@@ -112,13 +123,25 @@ def normalize_email(raw: str) -> str:
 # validator writes it, when its domain is one the validator accepted before and only
 # lower-cased, or a plain host name (`_plain_domain`). Anything else goes to the validator.
 _ATEXT = r"A-Za-z0-9_!#$%&'*+\-/=?^`{|}~"
+
+
 _PLAIN_EMAIL = re.compile(
     rf"(?P<local>[{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@(?P<domain>[A-Za-z0-9.\-]+)", re.ASCII
 )
+
+
 _EMAIL_MAX_LENGTH = 254  # RFC 5321, as email_validator checks it
+
+
 _ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # the validator lower-cases these
+
+
 _KNOWN_DOMAINS: dict[str, str] = {}
+
+
 _MAX_KNOWN_DOMAINS = 10_000
+
+
 # Labels of letters, digits and inner hyphens (1-63 characters), a letters-only top-level
 # domain: what the validator accepts and only lower-cases. Narrower than its rules on
 # purpose (no "--" anywhere, so no Punycode or R-LDH label, 253 characters at most).
@@ -291,120 +314,3 @@ def strip_query(url: str | None) -> str | None:
     if not parts.scheme or not host:
         return None
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def redact(snapshot: LeadSnapshot) -> LeadSnapshot:
-    """The lead without the person: keeps id, source, origin, UTM, times and the business facts.
-
-    Removed: name, e-mail, phone, company and job title (together they name a person),
-    free text and free-form answers, and page/referrer query strings.
-    """
-    return snapshot.model_copy(
-        update={
-            "name": None,
-            "email": None,
-            "phone": None,
-            "company": None,
-            "job_title": None,
-            "message": None,
-            "fields": {},
-            "page_url": strip_query(snapshot.page_url),
-            "referrer": strip_query(snapshot.referrer),
-        }
-    )
-
-
-def email_domain(email: str | None) -> str | None:
-    return email.rsplit("@", 1)[1].lower() if email and "@" in email else None
-
-
-@dataclass(frozen=True)
-class DedupeKey:
-    """Who a lead is, for de-duplication: the same person from the same place."""
-
-    source: str
-    origin_id: str
-    email: str | None
-    phone: str | None
-
-    @property
-    def is_webinar(self) -> bool:
-        return self.source in WEBINAR_SOURCES
-
-    def lock_ids(self) -> list[int]:
-        """Advisory-lock ids, one per identity, sorted so two writers never deadlock.
-
-        Registration and attendance of one webinar share a lock scope: they are one lead.
-        """
-        scope = "webinar" if self.is_webinar else self.source
-        ids = set()
-        for ident in (self.email, self.phone):
-            if ident:
-                digest = hashlib.sha256(f"{scope}|{self.origin_id}|{ident}".encode()).digest()
-                ids.add(int.from_bytes(digest[:8], "big", signed=True))
-        return sorted(ids)
-
-
-class KnownLead(NamedTuple):
-    """A stored (or just accepted) lead as de-duplication sees it."""
-
-    lead_id: str
-    source: str
-    origin_id: str
-    email: str | None
-    phone: str | None
-    received_at: datetime
-
-
-def find_original(known: Iterable[KnownLead], key: DedupeKey, since: datetime) -> str | None:
-    """The first lead of this person (same e-mail or phone) from this source and form
-    received since `since`, or None. `known` holds no bot (honeypot) submissions."""
-    if not key.email and not key.phone:
-        return None
-    matches = [
-        k
-        for k in known
-        if k.source == key.source
-        and k.origin_id == key.origin_id
-        and k.received_at >= since
-        and ((key.email is not None and k.email == key.email)
-             or (key.phone is not None and k.phone == key.phone))
-    ]  # fmt: skip
-    return min(matches, key=lambda k: k.received_at).lead_id if matches else None
-
-
-class KnownLeads:
-    """Known leads by identity (source, origin and e-mail, or source, origin and phone), so
-    a batch finds each lead's possible originals without scanning every other lead of it."""
-
-    def __init__(self, leads: Iterable[KnownLead] = ()) -> None:
-        self._by_identity: dict[tuple[str, str, str, str], list[KnownLead]] = {}
-        for lead in leads:
-            self.add(lead)
-
-    def add(self, lead: KnownLead) -> None:
-        for identity in _identities(lead.source, lead.origin_id, lead.email, lead.phone):
-            self._by_identity.setdefault(identity, []).append(lead)
-
-    def like(self, key: DedupeKey) -> list[KnownLead]:
-        """The known leads sharing an identity with `key`: all `find_original` may pick."""
-        found: list[KnownLead] = []
-        for identity in _identities(key.source, key.origin_id, key.email, key.phone):
-            found += self._by_identity.get(identity, ())
-        return found
-
-
-def _identities(
-    source: str, origin_id: str, email: str | None, phone: str | None
-) -> list[tuple[str, str, str, str]]:
-    identities = []
-    if email is not None:
-        identities.append((source, origin_id, "email", email))
-    if phone is not None:
-        identities.append((source, origin_id, "phone", phone))
-    return identities
-
-
-def dedupe_email(email: str | None) -> str | None:
-    """Mailboxes compare case-insensitively in practice."""
-    return email.lower() if email else None

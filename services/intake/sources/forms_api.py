@@ -1,15 +1,13 @@
-"""The endpoints without bearer tokens: website forms (plain HTML and Tilda) and Zoom webhooks.
+"""Website forms (plain HTML and Tilda), posted by browsers without bearer tokens.
 
 Forms are guarded by the form's allowed origins (or its server key), a honeypot field,
-a minimum fill time, per-IP and per-form rate limits and the body size limit. Zoom
-proves itself by signing each request with the shared secret.
+a minimum fill time, per-IP and per-form rate limits and the body size limit.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import time
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -19,11 +17,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.intake import configuration, metrics, repository, service, zoom
+from services.intake import counters
+from services.intake.admin import repository as admin_repository
+from services.intake.admin.service import form_spec, server_key_hash
 from services.intake.deps import FormLimitsDep, RuntimeDep, SettingsDep
-from services.intake.domain import InvalidField
 from services.intake.errors import error_items
-from services.intake.forms import (
+from services.intake.leads import service
+from services.intake.leads.schemas import LeadIn
+from services.intake.normalize.fields import InvalidField
+from services.intake.normalize.snapshot import build_snapshot, new_lead_id
+from services.intake.sources.forms import (
     check_fill_time,
     is_tilda,
     is_tilda_test,
@@ -31,8 +34,7 @@ from services.intake.forms import (
     parse_rendered_at,
     request_origin,
 )
-from services.intake.ratelimit import client_key
-from services.intake.schemas import LeadIn, WebinarPersonIn
+from services.intake.sources.ratelimit import client_key
 from shared.db import AnyRow, utcnow
 from shared.web import problem, retry_after
 
@@ -40,9 +42,16 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["public"])
 
+
 MAX_FORM_FIELDS = 200
+
+
 FORM_KEY_HEADER = "X-Leadflow-Form-Key"
+
+
 _FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 _FORM_BODY = {
     "requestBody": {
         "required": True,
@@ -129,29 +138,29 @@ async def submit_form(
     # costs little, and a made-up key is no way around the limit.
     _limit(limits.per_ip.acquire(client), "from this address")
     async with runtime.engine.connect() as conn:
-        form = await repository.get_form(conn, form_id)
+        form = await admin_repository.get_form(conn, form_id)
     if form is None:
         raise problem(404, ["path", "form_id"], f"no form {form_id!r}", "not_found")
     cors = _check_access(form, server_key, request)
     pairs = await _form_pairs(request, settings.max_json_bytes)
     if is_tilda_test(pairs):
         return PlainTextResponse("ok")
-    spec = configuration.form_spec(form)
+    spec = form_spec(form)
     mapped = map_submission(pairs, spec, referer=request.headers.get("referer"))
     if mapped.honeypot_filled:
-        metrics.refused("honeypot")
+        counters.refused("honeypot")
     try:
         if not mapped.honeypot_filled and mapped.rendered_at is not None:
             rendered_at = parse_rendered_at(mapped.rendered_at)
             try:
                 check_fill_time(rendered_at, now, form.min_fill_seconds)
             except InvalidField:
-                metrics.refused("fill_time")
+                counters.refused("fill_time")
                 raise
         lead = LeadIn.model_validate(mapped.lead)
-        snapshot = service.build_snapshot(
+        snapshot = build_snapshot(
             lead,
-            lead_id=service.new_lead_id(),
+            lead_id=new_lead_id(),
             now=now,
             default_region=settings.default_phone_region,
             form_region=form.default_phone_region,
@@ -179,7 +188,7 @@ async def submit_form(
             conn, snapshot, dedupe_window=timedelta(hours=settings.dedupe_window_hours)
         )
     runtime.wake_relay()
-    metrics.count([snapshot], [result])
+    counters.count([snapshot], [result])
     if is_tilda(pairs):
         return PlainTextResponse("ok")
     return _thanks(form.thank_you_url, server_key is not None, cors)
@@ -189,16 +198,16 @@ def _check_access(form: AnyRow, server_key: str | None, request: Request) -> dic
     """Raise 403 unless a server shows the form's key or a browser posts from an allowed
     origin; return the CORS headers the answer gets (for a browser's `fetch`)."""
     if server_key:
-        presented = configuration.server_key_hash(server_key)
+        presented = server_key_hash(server_key)
         if form.server_key_sha256 is None or not hmac.compare_digest(
             presented, form.server_key_sha256
         ):
-            metrics.refused("server_key")
+            counters.refused("server_key")
             raise problem(403, ["query", "key"], "not this form's server key", "forbidden")
         return {}
     origin = request_origin(request.headers.get("origin"), request.headers.get("referer"))
     if origin is None or origin not in form.allowed_origins:
-        metrics.refused("origin")
+        counters.refused("origin")
         raise problem(
             403,
             ["header", "Origin"],
@@ -212,7 +221,7 @@ def _check_access(form: AnyRow, server_key: str | None, request: Request) -> dic
 
 def _limit(wait: float, what: str, headers: dict[str, str] | None = None) -> None:
     if wait > 0:
-        metrics.refused("rate_limited")
+        counters.refused("rate_limited")
         after = retry_after(wait)
         raise problem(
             429,
@@ -246,96 +255,3 @@ def _form_error(
             elif len(item["loc"]) > 2:
                 item["loc"] = ["body", *item["loc"][2:]]
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=items, headers=cors)
-
-
-@router.post(
-    "/webhooks/zoom",
-    tags=["webhooks"],
-    responses={
-        200: {"description": "handled, the URL-validation answer, or an event we do not use"},
-        401: {"description": "missing, stale or wrong x-zm-signature / x-zm-request-timestamp"},
-        404: {"description": "Zoom webhooks are not configured (no secret token)"},
-        422: {"description": "a signed body that is not a Zoom event we can read"},
-    },
-)
-async def zoom_webhook(request: Request, runtime: RuntimeDep, settings: SettingsDep) -> Response:
-    """Zoom's event notifications: `webinar.registration_created` (a registrant) and
-    `webinar.participant_joined` (attendance), plus the `endpoint.url_validation`
-    challenge. Every request must carry a valid `x-zm-signature` made at most five
-    minutes before (`x-zm-request-timestamp`)."""
-    secret = settings.zoom_secret()
-    if secret is None:
-        raise problem(
-            404,
-            ["path"],
-            "Zoom webhooks are off: set LEADFLOW_INTAKE_ZOOM_SECRET_TOKEN",
-            "not_found",
-        )
-    body = await request.body()
-    try:
-        zoom.verify(
-            secret=secret,
-            timestamp=request.headers.get("x-zm-request-timestamp"),
-            signed=request.headers.get("x-zm-signature"),
-            body=body,
-            now=time.time(),
-            max_age_seconds=settings.zoom_max_age_seconds,
-        )
-    except zoom.ZoomAuthError as exc:
-        metrics.refused("zoom_signature")
-        raise problem(401, ["header", exc.header], exc.message, "unauthorized") from exc
-    try:
-        hook = zoom.ZoomWebhook.model_validate_json(body)
-    except ValidationError as exc:
-        raise HTTPException(422, detail=error_items(exc, ("body",))) from exc
-    if hook.event == zoom.URL_VALIDATION:
-        if not hook.payload.plainToken:
-            raise problem(422, ["body", "payload", "plainToken"], "the challenge has no plainToken")
-        return JSONResponse(zoom.url_validation_answer(secret, hook.payload.plainToken))
-    if hook.event not in (zoom.REGISTRATION_CREATED, zoom.PARTICIPANT_JOINED):
-        return JSONResponse({"status": "ignored", "reason": f"Leadflow does not use {hook.event}"})
-    obj = hook.payload.object
-    if obj is None:
-        raise problem(422, ["body", "payload", "object"], "the event has no object")
-    async with runtime.engine.connect() as conn:
-        webinar = await repository.get_webinar_by_zoom_id(conn, obj.id)
-    if webinar is None:
-        log.warning("Zoom event %s for Zoom webinar %s, which no webinar links", hook.event, obj.id)
-        return JSONResponse(
-            {
-                "status": "ignored",
-                "reason": f"no webinar is linked to Zoom webinar {obj.id} "
-                "(set zoom_webinar_id with PUT /v1/webinars/{webinar_id})",
-            }
-        )
-    attended = hook.event == zoom.PARTICIPANT_JOINED
-    person = (
-        zoom.attendance_lead(obj, host_id=obj.host_id, event_ts=hook.event_ts)
-        if attended
-        else zoom.registration_lead(obj, event_ts=hook.event_ts)
-    )
-    if isinstance(person, zoom.Skipped):
-        return JSONResponse({"status": "skipped", "reason": person.reason})
-    now = utcnow()
-    try:
-        snapshot = service.build_snapshot(
-            service.webinar_lead(
-                WebinarPersonIn.model_validate(person), webinar=webinar, attended=attended
-            ),
-            lead_id=service.new_lead_id(),
-            now=now,
-            default_region=settings.default_phone_region,
-            form_region=webinar.default_phone_region,
-            strict=False,
-        )
-    except ValidationError as exc:
-        raise HTTPException(422, detail=error_items(exc, ("body", "payload", "object"))) from exc
-    except InvalidField as exc:
-        raise problem(422, ["body", "payload", "object", exc.field], exc.message) from exc
-    async with runtime.engine.begin() as conn:
-        result = await service.accept_lead(
-            conn, snapshot, dedupe_window=timedelta(hours=settings.dedupe_window_hours)
-        )
-    runtime.wake_relay()
-    metrics.count([snapshot], [result])
-    return JSONResponse(result.model_dump(mode="json"))

@@ -1,0 +1,1 @@
+"""Configuration (scope `definitions:admin`): the forms and webinars leads come from."""

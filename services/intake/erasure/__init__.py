@@ -1,0 +1,1 @@
+"""Erasure on request: the person leaves intake's store and its waiting events."""
