@@ -13,7 +13,8 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 
-from services.qualifier import service
+from services.qualifier.leads.erasure import erase_lead
+from services.qualifier.routing.service import qualify_leads, record_webinar_attendance
 from services.qualifier.tables import inbox
 from shared.consumer import BatchHandler, Delivered
 from shared.db import utcnow
@@ -64,20 +65,21 @@ def make_handler(
                         received.append(event)
                         continue
                     if received:
-                        decided += await service.qualify_leads(conn, received, now=now)
+                        decided += await qualify_leads(conn, received, now=now)
                         received = []
                     if isinstance(event, LeadWebinarAttended):
-                        decided.append(
-                            await service.record_webinar_attendance(conn, event, now=now)
-                        )
+                        decided.append(await record_webinar_attendance(conn, event, now=now))
                     elif isinstance(event, LeadErased):
-                        owes_webhooks |= await service.erase_lead(conn, event, now=now)
+                        owes_webhooks |= await erase_lead(conn, event, now=now)
                 if received:
-                    decided += await service.qualify_leads(conn, received, now=now)
+                    decided += await qualify_leads(conn, received, now=now)
             committed += 1
             if kill_after_commit is not None and committed >= kill_after_commit:
-                log.warning("fault injection: SIGKILL after the database commit of batch %d, "
-                            "before its offsets are committed", committed)  # fmt: skip
+                log.warning(
+                    "fault injection: SIGKILL after the database commit of batch %d, "
+                    "before its offsets are committed",
+                    committed,
+                )
                 os.kill(os.getpid(), signal.SIGKILL)
         runtime.wake_relay()
         partnered = any(d is not None and d.partner for d in decided)

@@ -17,7 +17,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier import repository
+from services.qualifier.lifecycle import repository
 from shared.db import error_summary, utcnow
 from shared.runtime import Runtime
 
@@ -68,9 +68,14 @@ async def remember(
     now: datetime,
 ) -> None:
     await repository.save_idempotent_response(
-        conn, principal=principal, key=key, request_hash=request,
-        status_code=answer.status_code, response=answer.body, now=now,
-    )  # fmt: skip
+        conn,
+        principal=principal,
+        key=key,
+        request_hash=request,
+        status_code=answer.status_code,
+        response=answer.body,
+        now=now,
+    )
 
 
 async def forget_expired(runtime: Runtime, ttl: timedelta, every: float = 3600.0) -> None:

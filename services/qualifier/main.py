@@ -8,10 +8,17 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from services.qualifier import api, idempotency, service, sla
+from services.qualifier import idempotency
 from services.qualifier.config import QualifierSettings
 from services.qualifier.consumer import make_handler
-from services.qualifier.deliveries import PartnerDeliverer
+from services.qualifier.definitions import api as definitions_api
+from services.qualifier.definitions import service as definitions
+from services.qualifier.leads import api as leads_api
+from services.qualifier.lifecycle import api as lifecycle_api
+from services.qualifier.partners import api as partners_api
+from services.qualifier.partners.deliveries import PartnerDeliverer
+from services.qualifier.sla import api as sla_api
+from services.qualifier.sla.watch import watch as sla_watch
 from services.qualifier.tables import outbox
 from shared.consumer import BatchHandler
 from shared.db import utcnow
@@ -40,23 +47,27 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             relay_batch_size=settings.relay_batch_size,
             relay_poll_seconds=settings.relay_poll_seconds,
             background=[
-                ("SLA watch", functools.partial(sla.watch, interval=settings.sla_check_seconds)),
+                ("SLA watch", functools.partial(sla_watch, interval=settings.sla_check_seconds)),
                 ("partner deliveries", deliverer.run),
-                ("idempotency keys", functools.partial(
-                    idempotency.forget_expired,
-                    ttl=timedelta(hours=settings.idempotency_ttl_hours))),
+                (
+                    "idempotency keys",
+                    functools.partial(
+                        idempotency.forget_expired,
+                        ttl=timedelta(hours=settings.idempotency_ttl_hours),
+                    ),
+                ),
             ],
-        )  # fmt: skip
+        )
 
     initial_definition = settings.initial_definition.read_text(encoding="utf-8")
 
     async def start(rt: Runtime) -> None:
         async with rt.engine.begin() as conn:
-            await service.ensure_initial_definition(conn, initial_definition, utcnow())
-            _, definition = await service.active(conn)
+            await definitions.ensure_initial_definition(conn, initial_definition, utcnow())
+            _, definition = await definitions.active(conn)
         unsigned = [
             definition.partners[i].id
-            for i in service.partners_without_secret(definition, set(settings.partner_secrets))
+            for i in definitions.partners_without_secret(definition, set(settings.partner_secrets))
         ]
         if unsigned and not settings.common.dev:
             await rt.engine.dispose()
@@ -65,11 +76,16 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
                 "LEADFLOW_QUALIFIER_PARTNER_SECRETS; production refuses to deliver leads unsigned"
             )
         if unsigned:
-            log.warning("DEV mode: webhooks of partners %s are signed with the dev secret %r",
-                        unsigned, "dev")  # fmt: skip
+            log.warning(
+                "DEV mode: webhooks of partners %s are signed with the dev secret %r",
+                unsigned,
+                "dev",
+            )
         if kill_after is not None:
-            log.warning("DEV fault injection: SIGKILL after the database commit of consumer "
-                        "batch %d", kill_after)  # fmt: skip
+            log.warning(
+                "DEV fault injection: SIGKILL after the database commit of consumer batch %d",
+                kill_after,
+            )
 
     app = create_service_app(
         settings=settings,
@@ -77,7 +93,13 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
         title="Leadflow qualifier",
         description="Applies the versioned lead definition, routes each lead, and closes the "
         "loop with sales feedback.",
-        routers=[api.router],
+        routers=[
+            leads_api.router,
+            lifecycle_api.router,
+            sla_api.router,
+            definitions_api.router,
+            partners_api.router,
+        ],
         on_startup=start,
     )
     app.state.deliverer = deliverer

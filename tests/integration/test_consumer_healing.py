@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from fastapi import FastAPI
 from prometheus_client import generate_latest
 
-from services.qualifier import service
 from services.qualifier.config import DEFAULT_DEFINITION, QualifierSettings
 from services.qualifier.consumer import make_handler
+from services.qualifier.definitions import service
 from services.qualifier.tables import decisions, outbox
 from shared.consumer import BatchHandler, Delivered, EventConsumer, TransientFailure
 from shared.db import create_engine, utcnow

@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.intake.erasure.service import erase_personal_data
 from services.intake.leads.service import accept_lead
 from services.intake.tables import outbox as intake_outbox
-from services.qualifier import service as qualifier
 from services.qualifier.config import DEFAULT_DEFINITION
+from services.qualifier.definitions.service import ensure_initial_definition
+from services.qualifier.leads.erasure import erase_lead
+from services.qualifier.routing.service import qualify_leads
 from services.qualifier.tables import outbox as qualifier_outbox
 from shared.db import create_engine, utcnow
 from shared.events import TOPIC_RECEIVED, TOPIC_ROUTED, LeadErased, LeadErasedData
@@ -57,9 +59,9 @@ async def _intake_erase(conn: AsyncConnection, lead_id: str) -> None:
 
 
 async def _qualifier_store(conn: AsyncConnection, name: str) -> str:
-    await qualifier.ensure_initial_definition(conn, DEFAULT_DEFINITION.read_text(), utcnow())
+    await ensure_initial_definition(conn, DEFAULT_DEFINITION.read_text(), utcnow())
     event = received(name=name)
-    await qualifier.qualify_leads(conn, [event], now=utcnow())
+    await qualify_leads(conn, [event], now=utcnow())
     return event.subject
 
 
@@ -67,7 +69,7 @@ async def _qualifier_erase(conn: AsyncConnection, lead_id: str) -> None:
     now = datetime.now(UTC)
     cause = LeadErased(source="/intake", time=now, subject=lead_id,
                        data=LeadErasedData(lead_id=lead_id, at=now))  # fmt: skip
-    await qualifier.erase_lead(conn, cause, now=now)
+    await erase_lead(conn, cause, now=now)
 
 
 SIDES = {

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from services.qualifier import repository
+from services.qualifier.definitions import repository
 from shared.db import utcnow
 from tests.fixtures.qualifier.harness import Harness, definition_text, publish, qualifier_app
 from tests.support import received

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from services.qualifier import service
 from services.qualifier.config import DEFAULT_DEFINITION, QualifierSettings
 from services.qualifier.consumer import make_handler
-from services.qualifier.service import derived_event_id
+from services.qualifier.definitions import service
+from services.qualifier.event_ids import derived_event_id
 from services.qualifier.tables import (
     decisions,
     inbox,

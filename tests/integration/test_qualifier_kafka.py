@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from services.qualifier.event_ids import derived_event_id
 from services.qualifier.main import create_app
-from services.qualifier.service import derived_event_id
 from shared.events import (
     TOPIC_LIFECYCLE,
     TOPIC_ROUTED,

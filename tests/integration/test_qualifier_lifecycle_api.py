@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from services.qualifier.service import derived_event_id
+from services.qualifier.event_ids import derived_event_id
 from services.qualifier.tables import payments
 from shared.events import (
     LeadBriefFilled,

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 import uvicorn
 
 from cli.kafka_broker import free_port
+from services.qualifier.event_ids import derived_event_id
 from services.qualifier.main import create_app
-from services.qualifier.service import derived_event_id
 from services.qualifier.tables import outbox, partner_deliveries
 from shared.auth import Scope
 from shared.events import LeadErased, LeadErasedData, LeadRouted, decode_event

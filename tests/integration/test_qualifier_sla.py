@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.qualifier import sla
-from services.qualifier.service import derived_event_id
+from services.qualifier.event_ids import derived_event_id
+from services.qualifier.sla import watch as sla
 from shared.db import create_engine
 from shared.events import LeadSlaBreached
 from tests.fixtures.qualifier.harness import Harness, qualifier_app

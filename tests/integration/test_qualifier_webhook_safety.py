@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from services.qualifier import repository
-from services.qualifier.deliveries import PartnerDeliverer
+from services.qualifier.partners import repository
+from services.qualifier.partners.deliveries import PartnerDeliverer
+from services.qualifier.partners.transport import webhook_client
 from services.qualifier.tables import partner_deliveries
-from services.qualifier.webhook_transport import webhook_client
 from shared.auth import Scope
 from shared.db import utcnow
 from shared.settings import CommonSettings, Mode
@@ -207,10 +207,16 @@ async def owe(q: Harness, url: str) -> str:
     """A delivery of a (made-up) routing to `url`, due now; its id."""
     delivery_id = str(uuid.uuid4())
     async with q.runtime.engine.begin() as conn:
-        await repository.insert_delivery(
-            conn, delivery_id=delivery_id, lead_id=str(uuid.uuid4()), partner_id="webstudio",
-            event_id=str(uuid.uuid4()), url=url, payload=b'{"type":"lead.routed"}', now=utcnow(),
-        )  # fmt: skip
+        row = repository.delivery_row(
+            delivery_id=delivery_id,
+            lead_id=str(uuid.uuid4()),
+            partner_id="webstudio",
+            event_id=str(uuid.uuid4()),
+            url=url,
+            payload=b'{"type":"lead.routed"}',
+            now=utcnow(),
+        )
+        await repository.insert_deliveries(conn, [row])
     return delivery_id
 
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from services.qualifier.definition import LeadDefinition
-from services.qualifier.evaluator import AssignmentState, evaluate, matches, reassign
+from services.qualifier.definitions.model import LeadDefinition
+from services.qualifier.routing.evaluator import AssignmentState, evaluate, matches, reassign
 from shared.events import Route
 from tests.support import snapshot
 

@@ -7,8 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from services.qualifier import lifecycle
-from services.qualifier.lifecycle import InvalidTime, LeadState, Refused, Step
+from services.qualifier.lifecycle import stages as lifecycle
+from services.qualifier.lifecycle.stages import InvalidTime, LeadState, Refused, Step
 from shared.events import Route, Stage
 
 S = Stage

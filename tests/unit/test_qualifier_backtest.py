@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.qualifier.backtest import Backtest, Judged, route_counts
-from services.qualifier.definition_source import load_definition
+from services.qualifier.definitions.backtest import Backtest, Judged, route_counts
+from services.qualifier.definitions.source import load_definition
 from tests.support import snapshot
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"

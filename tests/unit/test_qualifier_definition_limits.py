@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.qualifier.backtest import BacktestRefused, Bounds
-from services.qualifier.definition_source import (
+from services.qualifier.definitions.backtest import BacktestRefused, Bounds
+from services.qualifier.definitions.source import (
     MAX_NESTING,
     DefinitionInvalid,
     Problem,

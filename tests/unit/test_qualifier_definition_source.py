@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.qualifier.definition import LeadDefinition
-from services.qualifier.definition_source import DefinitionInvalid, Problem, load_definition
+from services.qualifier.definitions.model import LeadDefinition
+from services.qualifier.definitions.source import DefinitionInvalid, Problem, load_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "services/qualifier/default_definition.yaml").read_text()

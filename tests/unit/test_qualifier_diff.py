@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.qualifier.definition_diff import Change, diff_documents, diff_text
-from services.qualifier.definition_source import load_definition
+from services.qualifier.definitions.diff import Change, diff_documents, diff_text
+from services.qualifier.definitions.source import load_definition
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
            ).read_text()  # fmt: skip

@@ -6,22 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from services.qualifier.definition import (
+from services.qualifier.definitions.model import LeadDefinition
+from services.qualifier.definitions.patterns import (
     MATCH_TEXT_LIMIT,
     MAX_PATTERN_LENGTH,
     MAX_PATTERN_PROGRAM,
     MAX_PATTERNS,
-    LeadDefinition,
     PatternError,
     compile_pattern,
+    pattern_matches,
 )
-from services.qualifier.definition_source import (
+from services.qualifier.definitions.source import (
     DefinitionInvalid,
     Problem,
     check_stored,
     load_definition,
 )
-from services.qualifier.evaluator import evaluate, matches, pattern_matches
+from services.qualifier.routing.evaluator import evaluate, matches
 from tests.support import snapshot
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.qualifier.snapshot import (
+from services.qualifier.leads.snapshot import (
     InvalidAnswer,
     erase_person,
     merge_answers,

@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from services.qualifier.webhooks import (
+from services.qualifier.partners.webhooks import (
     address_allowed,
     http_outcome,
     retriable,

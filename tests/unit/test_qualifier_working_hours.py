@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from services.qualifier.definition import WorkingHours
-from services.qualifier.working_hours import due_at
+from services.qualifier.definitions.model import WorkingHours
+from services.qualifier.sla.working_hours import due_at
 
 MSK = WorkingHours(timezone="Europe/Moscow", start="09:00", end="18:00")  # UTC+3, Mon-Fri
 

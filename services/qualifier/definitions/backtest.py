@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from services.qualifier.definition import LeadDefinition
-from services.qualifier.evaluator import evaluate
+from services.qualifier.definitions.model import LeadDefinition
+from services.qualifier.routing.evaluator import evaluate
 from shared.events import Decision, LeadSnapshot, Route
 
 ROUTES = tuple(r.value for r in Route)
@@ -136,11 +136,15 @@ class Backtest:
             if len(self.changes) < self.change_limit:
                 self.changes.append(
                     RouteChange(
-                        lead_id=lead.lead_id, from_route=old.route.value,
-                        to_route=new.route.value, from_score=old.score, to_score=new.score,
-                        reasons=new.reasons, sales_feedback=feedback,
+                        lead_id=lead.lead_id,
+                        from_route=old.route.value,
+                        to_route=new.route.value,
+                        from_score=old.score,
+                        to_score=new.score,
+                        reasons=new.reasons,
+                        sales_feedback=feedback,
                     )
-                )  # fmt: skip
+                )
         if feedback is not None:
             self.tested_feedback.add(feedback, new.route.value)
             self.active_feedback.add(feedback, old.route.value)

@@ -105,9 +105,10 @@ def _diff_keyed(
     ]:
         # Order matters: the first matching team or partner wins.
         out.append(
-            Change(dotted(path), "changed", old=[i[id_key] for i in old],
-                   new=[i[id_key] for i in new])
-        )  # fmt: skip
+            Change(
+                dotted(path), "changed", old=[i[id_key] for i in old], new=[i[id_key] for i in new]
+            )
+        )
 
 
 def _all_keyed(items: list[Any], id_key: str) -> bool:

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from services.qualifier.definition import NEW, ConditionError, LeadDefinition, Path, dotted
+from services.qualifier.definitions.conditions import ConditionError, Path, dotted
+from services.qualifier.definitions.model import NEW, LeadDefinition
 
 # Collections inside collections. A real definition nests about ten deep
 # (score[0].when.any[1].all[0]...); the refusal comes before any recursive step.
@@ -69,9 +70,15 @@ def load_definition(text: str) -> LoadedDefinition:
     root, raw = _parse(text)
     if not isinstance(raw, dict):
         raise DefinitionInvalid(
-            [Problem((), "a lead definition is a mapping (a YAML or JSON object)", "type_error",
-                     *_mark(root))]
-        )  # fmt: skip
+            [
+                Problem(
+                    (),
+                    "a lead definition is a mapping (a YAML or JSON object)",
+                    "type_error",
+                    *_mark(root),
+                )
+            ]
+        )
     if root is not None:
         duplicates = list(_duplicate_keys(root, ()))
         if duplicates:
@@ -140,10 +147,16 @@ def _refuse_expansion(text: str) -> None:
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
             raise DefinitionInvalid(
-                [Problem((), "YAML anchors and aliases (&name, *name) are not accepted in a "
-                         "definition: write each value out", "yaml_alias",
-                         *_event_mark(event))]
-            )  # fmt: skip
+                [
+                    Problem(
+                        (),
+                        "YAML anchors and aliases (&name, *name) are not accepted in a "
+                        "definition: write each value out",
+                        "yaml_alias",
+                        *_event_mark(event),
+                    )
+                ]
+            )
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_NESTING:
@@ -154,9 +167,11 @@ def _refuse_expansion(text: str) -> None:
 
 def _too_deep(event: yaml.Event | None) -> Problem:
     return Problem(
-        (), f"lists and mappings nested more than {MAX_NESTING} deep", "too_deep",
+        (),
+        f"lists and mappings nested more than {MAX_NESTING} deep",
+        "too_deep",
         *_event_mark(event),
-    )  # fmt: skip
+    )
 
 
 def _event_mark(event: yaml.Event | None) -> tuple[int | None, int | None]:
@@ -191,8 +206,12 @@ def _duplicate_keys(node: yaml.Node, path: Path) -> Any:
         for key, value in node.value:
             name = str(key.value)
             if name in seen:
-                yield Problem((*path, name), "this key appears twice in the same mapping",
-                              "duplicate_key", *_mark(key))  # fmt: skip
+                yield Problem(
+                    (*path, name),
+                    "this key appears twice in the same mapping",
+                    "duplicate_key",
+                    *_mark(key),
+                )
             seen.add(name)
             yield from _duplicate_keys(value, (*path, name))
     elif isinstance(node, yaml.SequenceNode):

@@ -17,9 +17,17 @@ from shared.events import LeadSnapshot
 
 # Fields a brief may set on the lead; any other answer is kept in `fields`.
 BRIEF_FIELDS = (
-    "company", "job_title", "industry", "company_size", "country", "region", "services",
-    "budget", "timeframe", "role_in_purchase",
-)  # fmt: skip
+    "company",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+    "region",
+    "services",
+    "budget",
+    "timeframe",
+    "role_in_purchase",
+)
 # What identifies the person, dropped on erasure (as intake drops it: name, e-mail, phone,
 # company and job title together name a person; free text may too). What stays describes
 # the need (size, industry, services, budget...) and where the lead came from (source,
@@ -28,8 +36,15 @@ PERSONAL_FIELDS = ("name", "email", "phone", "company", "job_title", "message")
 _URL_FIELDS = ("page_url", "referrer")
 
 _COMPANY_SIZES = ("1", "2-10", "11-20", "21-50", "51-100", "101-500", "500-1000", "1000+")
-_SIZE_BOUNDS = ((1, "1"), (10, "2-10"), (20, "11-20"), (50, "21-50"), (100, "51-100"),
-                (500, "101-500"), (1000, "500-1000"))  # fmt: skip
+_SIZE_BOUNDS = (
+    (1, "1"),
+    (10, "2-10"),
+    (20, "11-20"),
+    (50, "21-50"),
+    (100, "51-100"),
+    (500, "101-500"),
+    (1000, "500-1000"),
+)
 _WS = re.compile(r"\s+")
 
 

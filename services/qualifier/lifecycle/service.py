@@ -14,9 +14,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier import lifecycle, repository, service
-from services.qualifier.lifecycle import LeadState, Refused
-from services.qualifier.snapshot import combine_answers, merge_answers, summarize_answers
+from services.qualifier.event_ids import derived_event_id
+from services.qualifier.leads import repository as leads_repository
+from services.qualifier.leads.snapshot import combine_answers, merge_answers, summarize_answers
+from services.qualifier.lifecycle import repository, stages
+from services.qualifier.lifecycle.stages import LeadState, Refused
+from services.qualifier.routing import repository as routing_repository
+from services.qualifier.routing import service as routing
 from services.qualifier.tables import outbox
 from shared.db import AnyRow
 from shared.events import (
@@ -72,19 +76,20 @@ class Outcome:
 
 
 async def _open(conn: AsyncConnection, call: Call) -> tuple[AnyRow, LeadState]:
-    row = await repository.lock_lead(conn, call.lead_id)
+    row = await leads_repository.lock_lead(conn, call.lead_id)
     if row is None:
         raise LeadNotFound(f"no lead {call.lead_id!r}")
     state = LeadState(
-        route=Route(row.route), stage=Stage(row.stage),
+        route=Route(row.route),
+        stage=Stage(row.stage),
         contacted=row.first_contacted_at is not None,
-    )  # fmt: skip
+    )
     return row, state
 
 
 def _check_time(row: AnyRow, call: Call) -> None:
     received = LeadSnapshot.model_validate(row.snapshot).occurred_at
-    lifecycle.check_business_time(call.at, now=call.now, lead_received=received, skew=call.skew)
+    stages.check_business_time(call.at, now=call.now, lead_received=received, skew=call.skew)
 
 
 def dimensions_of(row: AnyRow) -> Dimensions:
@@ -106,21 +111,35 @@ def _new_id() -> str:
 
 async def contact(conn: AsyncConnection, call: Call) -> Outcome:
     row, state = await _open(conn, call)
-    step = lifecycle.contact(state)
+    step = stages.contact(state)
     _check_time(row, call)
     event = LeadContacted(
-        id=_new_id(), source=SOURCE_QUALIFIER, time=call.at, subject=call.lead_id,
-        data=LeadContactedData(lead_id=call.lead_id, at=call.at, by=call.by,
-                               dimensions=dimensions_of(row), first_contact=step.first_contact),
-    )  # fmt: skip
+        id=_new_id(),
+        source=SOURCE_QUALIFIER,
+        time=call.at,
+        subject=call.lead_id,
+        data=LeadContactedData(
+            lead_id=call.lead_id,
+            at=call.at,
+            by=call.by,
+            dimensions=dimensions_of(row),
+            first_contact=step.first_contact,
+        ),
+    )
     values: dict[str, Any] = {"stage": step.stage.value, "updated_at": call.now}
     if step.first_contact:
         values["first_contacted_at"] = call.at
-    await repository.update_lead(conn, call.lead_id, **values)
-    await repository.add_history(
-        conn, lead_id=call.lead_id, stage=step.stage, at=call.at, by=call.by, event_id=event.id,
-        event_type=event.type, reason="first contact" if step.first_contact else "contact",
-    )  # fmt: skip
+    await leads_repository.update_lead(conn, call.lead_id, **values)
+    await leads_repository.add_history(
+        conn,
+        lead_id=call.lead_id,
+        stage=step.stage,
+        at=call.at,
+        by=call.by,
+        event_id=event.id,
+        event_type=event.type,
+        reason="first contact" if step.first_contact else "contact",
+    )
     await add_to_outbox(conn, outbox, [event])
     return Outcome(call.lead_id, state.route, step.stage, True, [event.id])
 
@@ -128,24 +147,38 @@ async def contact(conn: AsyncConnection, call: Call) -> Outcome:
 async def brief(conn: AsyncConnection, call: Call, answers: dict[str, Any]) -> Outcome:
     """Merge the brief into the lead and qualify it again: a new `lead.routed`."""
     row, state = await _open(conn, call)
-    lifecycle.brief(state)
+    stages.brief(state)
     if row.erased_at is not None:
         raise Refused(state, "the person's data was erased; a brief would collect it again")
     _check_time(row, call)
     lead = merge_answers(LeadSnapshot.model_validate(row.snapshot), answers)
     filled = LeadBriefFilled(
-        id=_new_id(), source=SOURCE_QUALIFIER, time=call.at, subject=call.lead_id,
-        data=LeadBriefFilledData(lead_id=call.lead_id, at=call.at, by=call.by,
-                                 dimensions=dimensions_of(row), answers=answers),
-    )  # fmt: skip
-    await repository.add_history(
-        conn, lead_id=call.lead_id, stage=Stage.contacted, at=call.at, by=call.by,
-        event_id=filled.id, event_type=filled.type, reason=summarize_answers(answers),
-    )  # fmt: skip
+        id=_new_id(),
+        source=SOURCE_QUALIFIER,
+        time=call.at,
+        subject=call.lead_id,
+        data=LeadBriefFilledData(
+            lead_id=call.lead_id,
+            at=call.at,
+            by=call.by,
+            dimensions=dimensions_of(row),
+            answers=answers,
+        ),
+    )
+    await leads_repository.add_history(
+        conn,
+        lead_id=call.lead_id,
+        stage=Stage.contacted,
+        at=call.at,
+        by=call.by,
+        event_id=filled.id,
+        event_type=filled.type,
+        reason=summarize_answers(answers),
+    )
     await add_to_outbox(conn, outbox, [filled])
-    cause = service.Cause(lead, filled.id, call.at, stored=True, contacted=True)
-    [(decision, routed)] = await service.decide(conn, [cause], now=call.now)
-    await repository.update_lead(
+    cause = routing.Cause(lead, filled.id, call.at, stored=True, contacted=True)
+    [(decision, routed)] = await routing.decide(conn, [cause], now=call.now)
+    await leads_repository.update_lead(
         conn, call.lead_id, brief_answers=combine_answers(row.brief_answers, answers)
     )
     stage = Stage.contacted if decision.route is Route.processing else Stage.routed
@@ -156,24 +189,43 @@ async def feedback(
     conn: AsyncConnection, call: Call, decision: Stage, reason: str | None
 ) -> Outcome:
     row, state = await _open(conn, call)
-    step = lifecycle.feedback(state, decision)
+    step = stages.feedback(state, decision)
     if not step.changed:
         return _unchanged(row)
     _check_time(row, call)
     event = LeadFeedback(
-        id=_new_id(), source=SOURCE_QUALIFIER, time=call.at, subject=call.lead_id,
-        data=LeadFeedbackData(lead_id=call.lead_id, at=call.at, by=call.by,
-                              dimensions=dimensions_of(row), decision=decision.value,
-                              reason=reason),
-    )  # fmt: skip
-    await repository.update_lead(
-        conn, call.lead_id, stage=step.stage.value, feedback=decision.value, feedback_at=call.at,
+        id=_new_id(),
+        source=SOURCE_QUALIFIER,
+        time=call.at,
+        subject=call.lead_id,
+        data=LeadFeedbackData(
+            lead_id=call.lead_id,
+            at=call.at,
+            by=call.by,
+            dimensions=dimensions_of(row),
+            decision=decision.value,
+            reason=reason,
+        ),
+    )
+    await leads_repository.update_lead(
+        conn,
+        call.lead_id,
+        stage=step.stage.value,
+        feedback=decision.value,
+        feedback_at=call.at,
         updated_at=call.now,
-    )  # fmt: skip
-    await repository.add_history(
-        conn, lead_id=call.lead_id, stage=step.stage, at=call.at, by=call.by, event_id=event.id,
-        event_type=event.type, reason=f"sales {decision.value} the lead", note=reason,
-    )  # fmt: skip
+    )
+    await leads_repository.add_history(
+        conn,
+        lead_id=call.lead_id,
+        stage=step.stage,
+        at=call.at,
+        by=call.by,
+        event_id=event.id,
+        event_type=event.type,
+        reason=f"sales {decision.value} the lead",
+        note=reason,
+    )
     await add_to_outbox(conn, outbox, [event])
     return Outcome(call.lead_id, state.route, step.stage, True, [event.id])
 
@@ -182,21 +234,39 @@ async def change_stage(
     conn: AsyncConnection, call: Call, target: Stage, reason: str | None
 ) -> Outcome:
     row, state = await _open(conn, call)
-    step = lifecycle.change_stage(state, target)
+    step = stages.change_stage(state, target)
     if not step.changed:
         return _unchanged(row)
     _check_time(row, call)
     event = LeadStageChanged(
-        id=_new_id(), source=SOURCE_QUALIFIER, time=call.at, subject=call.lead_id,
-        data=LeadStageChangedData(lead_id=call.lead_id, at=call.at, by=call.by,
-                                  dimensions=dimensions_of(row), stage=step.stage,
-                                  previous_stage=state.stage, reason=reason),
-    )  # fmt: skip
-    await repository.update_lead(conn, call.lead_id, stage=step.stage.value, updated_at=call.now)
-    await repository.add_history(
-        conn, lead_id=call.lead_id, stage=step.stage, at=call.at, by=call.by, event_id=event.id,
-        event_type=event.type, reason=f"{state.stage.value} → {step.stage.value}", note=reason,
-    )  # fmt: skip
+        id=_new_id(),
+        source=SOURCE_QUALIFIER,
+        time=call.at,
+        subject=call.lead_id,
+        data=LeadStageChangedData(
+            lead_id=call.lead_id,
+            at=call.at,
+            by=call.by,
+            dimensions=dimensions_of(row),
+            stage=step.stage,
+            previous_stage=state.stage,
+            reason=reason,
+        ),
+    )
+    await leads_repository.update_lead(
+        conn, call.lead_id, stage=step.stage.value, updated_at=call.now
+    )
+    await leads_repository.add_history(
+        conn,
+        lead_id=call.lead_id,
+        stage=step.stage,
+        at=call.at,
+        by=call.by,
+        event_id=event.id,
+        event_type=event.type,
+        reason=f"{state.stage.value} → {step.stage.value}",
+        note=reason,
+    )
     await add_to_outbox(conn, outbox, [event])
     return Outcome(call.lead_id, state.route, step.stage, True, [event.id])
 
@@ -226,27 +296,56 @@ async def record_payment(
                     f"payment {payment_id!r} is already recorded as {known.amount} "
                     f"{known.currency} for lead {known.lead_id}"
                 )
-            return Payment(known.payment_id, known.lead_id, known.amount, known.currency,
-                           known.at, known.by, known.event_id, created=False)  # fmt: skip
-    lifecycle.payment(state)
+            return Payment(
+                known.payment_id,
+                known.lead_id,
+                known.amount,
+                known.currency,
+                known.at,
+                known.by,
+                known.event_id,
+                created=False,
+            )
+    stages.payment(state)
     _check_time(row, call)
     payment_id = payment_id or _new_id()
     event = LeadPaymentReceived(
-        id=service.derived_event_id(f"payment/{payment_id}", "received"), source=SOURCE_QUALIFIER,
-        time=call.at, subject=call.lead_id,
-        data=LeadPaymentReceivedData(lead_id=call.lead_id, at=call.at, by=call.by,
-                                     dimensions=dimensions_of(row), payment_id=payment_id,
-                                     amount=amount, currency=currency),
-    )  # fmt: skip
+        id=derived_event_id(f"payment/{payment_id}", "received"),
+        source=SOURCE_QUALIFIER,
+        time=call.at,
+        subject=call.lead_id,
+        data=LeadPaymentReceivedData(
+            lead_id=call.lead_id,
+            at=call.at,
+            by=call.by,
+            dimensions=dimensions_of(row),
+            payment_id=payment_id,
+            amount=amount,
+            currency=currency,
+        ),
+    )
     await repository.insert_payment(
-        conn, payment_id=payment_id, lead_id=call.lead_id, amount=amount, currency=currency,
-        at=call.at, by=call.by, event_id=event.id, now=call.now,
-    )  # fmt: skip
-    await repository.add_history(
-        conn, lead_id=call.lead_id, stage=Stage.won, at=call.at, by=call.by, event_id=event.id,
-        event_type=event.type, reason=f"payment {amount} {currency}",
-    )  # fmt: skip
-    await repository.update_lead(conn, call.lead_id, updated_at=call.now)
+        conn,
+        payment_id=payment_id,
+        lead_id=call.lead_id,
+        amount=amount,
+        currency=currency,
+        at=call.at,
+        by=call.by,
+        event_id=event.id,
+        now=call.now,
+    )
+    await leads_repository.add_history(
+        conn,
+        lead_id=call.lead_id,
+        stage=Stage.won,
+        at=call.at,
+        by=call.by,
+        event_id=event.id,
+        event_type=event.type,
+        reason=f"payment {amount} {currency}",
+    )
+    await leads_repository.update_lead(conn, call.lead_id, updated_at=call.now)
     await add_to_outbox(conn, outbox, [event])
     return Payment(payment_id, call.lead_id, amount, currency, call.at, call.by, event.id, True)
 
@@ -259,7 +358,7 @@ async def back_to_nurture(conn: AsyncConnection, call: Call, reason: str | None)
     says who sent it back and why.
     """
     row, state = await _open(conn, call)
-    step = lifecycle.back_to_nurture(state)
+    step = stages.back_to_nurture(state)
     if not step.changed:
         return _unchanged(row)
     _check_time(row, call)
@@ -268,24 +367,42 @@ async def back_to_nurture(conn: AsyncConnection, call: Call, reason: str | None)
         f"Back to nurture: sales {'lost the deal' if state.stage is Stage.lost else 'rejected it'}"
     )
     decision = Decision(
-        route=Route.nurture, score=last.score, definition_version=last.definition_version,
+        route=Route.nurture,
+        score=last.score,
+        definition_version=last.definition_version,
         # The reason sales wrote stays in the history note: free text may name people,
         # and decisions are kept after an erasure.
         reasons=[f"{why}; marketing warms the lead up again."],
-        score_items=last.score_items, decided_at=call.now,
-    )  # fmt: skip
+        score_items=last.score_items,
+        decided_at=call.now,
+    )
     lead = LeadSnapshot.model_validate(row.snapshot)
     routed = LeadRouted(
-        id=_new_id(), source=SOURCE_QUALIFIER, time=call.at, subject=call.lead_id,
+        id=_new_id(),
+        source=SOURCE_QUALIFIER,
+        time=call.at,
+        subject=call.lead_id,
         data=LeadRoutedData(**lead.model_dump(), decision=decision),
-    )  # fmt: skip
-    await repository.save_decision(
-        conn, lead=lead, stored_snapshot=row.snapshot, decision=decision, stage=Stage.routed,
-        cause_event_id=routed.id, now=call.now,
-    )  # fmt: skip
-    await repository.add_history(
-        conn, lead_id=call.lead_id, stage=Stage.routed, at=call.at, by=call.by,
-        event_id=routed.id, event_type=routed.type, reason=why, note=reason,
-    )  # fmt: skip
+    )
+    await routing_repository.save_decision(
+        conn,
+        lead=lead,
+        stored_snapshot=row.snapshot,
+        decision=decision,
+        stage=Stage.routed,
+        cause_event_id=routed.id,
+        now=call.now,
+    )
+    await leads_repository.add_history(
+        conn,
+        lead_id=call.lead_id,
+        stage=Stage.routed,
+        at=call.at,
+        by=call.by,
+        event_id=routed.id,
+        event_type=routed.type,
+        reason=why,
+        note=reason,
+    )
     await add_to_outbox(conn, outbox, [routed])
     return Outcome(call.lead_id, Route.nurture, Stage.routed, True, [routed.id], decision)

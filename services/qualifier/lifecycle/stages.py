@@ -21,13 +21,22 @@ from datetime import datetime, timedelta
 from shared.events import Route, Stage
 
 OPEN_SALES_STAGES = (
-    Stage.accepted, Stage.sql, Stage.demo_held, Stage.proposal_sent, Stage.contract_sent,
-)  # fmt: skip
+    Stage.accepted,
+    Stage.sql,
+    Stage.demo_held,
+    Stage.proposal_sent,
+    Stage.contract_sent,
+)
 CLOSED_STAGES = (Stage.rejected, Stage.won, Stage.lost)
 # Stages a sales tool sets with `POST /stage`, in pipeline order.
 PIPELINE = (
-    Stage.sql, Stage.demo_held, Stage.proposal_sent, Stage.contract_sent, Stage.won, Stage.lost,
-)  # fmt: skip
+    Stage.sql,
+    Stage.demo_held,
+    Stage.proposal_sent,
+    Stage.contract_sent,
+    Stage.won,
+    Stage.lost,
+)
 _NEXT = {
     Stage.accepted: Stage.sql,
     Stage.sql: Stage.demo_held,
@@ -70,8 +79,11 @@ def contact(state: LeadState) -> Step:
     if state.stage in CLOSED_STAGES:
         raise Refused(state, "the lead is closed; there is nobody to contact")
     if state.route in _NOT_OURS and state.stage in (Stage.routed, Stage.contacted):
-        owner = "rejected by the lead definition" if state.route is Route.rejected else (
-            "routed to a partner, who contacts it")  # fmt: skip
+        owner = (
+            "rejected by the lead definition"
+            if state.route is Route.rejected
+            else ("routed to a partner, who contacts it")
+        )
         raise Refused(state, f"the lead was {owner}")
     stage = Stage.contacted if state.stage is Stage.routed else state.stage
     return Step(stage, changed=True, first_contact=not state.contacted)

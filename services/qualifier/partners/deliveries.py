@@ -1,11 +1,11 @@
 """Partner deliveries: a queue in the qualifier database, worked by a background deliverer.
 
 A routing that sends a lead to a partner with a webhook writes a delivery row in the
-same transaction as the decision (`service.decide`), so a delivery is owed exactly when
+same transaction as the decision (`routing.service.decide`), so a delivery is owed exactly when
 the decision commits; an erasure owes each partner that may have the lead a `lead.erased`
-one (`service.erase_lead`). The deliverer leases due rows (a conditional UPDATE, so
+one (`leads.erasure.erase_lead`). The deliverer leases due rows (a conditional UPDATE, so
 replicas never attempt one delivery at once), POSTs the signed event outside any
-transaction (`webhook_transport.send`), and records the outcome: delivered; retried later
+transaction (`transport.send`), and records the outcome: delivered; retried later
 with exponential backoff and jitter; or, after the last attempt or a refusal that
 retrying cannot fix, parked as `failed` for an operator to see
 (`GET /v1/partners/deliveries?status=failed`) and send again
@@ -30,10 +30,10 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.qualifier import repository
 from services.qualifier.config import QualifierSettings
-from services.qualifier.webhook_transport import send, webhook_client
-from services.qualifier.webhooks import (
+from services.qualifier.partners import repository
+from services.qualifier.partners.transport import send, webhook_client
+from services.qualifier.partners.webhooks import (
     OUTCOME_MESSAGES,
     PERMANENT_OUTCOMES,
     Outcome,
@@ -162,13 +162,20 @@ class PartnerDeliverer:
         else:
             body: bytes = row.payload
             headers = signed_headers(
-                secret=secret, timestamp=int(time.time()), body=body, delivery_id=row.id,
+                secret=secret,
+                timestamp=int(time.time()),
+                body=body,
+                delivery_id=row.id,
                 event_id=row.event_id,
-            )  # fmt: skip
+            )
             result, status_code = await send(
-                client, row.url, body, headers, production=not s.common.dev,
+                client,
+                row.url,
+                body,
+                headers,
+                production=not s.common.dev,
                 total_seconds=s.partner_timeout_seconds,
-            )  # fmt: skip
+            )
         if status_code is not None:
             error = None if result == "http_2xx" else f"HTTP {status_code}"
             permanent = error is not None and not retriable(status_code)
@@ -181,20 +188,31 @@ class PartnerDeliverer:
         elif permanent or row.attempts >= s.partner_max_attempts:
             outcome = "failed"
             values = {"status": "failed", "last_error": error}
-            log.warning("delivery %s to %s parked after %d attempt(s): %s", row.id,
-                        row.partner_id, row.attempts, result)  # fmt: skip
+            log.warning(
+                "delivery %s to %s parked after %d attempt(s): %s",
+                row.id,
+                row.partner_id,
+                row.attempts,
+                result,
+            )
         else:
             outcome = "retry"
             delay = retry_delay(
                 row.attempts, base=s.partner_retry_base_seconds, cap=s.partner_retry_max_seconds
             )
             values = {
-                "status": "pending", "last_error": error,
+                "status": "pending",
+                "last_error": error,
                 "next_attempt_at": now + timedelta(seconds=delay),
-            }  # fmt: skip
+            }
         async with engine.begin() as conn:
             await repository.finish_attempt(
-                conn, row.id, token=token, last_status_code=status_code, last_outcome=result,
-                updated_at=now, **values,
-            )  # fmt: skip
+                conn,
+                row.id,
+                token=token,
+                last_status_code=status_code,
+                last_outcome=result,
+                updated_at=now,
+                **values,
+            )
         DELIVERY_ATTEMPTS.labels(row.partner_id, outcome).inc()

@@ -22,7 +22,7 @@ import httpcore
 import httpx
 
 from services.qualifier.config import QualifierSettings
-from services.qualifier.webhooks import (
+from services.qualifier.partners.webhooks import (
     ANSWER_READ_LIMIT,
     IpAddress,
     Outcome,
@@ -63,9 +63,12 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         for address in addresses:
             try:
                 return await self._inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address,
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
                     socket_options=socket_options,
-                )  # fmt: skip
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None
@@ -110,15 +113,18 @@ def webhook_client(
     # httpx takes no network backend, so its connection pool is replaced by the same pool
     # on ours (the transport only forwards requests to `_pool`).
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=tls, max_connections=limits.max_connections,
+        ssl_context=tls,
+        max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
         network_backend=PinnedBackend(allow_loopback=settings.common.dev),
-    )  # fmt: skip
+    )
     return httpx.AsyncClient(
-        transport=transport, timeout=httpx.Timeout(settings.partner_timeout_seconds),
-        follow_redirects=False, trust_env=False,
-    )  # fmt: skip
+        transport=transport,
+        timeout=httpx.Timeout(settings.partner_timeout_seconds),
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 def _tls_failure(exc: BaseException) -> bool:

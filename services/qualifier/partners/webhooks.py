@@ -39,9 +39,19 @@ ANSWER_READ_LIMIT = 4096
 
 # What one attempt came to: stored with the delivery instead of anything the remote said.
 Outcome = Literal[
-    "http_2xx", "http_3xx", "http_4xx", "http_5xx", "timeout", "refused_address",
-    "refused_scheme", "tls_error", "connect_error", "protocol_error", "no_secret", "erased",
-]  # fmt: skip
+    "http_2xx",
+    "http_3xx",
+    "http_4xx",
+    "http_5xx",
+    "timeout",
+    "refused_address",
+    "refused_scheme",
+    "tls_error",
+    "connect_error",
+    "protocol_error",
+    "no_secret",
+    "erased",
+]
 
 # What `last_error` says of an attempt that got no HTTP answer: our words, never the remote's.
 OUTCOME_MESSAGES: dict[Outcome, str] = {

@@ -7,7 +7,6 @@ Every decision names the version that made it and gives its reasons in words.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,28 +14,40 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from services.qualifier.definition import (
-    MATCH_TEXT_LIMIT,
-    Assignment,
-    LeadDefinition,
-    Partner,
-    SalesTeam,
-    compiled_pattern,
-    parse_predicate_key,
-)
-from services.qualifier.working_hours import due_at
+from services.qualifier.definitions.conditions import parse_predicate_key
+from services.qualifier.definitions.model import Assignment, LeadDefinition, Partner, SalesTeam
+from services.qualifier.definitions.patterns import pattern_matches
+from services.qualifier.sla.working_hours import due_at
 from shared.events import Decision, LeadSnapshot, Route, ScoreItem
 
 log = logging.getLogger(__name__)
 
 FREE_EMAIL_PROVIDERS = frozenset(
     {
-        "gmail.com", "googlemail.com", "yahoo.com", "outlook.com", "hotmail.com", "live.com",
-        "icloud.com", "me.com", "aol.com", "proton.me", "protonmail.com", "gmx.com", "gmx.de",
-        "yandex.ru", "ya.ru", "yandex.com", "mail.ru", "inbox.ru", "list.ru", "bk.ru",
-        "rambler.ru", "zoho.com",
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "outlook.com",
+        "hotmail.com",
+        "live.com",
+        "icloud.com",
+        "me.com",
+        "aol.com",
+        "proton.me",
+        "protonmail.com",
+        "gmx.com",
+        "gmx.de",
+        "yandex.ru",
+        "ya.ru",
+        "yandex.com",
+        "mail.ru",
+        "inbox.ru",
+        "list.ru",
+        "bk.ru",
+        "rambler.ru",
+        "zoho.com",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -80,26 +91,6 @@ def _as_number(value: Any) -> Decimal | None:
 
 def _norm(value: Any) -> str:
     return str(value).strip().lower()
-
-
-@functools.lru_cache(maxsize=256)
-def _program(pattern: str) -> Any:
-    """The RE2 program of a pattern, None (said once) for one RE2 cannot run.
-
-    Only a version stored before patterns ran on RE2 can hold such a pattern: its rule
-    stops matching rather than the lead failing, until a fixed version is published.
-    """
-    program = compiled_pattern(pattern)
-    if isinstance(program, str):
-        log.warning("a _matches pattern of a stored definition never matches: %s", program)
-        return None
-    return program
-
-
-def pattern_matches(pattern: str, text: str) -> bool:
-    """RE2, ignoring case, on the text's first MATCH_TEXT_LIMIT characters: linear time."""
-    program = _program(pattern)
-    return program is not None and program.search(text[:MATCH_TEXT_LIMIT]) is not None
 
 
 def _predicate(lead: LeadSnapshot, key: str, expected: Any) -> bool:
@@ -152,9 +143,13 @@ def matches(lead: LeadSnapshot, cond: Mapping[str, Any]) -> bool:
 
 
 _OP_WORDS = {
-    "in": "is", "not_in": "is not", "at_least": "is at least", "at_most": "is at most",
-    "contains": "contains", "matches": "matches",
-}  # fmt: skip
+    "in": "is",
+    "not_in": "is not",
+    "at_least": "is at least",
+    "at_most": "is at most",
+    "contains": "contains",
+    "matches": "matches",
+}
 
 
 def _words(name: str) -> str:
@@ -270,9 +265,13 @@ def evaluate(
     def decided(route: Route, reasons: list[str], **extra: Any) -> Evaluation:
         advance = extra.pop("advance", None)
         decision = Decision(
-            route=route, definition_version=version, reasons=reasons, decided_at=now,
-            score=extra.pop("score", 0), **extra,
-        )  # fmt: skip
+            route=route,
+            definition_version=version,
+            reasons=reasons,
+            decided_at=now,
+            score=extra.pop("score", 0),
+            **extra,
+        )
         return Evaluation(decision=decision, round_robin_advance=advance)
 
     for rule in definition.reject:
@@ -296,10 +295,12 @@ def evaluate(
         if partner is not None:
             return decided(
                 Route.partner,
-                [f"Asks for {wanted}, which we do not sell; {partner.name} does"
-                 f"{' in ' + lead.country if lead.country else ''}."],
+                [
+                    f"Asks for {wanted}, which we do not sell; {partner.name} does"
+                    f"{' in ' + lead.country if lead.country else ''}."
+                ],
                 partner=partner.id,
-            )  # fmt: skip
+            )
         return decided(
             Route.rejected, [f"Asks for {wanted}, which neither we nor our partners sell here."]
         )
@@ -315,17 +316,23 @@ def evaluate(
     if score < routes.nurture_below_score:
         return decided(
             Route.nurture,
-            [f"Score {score} is below {routes.nurture_below_score}: marketing keeps warming "
-             f"this lead up ({why})."],
-            score=score, score_items=items,
-        )  # fmt: skip
+            [
+                f"Score {score} is below {routes.nurture_below_score}: marketing keeps warming "
+                f"this lead up ({why})."
+            ],
+            score=score,
+            score_items=items,
+        )
     if score < routes.sales_min_score:
         return decided(
             Route.processing,
-            [f"Score {score} lies between {routes.nurture_below_score} and "
-             f"{routes.sales_min_score}: a first contact should tell ({why})."],
-            score=score, score_items=items,
-        )  # fmt: skip
+            [
+                f"Score {score} lies between {routes.nurture_below_score} and "
+                f"{routes.sales_min_score}: a first contact should tell ({why})."
+            ],
+            score=score,
+            score_items=items,
+        )
 
     team = _team_for(lead, definition.sales_teams)
     assignee, advance = _assignee(team, assignment)
@@ -338,6 +345,12 @@ def evaluate(
         else f"Team {team.team}: every member is absent, the team lead must assign it; {within}."
     )
     return decided(
-        Route.sales, reasons, score=score, score_items=items, team=team.team, assignee=assignee,
-        sla_due_at=due_at(now, team.sla_hours, team.working_hours), advance=advance,
-    )  # fmt: skip
+        Route.sales,
+        reasons,
+        score=score,
+        score_items=items,
+        team=team.team,
+        assignee=assignee,
+        sla_due_at=due_at(now, team.sla_hours, team.working_hours),
+        advance=advance,
+    )

@@ -17,9 +17,14 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.qualifier import repository, service
-from services.qualifier.evaluator import reassign
-from services.qualifier.sales import dimensions_of
+from services.qualifier.definitions import service as definitions
+from services.qualifier.event_ids import QUALIFIER, derived_event_id
+from services.qualifier.leads import repository as leads_repository
+from services.qualifier.lifecycle.service import dimensions_of
+from services.qualifier.routing import repository as routing_repository
+from services.qualifier.routing.evaluator import reassign
+from services.qualifier.routing.service import assignment_state
+from services.qualifier.sla import repository
 from services.qualifier.tables import outbox
 from shared.db import error_summary, utcnow
 from shared.events import SOURCE_QUALIFIER, LeadSlaBreached, LeadSlaBreachedData, Stage
@@ -37,41 +42,58 @@ async def breach(conn: AsyncConnection, lead_id: str, *, now: datetime) -> LeadS
     if row is None:
         return None
     missed: datetime = row.sla_due_at
-    _, active = await service.active(conn)
-    _, decided_by = await service.version(conn, row.definition_version)
+    _, active = await definitions.active(conn)
+    _, decided_by = await definitions.version(conn, row.definition_version)
     # Today's staffing if the team still exists, else the team as the lead's version had it.
     team = (active.team(row.team) or decided_by.team(row.team)) if row.team else None
     if team is None:
         log.error("overdue lead %s has no sales team %r in any definition", lead_id, row.team)
         return None
-    state = await service.assignment_state(conn, active, now)
+    state = await assignment_state(conn, active, now)
     moved = reassign(team, row.assignee, now=now, assignment=state)
     if not await repository.reassign_overdue(
-        conn, lead_id, expected_due=missed, assignee=moved.assignee, sla_due_at=moved.sla_due_at,
+        conn,
+        lead_id,
+        expected_due=missed,
+        assignee=moved.assignee,
+        sla_due_at=moved.sla_due_at,
         now=now,
-    ):  # fmt: skip
+    ):
         return None
     if moved.round_robin_advance is not None:
-        await repository.set_round_robin(conn, *moved.round_robin_advance)
+        await routing_repository.set_round_robin(conn, *moved.round_robin_advance)
     reassigned_to = moved.assignee if moved.assignee != row.assignee else None
     event = LeadSlaBreached(
-        id=service.derived_event_id(f"{lead_id}@{missed.isoformat()}", "sla_breached"),
-        source=SOURCE_QUALIFIER, time=missed, subject=lead_id,
+        id=derived_event_id(f"{lead_id}@{missed.isoformat()}", "sla_breached"),
+        source=SOURCE_QUALIFIER,
+        time=missed,
+        subject=lead_id,
         data=LeadSlaBreachedData(
-            lead_id=lead_id, at=missed, by=service.QUALIFIER, dimensions=dimensions_of(row),
-            team=team.team, assignee=row.assignee, sla_due_at=missed, reassigned_to=reassigned_to,
+            lead_id=lead_id,
+            at=missed,
+            by=QUALIFIER,
+            dimensions=dimensions_of(row),
+            team=team.team,
+            assignee=row.assignee,
+            sla_due_at=missed,
+            reassigned_to=reassigned_to,
         ),
-    )  # fmt: skip
+    )
     who = row.assignee or "nobody (every member was absent)"
     then = (
         f"reassigned to {reassigned_to}" if reassigned_to else f"still with {moved.assignee or who}"
     )
-    await repository.add_history(
-        conn, lead_id=lead_id, stage=Stage(row.stage), at=missed, by=service.QUALIFIER,
-        event_id=event.id, event_type=event.type,
+    await leads_repository.add_history(
+        conn,
+        lead_id=lead_id,
+        stage=Stage(row.stage),
+        at=missed,
+        by=QUALIFIER,
+        event_id=event.id,
+        event_type=event.type,
         reason=f"No answer from {who} by {missed.isoformat()}; {then}, answer by "
         f"{moved.sla_due_at.isoformat()}.",
-    )  # fmt: skip
+    )
     await add_to_outbox(conn, outbox, [event])
     SLA_BREACHES.labels(team.team).inc()
     return event

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.qualifier.definition import WorkingHours
+from services.qualifier.definitions.model import WorkingHours
 
 
 def due_at(start: datetime, hours: float, schedule: WorkingHours | None) -> datetime:
