@@ -102,8 +102,8 @@ class Figures:
     answers: Counter[int] = field(default_factory=Counter)
     transport_errors: int = 0
     faults: list[str] = field(default_factory=list)
-    # The outage with the qualifier's writes in flight: how many it caught, and the
-    # logs right after it.
+    # The outage with the qualifier's writes in flight: how many it caught, and the logs
+    # as they stood while the database was down.
     writes_caught_in_flight: int = 0
     logs_after_outage: str = ""
 
@@ -170,15 +170,17 @@ async def _inject_faults(cluster: Cluster, figures: Figures, replicated: bool) -
         cluster.postgres.start()
 
     def database_outage_mid_write() -> None:
+        began = time.monotonic()
         figures.writes_caught_in_flight = asyncio.run(_stop_postgres_mid_write(cluster))
         figures.faults.append(
             f"PostgreSQL stopped with {figures.writes_caught_in_flight} qualifier write(s) "
-            "in flight, and restarted"
+            f"in flight after {time.monotonic() - began:.1f}s, and restarted"
         )
         time.sleep(3)
-        cluster.postgres.start()
-        time.sleep(2)  # the services meet the restarted database and say so
+        # The failed writes were logged as they failed; what the services log as they
+        # find the database back is in the final logs.
         figures.logs_after_outage = cluster.logs()
+        cluster.postgres.start()
 
     # First, while the clients are surely still posting.
     steps.insert(0, ("database-mid-write", database_outage_mid_write))
