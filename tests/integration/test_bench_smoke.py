@@ -11,11 +11,20 @@ from pathlib import Path
 import pytest
 
 KEYS = [
-    "intake.leads_per_s", "intake.p50_ms", "intake.p99_ms", "intake.baseline_trivial_rps",
-    "intake.ratio_to_trivial", "e2e.p50_ms", "e2e.p99_ms", "kpi_fold.events_per_s",
-    "kpi_query.summary_p99_ms", "kpi_query.events_in_store", "rss_mb.intake",
-    "rss_mb.qualifier", "rss_mb.kpi",
-]  # fmt: skip
+    "intake.leads_per_s",
+    "intake.p50_ms",
+    "intake.p99_ms",
+    "intake.baseline_trivial_rps",
+    "intake.ratio_to_trivial",
+    "e2e.p50_ms",
+    "e2e.p99_ms",
+    "kpi_fold.events_per_s",
+    "kpi_query.summary_p99_ms",
+    "kpi_query.events_in_store",
+    "rss_mb.intake",
+    "rss_mb.qualifier",
+    "rss_mb.kpi",
+]
 
 
 @pytest.mark.skipif(

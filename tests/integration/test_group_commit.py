@@ -9,15 +9,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.intake.hot_path.group_commit import GroupCommitter
 from shared.db import create_engine
-from shared.group_commit import GroupCommitter
 
 metadata = sa.MetaData()
 items = sa.Table(
-    "items", metadata,
+    "items",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("name", sa.String(50), nullable=False, unique=True),
-)  # fmt: skip
+)
 
 
 class Refused(Exception):
@@ -77,8 +78,9 @@ async def test_units_share_commits_and_fail_alone(engine: AsyncEngine) -> None:
         await conn.execute(items.insert().values(id=1000, name="n1000"))
         return "ok"
 
-    outcome = await asyncio.gather(committer.run(duplicate), committer.run(fine),
-                                   return_exceptions=True)  # fmt: skip
+    outcome = await asyncio.gather(
+        committer.run(duplicate), committer.run(fine), return_exceptions=True
+    )
     assert isinstance(outcome[0], sa.exc.IntegrityError) and outcome[1] == "ok"
     await committer.close()
 
@@ -90,8 +92,7 @@ async def test_a_database_outage_fails_every_waiting_unit() -> None:
     async def work(conn: AsyncConnection) -> None:
         await conn.execute(sa.text("SELECT 1"))
 
-    results = await asyncio.gather(*(committer.run(work) for _ in range(5)),
-                                   return_exceptions=True)  # fmt: skip
+    results = await asyncio.gather(*(committer.run(work) for _ in range(5)), return_exceptions=True)
     assert all(isinstance(r, OSError | sa.exc.SQLAlchemyError) for r in results), results
     await committer.close()
     await engine.dispose()
@@ -142,9 +143,11 @@ async def test_a_failing_batch_handler_fails_only_its_own_items(engine: AsyncEng
     first = asyncio.ensure_future(committer.run(hold))
     await asyncio.sleep(0.05)
     rest = asyncio.gather(
-        committer.run_batched(broken, 1), committer.run(fine), committer.run_batched(broken, 2),
+        committer.run_batched(broken, 1),
+        committer.run(fine),
+        committer.run_batched(broken, 2),
         return_exceptions=True,
-    )  # fmt: skip
+    )
     await asyncio.sleep(0.05)
     gate.set()
     await first

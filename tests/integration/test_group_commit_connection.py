@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.intake.hot_path.group_commit import GroupCommitter
 from shared.commit_outcome import outcome_unknown
 from shared.db import create_engine
-from shared.group_commit import GroupCommitter
 
 metadata = sa.MetaData()
 # No constraints: a batch written twice would show as two rows.
@@ -125,9 +125,10 @@ async def test_a_failure_at_commit_is_answered_not_retried(engine: AsyncEngine) 
     first = asyncio.ensure_future(committer.run(hold))
     await asyncio.sleep(0.05)
     batch = asyncio.gather(
-        committer.run(insert("die at commit")), committer.run(insert("neighbour")),
+        committer.run(insert("die at commit")),
+        committer.run(insert("neighbour")),
         return_exceptions=True,
-    )  # fmt: skip
+    )
     await asyncio.sleep(0.05)
     gate.set()
     await first

@@ -33,12 +33,14 @@ APPS: dict[str, tuple[type[ServiceSettings], Callable[..., FastAPI]]] = {
 # endpoint (origin, honeypot and rate limits instead), and Zoom's signed webhook.
 PUBLIC = {
     "intake": {
-        ("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/v1/forms/{form_id}/submissions"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("POST", "/v1/forms/{form_id}/submissions"),
         ("POST", "/v1/webhooks/zoom"),
     },
     "qualifier": {("GET", "/healthz"), ("GET", "/readyz")},
     "kpi": {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/dashboard")},
-}  # fmt: skip
+}
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
@@ -48,12 +50,18 @@ def _token(scope: Scope | None) -> str:
 
 def _tokens() -> list[TokenSpec]:
     specs = [
-        TokenSpec(name=f"only-{s.value}", token_sha256=hashlib.sha256(_token(s).encode())
-                  .hexdigest(), scopes=[s])
+        TokenSpec(
+            name=f"only-{s.value}",
+            token_sha256=hashlib.sha256(_token(s).encode()).hexdigest(),
+            scopes=[s],
+        )
         for s in Scope
-    ]  # fmt: skip
-    specs.append(TokenSpec(name="no-scopes", token_sha256=hashlib.sha256(b"token-none")
-                           .hexdigest(), scopes=[]))  # fmt: skip
+    ]
+    specs.append(
+        TokenSpec(
+            name="no-scopes", token_sha256=hashlib.sha256(b"token-none").hexdigest(), scopes=[]
+        )
+    )
     return specs
 
 
@@ -63,9 +71,10 @@ def _settings(
     cls, _ = APPS[service]
     return cls(
         database_url=database_url,
-        common=CommonSettings(data_dir=tmp_path, kafka_bootstrap_servers=kafka,
-                              auth_tokens=_tokens(), **common),
-    )  # fmt: skip
+        common=CommonSettings(
+            data_dir=tmp_path, kafka_bootstrap_servers=kafka, auth_tokens=_tokens(), **common
+        ),
+    )
 
 
 def _path_value(param: dict[str, Any]) -> str:
@@ -151,8 +160,10 @@ class TestProductionSwitches:
             "kpi", tmp_path, kafka_bootstrap, database_url, cors_origins=["https://bi.example"]
         )
         await asyncio.to_thread(migrate, "kpi", settings.db_url)
-        preflight = {"Access-Control-Request-Method": "GET",
-                     "Access-Control-Request-Headers": "authorization"}  # fmt: skip
+        preflight = {
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        }
         async with serving(kpi_app(settings)) as client:
             ok = await client.options(
                 "/v1/kpi/summary", headers={**preflight, "Origin": "https://bi.example"}

@@ -15,8 +15,10 @@ from shared.settings import CommonSettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: dict[str, type[ServiceSettings]] = {
-    "intake": IntakeSettings, "qualifier": QualifierSettings, "kpi": KpiSettings,
-}  # fmt: skip
+    "intake": IntakeSettings,
+    "qualifier": QualifierSettings,
+    "kpi": KpiSettings,
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +55,10 @@ def test_each_service_listens_on_its_contract_port(compose: dict[str, Any], serv
     assert svc["environment"][f"{prefix}DATABASE_URL"].endswith(f"/{service}")
     conditions = {k: v["condition"] for k, v in svc["depends_on"].items()}
     assert conditions == {
-        "kafka": "service_healthy", "postgres": "service_healthy",
+        "kafka": "service_healthy",
+        "postgres": "service_healthy",
         "migrate": "service_completed_successfully",
-    }  # fmt: skip
+    }
 
 
 def test_databases_and_kafka_match(compose: dict[str, Any]) -> None:

@@ -52,9 +52,12 @@ class _Partition:
 
 def _loop(kafka: _Partition, handle: Any, in_flight: int) -> EventConsumer:
     return EventConsumer(
-        service="test", consumer_factory=lambda: cast(Any, kafka), producer=cast(Any, None),
-        handle_batch=handle, in_flight=in_flight,
-    )  # fmt: skip
+        service="test",
+        consumer_factory=lambda: cast(Any, kafka),
+        producer=cast(Any, None),
+        handle_batch=handle,
+        in_flight=in_flight,
+    )
 
 
 async def _run_until(loop: EventConsumer, done: asyncio.Event) -> None:

@@ -32,9 +32,13 @@ class _Broker:
 
 def _loop(broker: _Broker, *, top_up_wait_ms: int, max_records: int = 500) -> EventConsumer:
     return EventConsumer(
-        service="test", consumer_factory=lambda: cast(Any, broker), producer=cast(Any, None),
-        handle_batch=cast(Any, None), max_records=max_records, top_up_wait_ms=top_up_wait_ms,
-    )  # fmt: skip
+        service="test",
+        consumer_factory=lambda: cast(Any, broker),
+        producer=cast(Any, None),
+        handle_batch=cast(Any, None),
+        max_records=max_records,
+        top_up_wait_ms=top_up_wait_ms,
+    )
 
 
 async def _offsets(loop: EventConsumer, age_ms: float, count: int = 2) -> list[int]:

@@ -52,8 +52,12 @@ def test_every_time_of_every_event_type_goes_out_in_utc(event: Any) -> None:
         assert AT <= sent <= AT + timedelta(hours=6)
     # The samples' business times: the lead's 15:00+03:00, a sales call three hours later,
     # the erasure five.
-    hour = {"lead.received": 12, "lead.webinar_attended": 12, "lead.routed": 12,
-            "lead.erased": 17}.get(event.type, 15)  # fmt: skip
+    hour = {
+        "lead.received": 12,
+        "lead.webinar_attended": 12,
+        "lead.routed": 12,
+        "lead.erased": 17,
+    }.get(event.type, 15)
     assert wire["time"] == f"2026-10-15T{hour}:00:00Z"
 
 

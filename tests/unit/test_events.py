@@ -66,13 +66,20 @@ class TestEnvelope:
     def test_routed_carries_snapshot_and_decision(self) -> None:
         lead = snapshot()
         decision = Decision(
-            route=Route.sales, score=90, definition_version=3, reasons=["good"],
-            team="smb", assignee="vera", decided_at=datetime(2026, 1, 1, tzinfo=UTC),
-        )  # fmt: skip
+            route=Route.sales,
+            score=90,
+            definition_version=3,
+            reasons=["good"],
+            team="smb",
+            assignee="vera",
+            decided_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
         event = LeadRouted(
-            source="/qualifier", time=lead.occurred_at, subject=lead.lead_id,
+            source="/qualifier",
+            time=lead.occurred_at,
+            subject=lead.lead_id,
             data=LeadRoutedData(**lead.model_dump(), decision=decision),
-        )  # fmt: skip
+        )
         decoded = decode_event(encode_event(event))
         assert isinstance(decoded, LeadRouted)
         assert decoded.topic == TOPIC_ROUTED
@@ -81,12 +88,18 @@ class TestEnvelope:
 
     def test_payment_amount_is_exact(self) -> None:
         event = LeadPaymentReceived(
-            source="/qualifier", time=datetime(2026, 1, 1, tzinfo=UTC), subject="L1",
+            source="/qualifier",
+            time=datetime(2026, 1, 1, tzinfo=UTC),
+            subject="L1",
             data=LeadPaymentReceivedData(
-                lead_id="L1", at=datetime(2026, 1, 1, tzinfo=UTC), payment_id="p1",
-                amount=Decimal("1500.10"), currency="RUB", dimensions=Dimensions(source="api"),
+                lead_id="L1",
+                at=datetime(2026, 1, 1, tzinfo=UTC),
+                payment_id="p1",
+                amount=Decimal("1500.10"),
+                currency="RUB",
+                dimensions=Dimensions(source="api"),
             ),
-        )  # fmt: skip
+        )
         assert json.loads(encode_event(event))["data"]["amount"] == "1500.10"
         decoded = decode_event(encode_event(event))
         assert isinstance(decoded, LeadPaymentReceived)
@@ -124,10 +137,14 @@ class TestCompatibility:
 def test_an_event_with_its_data_already_serialized_encodes_the_same_bytes() -> None:
     # Intake serializes a lead's snapshot once, for its column and its lead.received.
     snapshot = LeadSnapshot(
-        lead_id="l-1", source=LeadSource.api, name='Zoë "Z" \u2028', budget=Decimal("12.50"),
-        fields={"note": "tab\there"}, occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        lead_id="l-1",
+        source=LeadSource.api,
+        name='Zoë "Z" \u2028',
+        budget=Decimal("12.50"),
+        fields={"note": "tab\there"},
+        occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         received_at=datetime(2026, 1, 2, 3, 4, 6, 789, tzinfo=UTC),
-    )  # fmt: skip
+    )
     event = LeadReceived(
         source=SOURCE_INTAKE, time=snapshot.occurred_at, subject=snapshot.lead_id, data=snapshot
     )

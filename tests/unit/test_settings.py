@@ -10,15 +10,16 @@ import pytest
 from opentelemetry import trace
 
 from services.intake.config import IntakeSettings
+from services.intake.hot_path.front import Front
 from services.intake.main import create_app
 from shared.auth import Authenticator, Scope
-from shared.front import Front
 from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
 
 REAL = TokenSpec(
-    name="crm", token_sha256=hashlib.sha256(b"s3cret-token-of-the-crm").hexdigest(),
+    name="crm",
+    token_sha256=hashlib.sha256(b"s3cret-token-of-the-crm").hexdigest(),
     scopes=[Scope.leads_write],
-)  # fmt: skip
+)
 
 
 class TestProductionMode:
@@ -27,8 +28,9 @@ class TestProductionMode:
             CommonSettings(mode=Mode.production).check_secure()
 
     def test_refuses_the_dev_token(self) -> None:
-        dev = TokenSpec(name="x", token_sha256=hashlib.sha256(b"dev").hexdigest(),
-                        scopes=[Scope.kpi_read])  # fmt: skip
+        dev = TokenSpec(
+            name="x", token_sha256=hashlib.sha256(b"dev").hexdigest(), scopes=[Scope.kpi_read]
+        )
         with pytest.raises(InsecureSettings, match="dev token"):
             CommonSettings(mode=Mode.production, auth_tokens=[dev]).check_secure()
 
