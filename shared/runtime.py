@@ -14,7 +14,7 @@ import gc
 import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from aiokafka.errors import KafkaError
@@ -32,8 +32,6 @@ from shared.consumer import (
     describe,
 )
 from shared.db import create_engine, ping
-from shared.front import Front, FrontHandler, ServiceApp
-from shared.group_commit import GroupCommitter, WriteBatch
 from shared.kafka import (
     FetchPolicy,
     ensure_topics,
@@ -41,7 +39,7 @@ from shared.kafka import (
     make_consumer,
     make_producer,
 )
-from shared.observability import HttpMetrics, configure_logging, instrument
+from shared.observability import configure_logging, instrument
 from shared.outbox import OutboxRelay
 from shared.settings import DEV_TOKEN, ServiceSettings
 from shared.web import (
@@ -60,6 +58,22 @@ R = TypeVar("R")
 # FastAPI's OpenTelemetry instrumentation, off unless LEADFLOW_OPENTELEMETRY is set.
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
+# Writes a batch's items; returns one result per item, in order. An item may fail alone
+# only if it wrote nothing: its result is then the exception to raise to its caller.
+WriteBatch = Callable[[AsyncConnection, Sequence[I]], Awaitable[Sequence[R | Exception]]]
+
+
+class WriteStrategy(Protocol):
+    """How a service commits its requests' writes when one transaction each is not it
+    (intake's group commit: `services.intake.hot_path.group_commit`). Each call returns
+    once its work is committed, and the strategy wakes the relay after each commit."""
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T: ...
+
+    async def run_batched(self, handler: WriteBatch[I, R], item: I) -> R: ...
+
+    async def close(self) -> None: ...
+
 
 class Runtime:
     """The resources of one service process."""
@@ -77,8 +91,7 @@ class Runtime:
         consumer_in_flight: int = 1,
         consumer_fetch: FetchPolicy = FetchPolicy(),
         background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
-        group_commit: bool = False,
-        group_commit_writers: int = 1,
+        write_strategy: Callable[[Runtime], WriteStrategy] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
@@ -120,17 +133,9 @@ class Runtime:
             if consume and handler is not None
             else None
         )
-        # Request writes share commits when asked (intake under load); see shared.group_commit.
-        self.group_commit = (
-            GroupCommitter(
-                self.engine,
-                service=self.name,
-                on_commit=self.wake_relay,
-                writers=group_commit_writers,
-            )
-            if group_commit
-            else None
-        )
+        # How `write` and `write_batched` commit, when not one transaction each (intake's
+        # requests share commits under load).
+        self.write_strategy = write_strategy(self) if write_strategy is not None else None
         # The connection a consumer's handler may keep for its batch transactions.
         self.consumer_db = HeldConnection(self.engine)
         # Service-specific loops (named), supervised like the relay and the consumer.
@@ -155,11 +160,11 @@ class Runtime:
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run a request's unit of work in a transaction; return once it is committed.
 
-        With group commit, concurrent units share one transaction (each in a savepoint);
-        either way the outbox relay is woken after the commit.
+        With a write strategy (group commit), concurrent units share one transaction (each
+        in a savepoint); either way the outbox relay is woken after the commit.
         """
-        if self.group_commit is not None:
-            return await self.group_commit.run(work)
+        if self.write_strategy is not None:
+            return await self.write_strategy.run(work)
         async with self.engine.begin() as conn:
             result = await work(conn)
         self.wake_relay()
@@ -167,9 +172,10 @@ class Runtime:
 
     async def write_batched(self, handler: WriteBatch[I, R], item: I) -> R:
         """Have `handler` write `item` in a transaction, with the items other requests
-        queued for it when group commit is on; return the item's result once committed."""
-        if self.group_commit is not None:
-            return await self.group_commit.run_batched(handler, item)
+        queued for it by a write strategy (group commit); return the item's result once
+        committed."""
+        if self.write_strategy is not None:
+            return await self.write_strategy.run_batched(handler, item)
         async with self.engine.begin() as conn:
             (result,) = await handler(conn, [item])
             if isinstance(result, Exception):
@@ -198,8 +204,8 @@ class Runtime:
             if pending:
                 await asyncio.wait(pending, timeout=grace_seconds)
         self._tasks.clear()
-        if self.group_commit is not None:
-            await _bounded("finishing group commits", self.group_commit.close(), grace_seconds)
+        if self.write_strategy is not None:
+            await _bounded("finishing group commits", self.write_strategy.close(), grace_seconds)
         if self.producer_started.is_set():
             await _bounded("stopping the Kafka producer", self.producer.stop(), grace_seconds)
         await _bounded("closing the consumer's connection", self.consumer_db.close(), grace_seconds)
@@ -296,11 +302,11 @@ def create_service_app(
     body_limits: dict[str, int] | None = None,
     default_body_limit: int = 1024 * 1024,
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
-    front: dict[tuple[str, str], FrontHandler] | None = None,
+    app_class: type[FastAPI] = FastAPI,
 ) -> FastAPI:
-    """The FastAPI app of one service: auth, health, metrics, errors, lifespan. `front`:
-    handlers by (method, path) that answer their common request before the middleware
-    stack (shared.front)."""
+    """The FastAPI app of one service: auth, health, metrics, errors, lifespan. `app_class`:
+    a FastAPI subclass to build (intake's, with a front for its hottest request); the body
+    limits are in `app.state.body_limits` for it."""
     settings.check_secure()
     common = settings.common
     configure_logging(settings.service_name, common.log_level)
@@ -330,7 +336,7 @@ def create_service_app(
         finally:
             await runtime.stop()
 
-    app = ServiceApp(
+    app = app_class(
         title=title,
         description=description,
         version="1.0.0",
@@ -374,6 +380,5 @@ def create_service_app(
         )
     limits = BodyLimits(body_limits or {}, default_body_limit)
     app.add_middleware(BodySizeLimit, limits=limits)
-    if front:
-        app.front = Front(front, limits=limits, metrics=HttpMetrics(settings.service_name))
+    app.state.body_limits = limits
     return app

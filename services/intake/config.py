@@ -40,7 +40,7 @@ class IntakeSettings(ServiceSettings):
     zoom_secret_token: SecretStr | None = None
     # Zoom signs a timestamp; older (or newer) than this is a replay and is refused.
     zoom_max_age_seconds: int = Field(default=300, ge=1)
-    # Concurrent JSON leads share one transaction and one commit (shared.group_commit).
+    # Concurrent JSON leads share one transaction and one commit (hot_path.group_commit).
     group_commit: bool = True
     # Batches committing at once; each holds a connection.
     group_commit_writers: int = Field(default=2, ge=1, le=8)

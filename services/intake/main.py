@@ -14,6 +14,8 @@ from services.intake.admin import service as configuration
 from services.intake.config import DEV_ZOOM_SECRET_TOKEN, IntakeSettings
 from services.intake.deps import FormLimits
 from services.intake.erasure import api as erasure_api
+from services.intake.hot_path.front import ServiceApp, install_front
+from services.intake.hot_path.group_commit import group_commit
 from services.intake.leads import api as leads_api
 from services.intake.leads.schemas import WebinarPersonIn
 from services.intake.sources import attendee_import, forms_api, json_api, webinars_api, zoom_api
@@ -41,8 +43,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             settings,
             outbox=outbox,
             relay_batch_size=settings.relay_batch_size,
-            group_commit=settings.group_commit,
-            group_commit_writers=settings.group_commit_writers,
+            write_strategy=group_commit(settings.group_commit_writers)
+            if settings.group_commit
+            else None,
             relay_poll_seconds=settings.relay_poll_seconds,
             background=[("idempotency-purge", purge_idempotency_keys)],
         )
@@ -91,8 +94,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             "/v1/webinars/*/attendees:import": settings.max_csv_bytes,
         },
         on_startup=on_startup,
-        front={("POST", "/v1/leads"): json_api.post_lead_fast},
+        app_class=ServiceApp,
     )
+    install_front(app, {("POST", "/v1/leads"): json_api.post_lead_fast})
     app.state.form_limits = FormLimits(settings)
     # A 503 after a COMMIT of unknown outcome says what a retry without a key does here.
     app.state.retry_without_key = (

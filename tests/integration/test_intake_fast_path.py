@@ -12,8 +12,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from services.intake.hot_path.front import Front
 from services.intake.sources import json_api
-from shared.front import Front
 from shared.runtime import Runtime
 from tests.support import DEV_AUTH, lead_payload
 

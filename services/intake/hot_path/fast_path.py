@@ -19,8 +19,8 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from services.intake.errors import Handler, json_body_errors
+from services.intake.hot_path.front import JsonAnswer, raise_front_failure
 from shared.auth import Authenticator, Scope
-from shared.front import JsonAnswer, raise_front_failure
 
 FastPath = Callable[[Request], Awaitable[JsonAnswer | None]]
 

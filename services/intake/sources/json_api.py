@@ -15,6 +15,7 @@ from services.intake.config import IntakeSettings
 from services.intake.deps import RuntimeDep, SettingsDep, Writer
 from services.intake.errors import JsonBodyRoute
 from services.intake.hot_path.fast_path import json_body, with_fast_path
+from services.intake.hot_path.front import JsonAnswer
 from services.intake.leads import service
 from services.intake.leads.schemas import LeadAccepted, LeadIn
 from services.intake.normalize.fields import InvalidField
@@ -25,7 +26,6 @@ from services.intake.tables import idempotency_keys
 from shared.auth import Scope
 from shared.db import utcnow
 from shared.events import LeadSnapshot
-from shared.front import JsonAnswer
 from shared.idempotency import IdempotencyKey, fingerprint, idempotent
 from shared.runtime import Runtime
 from shared.web import problem
@@ -147,7 +147,7 @@ _ACCEPTED_JSON = LeadAccepted.__pydantic_serializer__
 async def post_lead_fast(request: Request) -> JsonAnswer | None:
     """`post_lead` for a valid JSON lead from a writer without an Idempotency-Key, the
     request intake mostly gets; None for anything else, which `post_lead` then answers.
-    Intake's front (shared.front) tries it before the middleware stack, the route after."""
+    Intake's front (hot_path.front) tries it before the middleware stack, the route after."""
     body = await json_body(request, Scope.intake_write, declined=(b"idempotency-key",))
     if body is None:
         return None

@@ -9,7 +9,7 @@ means "stored". Batches form naturally: whatever queued while the previous batch
 committing goes together, so a lone request waits for no timer.
 
 Several writers may commit batches at once (`writers`), each on a
-connection of its own kept across batches (`shared.writer_connection`): with one, the
+connection of its own kept across batches (`writer_connection`): with one, the
 process sat idle while its batch was in the database (its statements and the commit's
 WAL flush), as every request then waited for that batch. Concurrent batches are as safe
 as batches of separate replicas: each group takes its locks in one sorted statement, and
@@ -26,23 +26,21 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.intake.hot_path.writer_connection import StaleConnection, WriterConnection
 from shared.db import is_unavailable
-from shared.writer_connection import StaleConnection, WriterConnection
+from shared.runtime import Runtime, WriteBatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item of a batch
 R = TypeVar("R")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
-# Writes a batch's items; returns one result per item, in order. An item may fail alone
-# only if it wrote nothing: its result is then the exception to raise to its caller.
-WriteBatch = Callable[[AsyncConnection, Sequence[I]], Awaitable[Sequence[R | Exception]]]
 
 BATCH_SIZE = Histogram(
     "leadflow_group_commit_batch_size",
@@ -240,3 +238,15 @@ def _groups(batch: list[_Unit]) -> list[list[_Unit]]:
             by_handler[unit.handler] = [unit]
             groups.append(by_handler[unit.handler])
     return groups
+
+
+def group_commit(writers: int) -> Callable[[Runtime], GroupCommitter]:
+    """The runtime's write strategy (`Runtime(write_strategy=...)`): `writers` group
+    committers on its engine, waking its relay after each commit."""
+
+    def strategy(runtime: Runtime) -> GroupCommitter:
+        return GroupCommitter(
+            runtime.engine, service=runtime.name, on_commit=runtime.wake_relay, writers=writers
+        )
+
+    return strategy

@@ -197,3 +197,12 @@ class ServiceApp(FastAPI):
                     return
                 receive = declined
         await super().__call__(scope, receive, send)
+
+
+def install_front(app: FastAPI, handlers: dict[tuple[str, str], FrontHandler]) -> None:
+    """Give an app made by `create_service_app(app_class=ServiceApp)` its front: `handlers`
+    by (method, path), under the app's body limits, counted in its request metrics."""
+    if not isinstance(app, ServiceApp):
+        raise TypeError("a front needs create_service_app(..., app_class=ServiceApp)")
+    service: str = app.state.settings.service_name
+    app.front = Front(handlers, limits=app.state.body_limits, metrics=HttpMetrics(service))
