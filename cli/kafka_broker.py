@@ -359,8 +359,7 @@ def fetch_jars(cfg: BrokerConfig) -> Path:
     dependencies of ``deploy/kafka/pom.xml`` into a temp dir next to ``libs``, which is checked,
     marked and renamed into place, so a killed fetch never leaves a half-filled cache.
     """
-    cache = cfg.resolved_cache_dir
-    libs = cache / "libs"
+    cache, libs = cfg.resolved_cache_dir, cfg.libs_dir
     if _cache_complete(libs, cfg.version):
         return libs
     cache.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,7 @@ def up(print_fn: Callable[[str], None] = print) -> int:
     was_running = kafka_broker.status(cfg).running
     stopping = False
 
-    def on_signal(signum: int, _frame: object) -> None:
+    def on_signal(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 

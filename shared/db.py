@@ -76,11 +76,6 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     )
 
 
-def insert_ignoring_conflicts(conn: AsyncConnection, table: sa.Table) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING`. (`conn`: as for `in_list`.)"""
-    return postgresql.insert(table).on_conflict_do_nothing()
-
-
 # SQLSTATE classes that mean "the server cannot serve now", not "this statement is wrong":
 # 08 connection exceptions, 57P0x shutdown / cannot connect now, 53300 too many connections.
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import UtcDateTime, insert_ignoring_conflicts, utcnow
+from shared.db import UtcDateTime, utcnow
 
 
 def inbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -36,7 +37,7 @@ async def claim_events(
         return set()
     now = utcnow()
     unique = {eid: (eid, etype, topic) for eid, etype, topic in events}
-    stmt = insert_ignoring_conflicts(conn, table).returning(table.c.event_id)
+    stmt = postgresql.insert(table).on_conflict_do_nothing().returning(table.c.event_id)
     result = await conn.execute(
         stmt,
         [

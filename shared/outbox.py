@@ -120,7 +120,6 @@ class OutboxRelay:
         self._service = service
         self._before_send = before_send
         self._engine = engine
-        self._table = table
         self._producer = producer
         self._batch_size = batch_size
         self._poll_interval = poll_interval
