@@ -67,8 +67,9 @@ async def _qualifier_store(conn: AsyncConnection, name: str) -> str:
 
 async def _qualifier_erase(conn: AsyncConnection, lead_id: str) -> None:
     now = datetime.now(UTC)
-    cause = LeadErased(source="/intake", time=now, subject=lead_id,
-                       data=LeadErasedData(lead_id=lead_id, at=now))  # fmt: skip
+    cause = LeadErased(
+        source="/intake", time=now, subject=lead_id, data=LeadErasedData(lead_id=lead_id, at=now)
+    )
     await erase_lead(conn, cause, now=now)
 
 
@@ -127,8 +128,9 @@ async def test_a_batch_read_before_the_erasure_is_sent_before_it_commits(
         read.set()
         await go.wait()
 
-    relay = OutboxRelay(service="test", engine=engine, table=side.table, producer=producer,
-                        before_send=hold)  # fmt: skip
+    relay = OutboxRelay(
+        service="test", engine=engine, table=side.table, producer=producer, before_send=hold
+    )
     sending = asyncio.create_task(relay.publish_batch())
     await read.wait()
 

@@ -41,8 +41,9 @@ async def test_events_arrive_keyed_and_in_order_per_key(
     producer = make_producer(kafka_bootstrap, "test-relay")
     await producer.start()
     try:
-        relay = OutboxRelay(service="test", engine=engine, table=outbox, producer=producer,
-                            batch_size=7)  # fmt: skip
+        relay = OutboxRelay(
+            service="test", engine=engine, table=outbox, producer=producer, batch_size=7
+        )
         while await relay.publish_batch():
             pass
     finally:
