@@ -11,6 +11,7 @@ from services.intake.deps import Admin, RuntimeDep
 from services.intake.errors import JsonBodyRoute
 from services.intake.leads.schemas import Identifier
 from shared.db import utcnow
+from shared.unit_of_work import UnitOfWork
 from shared.web import problem
 
 router = APIRouter(prefix="/v1", tags=["configuration"], route_class=JsonBodyRoute)
@@ -55,13 +56,12 @@ async def get_form(form_id: str, _: Admin, runtime: RuntimeDep) -> FormConfig:
     },
 )
 async def put_form(
-    form_id: Identifier, config: FormConfigIn, _: Admin, runtime: RuntimeDep, response: Response
+    form_id: Identifier, config: FormConfigIn, _: Admin, conn: UnitOfWork, response: Response
 ) -> FormConfig:
     """Create or replace a form. `server_key`, when given, is stored as a hash and never
     shown again; omitting it keeps the stored one."""
     try:
-        async with runtime.engine.begin() as conn:
-            saved, created = await service.save_form(conn, form_id, config, utcnow())
+        saved, created = await service.save_form(conn, form_id, config, utcnow())
     except sa.exc.IntegrityError as exc:
         raise _concurrent("form_id") from exc
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -69,11 +69,10 @@ async def put_form(
 
 
 @router.delete("/forms/{form_id}", status_code=204, responses={404: {}})
-async def delete_form(form_id: str, _: Admin, runtime: RuntimeDep) -> Response:
+async def delete_form(form_id: str, _: Admin, conn: UnitOfWork) -> Response:
     """The form stops taking submissions; its leads stay."""
-    async with runtime.engine.begin() as conn:
-        if not await repository.delete_form(conn, form_id):
-            raise _no_form(form_id)
+    if not await repository.delete_form(conn, form_id):
+        raise _no_form(form_id)
     return Response(status_code=204)
 
 
@@ -104,13 +103,12 @@ async def put_webinar(
     webinar_id: Identifier,
     config: WebinarConfigIn,
     _: Admin,
-    runtime: RuntimeDep,
+    conn: UnitOfWork,
     response: Response,
 ) -> WebinarConfig:
     """Create or replace a webinar; `zoom_webinar_id` links Zoom's webhooks to it."""
     try:
-        async with runtime.engine.begin() as conn:
-            saved, created = await service.save_webinar(conn, webinar_id, config, utcnow())
+        saved, created = await service.save_webinar(conn, webinar_id, config, utcnow())
     except service.ZoomIdTaken as exc:
         raise problem(409, ["body", "zoom_webinar_id"], str(exc), "conflict") from exc
     except sa.exc.IntegrityError as exc:
@@ -120,9 +118,8 @@ async def put_webinar(
 
 
 @router.delete("/webinars/{webinar_id}", status_code=204, responses={404: {}})
-async def delete_webinar(webinar_id: str, _: Admin, runtime: RuntimeDep) -> Response:
+async def delete_webinar(webinar_id: str, _: Admin, conn: UnitOfWork) -> Response:
     """The webinar stops taking registrants and attendees; its leads stay."""
-    async with runtime.engine.begin() as conn:
-        if not await repository.delete_webinar(conn, webinar_id):
-            raise _no_webinar(webinar_id)
+    if not await repository.delete_webinar(conn, webinar_id):
+        raise _no_webinar(webinar_id)
     return Response(status_code=204)
