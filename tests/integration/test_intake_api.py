@@ -85,8 +85,10 @@ class TestAcceptance:
         second = await intake.post("/v1/leads", json=again, headers=DEV_AUTH)
         assert second.status_code == 202
         assert second.json() == {
-            "lead_id": first["lead_id"], "status": "duplicate", "duplicate_of": first["lead_id"],
-        }  # fmt: skip
+            "lead_id": first["lead_id"],
+            "status": "duplicate",
+            "duplicate_of": first["lead_id"],
+        }
         # Another form is another lead.
         other = await intake.post(
             "/v1/leads", json={**body, "form_id": "pricing"}, headers=DEV_AUTH

@@ -26,11 +26,15 @@ from tests.support import DEV_AUTH, lead_payload
 
 def personal(email: str) -> dict[str, object]:
     return lead_payload(
-        name="Анна Петрова", email=email, phone="+7 912 555 44 33", job_title="CEO",
-        message="Call me at +7 912 555 44 33", fields={"linkedin": "anna-p"},
+        name="Анна Петрова",
+        email=email,
+        phone="+7 912 555 44 33",
+        job_title="CEO",
+        message="Call me at +7 912 555 44 33",
+        fields={"linkedin": "anna-p"},
         page_url=f"https://acme.example/contact?email={email}&utm_source=google",
         referrer="https://mail.example/inbox?u=anna",
-    )  # fmt: skip
+    )
 
 
 class TestErasure:

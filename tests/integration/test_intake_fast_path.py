@@ -41,8 +41,10 @@ def _chunked(content: bytes) -> dict[str, Any]:
 # Each a request made afresh per call (new e-mails, so no run sees another's leads).
 REQUESTS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("a lead", lambda: _raw(_lead())),
-    ("a lead, charset named",
-     lambda: _raw(_lead(), **{"Content-Type": "application/json; charset=utf-8"})),
+    (
+        "a lead, charset named",
+        lambda: _raw(_lead(), **{"Content-Type": "application/json; charset=utf-8"}),
+    ),
     ("a lead of no form", lambda: _raw(_lead(source="api", form_id=None))),
     ("no token", lambda: {"content": _lead(), "headers": {"Content-Type": "application/json"}}),
     ("a wrong token", lambda: _raw(_lead(), Authorization="Bearer nope")),
@@ -56,8 +58,10 @@ REQUESTS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("a JSON array", lambda: _raw(b"[1, 2]")),
     ("not UTF-8", lambda: _raw(b'{"name": "\xff", "email": "a@b.example", "consent": true}')),
     ("nested too deep", lambda: _raw(b'{"fields": ' + b"[" * 20_000 + b"]" * 20_000 + b"}")),
-    ("a lone surrogate",
-     lambda: _raw(b'{"name": "\\ud800", "email": "a@b.example", "consent": true}')),
+    (
+        "a lone surrogate",
+        lambda: _raw(b'{"name": "\\ud800", "email": "a@b.example", "consent": true}'),
+    ),
     ("an unknown field", lambda: _raw(_lead(shoe_size=42))),
     ("consent false", lambda: _raw(_lead(consent=False))),
     ("a bad e-mail", lambda: _raw(_lead(email="anna@@acme"))),
@@ -68,7 +72,7 @@ REQUESTS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("an Origin", lambda: _raw(_lead(), Origin="https://example.com")),
     ("over the size limit", lambda: _raw(_lead() + b" " * 70_000)),
     ("over the size limit, in pieces", lambda: _chunked(_lead() + b" " * 70_000)),
-]  # fmt: skip
+]
 
 
 async def _answers(
@@ -129,17 +133,30 @@ async def test_the_fast_path_answers_as_fastapi_does(
     slow = await _answers(intake, [])
     assert [a[:4] for a in fast] == [a[:4] for a in route_only] == [a[:4] for a in slow]
     # It read the body of every JSON request with a writer's token and no Idempotency-Key.
-    refused_unread = {"no token", "a wrong token", "an empty bearer", "basic auth",
-                      "a token without intake:write", "text/plain", "no content type",
-                      "an empty Idempotency-Key", "over the size limit",
-                      "over the size limit, in pieces"}  # fmt: skip
+    refused_unread = {
+        "no token",
+        "a wrong token",
+        "an empty bearer",
+        "basic auth",
+        "a token without intake:write",
+        "text/plain",
+        "no content type",
+        "an empty Idempotency-Key",
+        "over the size limit",
+        "over the size limit, in pieces",
+    }
     assert {kind for kind, *_, read in fast if read} == {
         kind for kind, _ in REQUESTS
     } - refused_unread
     assert [a[4] for a in fast] == [a[4] for a in route_only]
     accepted = {kind for kind, status, *_ in fast if status == 202}
-    assert accepted == {"a lead", "a lead, charset named", "a lead of no form",
-                        "a lead in pieces", "an Origin"}  # fmt: skip
+    assert accepted == {
+        "a lead",
+        "a lead, charset named",
+        "a lead of no form",
+        "a lead in pieces",
+        "an Origin",
+    }
     # The front answered every lead accepted but the one with an Origin (CORS's to answer).
     answered = {kind for (kind, *_), by in zip(fast, by_front[: len(fast)], strict=True) if by}
     assert answered == accepted - {"an Origin"}

@@ -131,10 +131,13 @@ class TestPerAddress:
             admin = clients.at("127.0.0.1")
             r = await admin.put(
                 "/v1/forms/contact-us",
-                json={"allowed_origins": ["http://localhost"], "honeypot_field": "website",
-                      "server_key": SERVER_KEY},
+                json={
+                    "allowed_origins": ["http://localhost"],
+                    "honeypot_field": "website",
+                    "server_key": SERVER_KEY,
+                },
                 headers=DEV_AUTH,
-            )  # fmt: skip
+            )
             assert r.status_code == 200, r.text
             keyed = [await post_from(clients, "192.0.2.10", key=SERVER_KEY) for _ in range(3)]
             assert keyed == [202, 202, 429]

@@ -100,11 +100,13 @@ class TestPlainHtmlForm:
     async def test_a_thank_you_page_gets_a_303(self, intake: httpx.AsyncClient) -> None:
         r = await intake.put(
             "/v1/forms/pricing",
-            json={"allowed_origins": ["https://www.acme.example"],
-                  "thank_you_url": "https://www.acme.example/thanks",
-                  "consent_text_version": "v2"},
+            json={
+                "allowed_origins": ["https://www.acme.example"],
+                "thank_you_url": "https://www.acme.example/thanks",
+                "consent_text_version": "v2",
+            },
             headers=DEV_AUTH,
-        )  # fmt: skip
+        )
         assert r.status_code == 201, r.text
         r = await intake.post(
             "/v1/forms/pricing/submissions",
@@ -119,11 +121,17 @@ class TestPlainHtmlForm:
         form = _doc_form()
         assert form.action.endswith("/v1/forms/contact-us/submissions") and form.method == "post"
         fields = dict(form.inputs)
-        fields.update(name="Анна Петрова", email=f"docs.{uuid.uuid4().hex[:8]}@acme.example",
-                      phone="+7 912 345 67 89", company="Acme", consent=form.checkbox_value,
-                      services="seo", message="Hello from the docs",
-                      page_url="http://localhost/contact?utm_source=docs",
-                      rendered_at=str(int((time.time() - 20) * 1000)))  # fmt: skip
+        fields.update(
+            name="Анна Петрова",
+            email=f"docs.{uuid.uuid4().hex[:8]}@acme.example",
+            phone="+7 912 345 67 89",
+            company="Acme",
+            consent=form.checkbox_value,
+            services="seo",
+            message="Hello from the docs",
+            page_url="http://localhost/contact?utm_source=docs",
+            rendered_at=str(int((time.time() - 20) * 1000)),
+        )
         r = await intake.post("/v1/forms/contact-us/submissions", data=fields, headers=LOCALHOST)
         assert r.status_code == 202, r.text
         (lead,) = await stored(database_url, fields["email"])
@@ -216,9 +224,13 @@ class TestBots:
 class TestAccess:
     @pytest.mark.parametrize(
         "headers",
-        [{"Origin": "https://evil.example"}, {"Origin": "null"},
-         {"Referer": "https://evil.example/page"}, {}],
-    )  # fmt: skip
+        [
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Referer": "https://evil.example/page"},
+            {},
+        ],
+    )
     async def test_other_origins_and_anonymous_servers_are_refused(
         self, intake: httpx.AsyncClient, database_url: str, headers: dict[str, str]
     ) -> None:
@@ -249,10 +261,14 @@ class TestTilda:
         key = "tilda-key-" + uuid.uuid4().hex
         r = await intake.put(
             "/v1/forms/tilda-main",
-            json={"server_key": key, "consent_field": None, "consent_text_version": "tilda-v1",
-                  "field_map": {"Checkbox": "consent"}},
+            json={
+                "server_key": key,
+                "consent_field": None,
+                "consent_text_version": "tilda-v1",
+                "field_map": {"Checkbox": "consent"},
+            },
             headers=DEV_AUTH,
-        )  # fmt: skip
+        )
         assert r.status_code == 201 and r.json()["server_key_set"] is True
         assert "server_key" not in r.json()
         return key
@@ -274,9 +290,16 @@ class TestTilda:
         kafka_bootstrap: str,
     ) -> None:
         email = f"tilda.{uuid.uuid4().hex[:8]}@acme.example"
-        data = {"Name": "Борис", "Email": email, "Phone": "+7 (912) 111-22-33",
-                "tranid": "7654321:1234567", "formid": "form123456", "COOKIES": "_ga=GA1.2.3",
-                "utm_source": "yandex", "utm_campaign": "brand"}  # fmt: skip
+        data = {
+            "Name": "Борис",
+            "Email": email,
+            "Phone": "+7 (912) 111-22-33",
+            "tranid": "7654321:1234567",
+            "formid": "form123456",
+            "COOKIES": "_ga=GA1.2.3",
+            "utm_source": "yandex",
+            "utm_campaign": "brand",
+        }
         r = await intake.post(
             "/v1/forms/tilda-main/submissions",
             data=data,
@@ -314,14 +337,20 @@ class TestRateLimits:
         self, database_url: str, kafka_bootstrap: str, tmp_path: Path
     ) -> None:
         async with running_intake(
-            database_url, kafka_bootstrap, tmp_path, form_ip_burst=2, form_burst=3,
-            form_ip_rate_per_minute=1, form_rate_per_minute=1,
-        ) as intake:  # fmt: skip
+            database_url,
+            kafka_bootstrap,
+            tmp_path,
+            form_ip_burst=2,
+            form_burst=3,
+            form_ip_rate_per_minute=1,
+            form_rate_per_minute=1,
+        ) as intake:
             answers = [
-                await intake.post("/v1/forms/contact-us/submissions", data=person(),
-                                  headers=LOCALHOST)
+                await intake.post(
+                    "/v1/forms/contact-us/submissions", data=person(), headers=LOCALHOST
+                )
                 for _ in range(3)
-            ]  # fmt: skip
+            ]
             assert [a.status_code for a in answers] == [202, 202, 429]
             assert int(answers[2].headers["retry-after"]) >= 1
             assert answers[2].json()["detail"][0]["type"] == "rate_limited"

@@ -28,10 +28,14 @@ async def _claim(database_url: str, key: str, body: dict[str, object], locked_fo
         async with engine.begin() as conn:
             await conn.execute(
                 idempotency_keys.insert().values(
-                    principal="dev", key=key, request_hash=request_hash, claim_id="first",
-                    created_at=now, locked_until=now + timedelta(seconds=locked_for),
+                    principal="dev",
+                    key=key,
+                    request_hash=request_hash,
+                    claim_id="first",
+                    created_at=now,
+                    locked_until=now + timedelta(seconds=locked_for),
                 )
-            )  # fmt: skip
+            )
     finally:
         await engine.dispose()
 

@@ -43,10 +43,14 @@ async def intake(
     async with running_intake(database_url, kafka_bootstrap, tmp_path) as client:
         r = await client.put(
             "/v1/webinars/seo-b2b",
-            json={"title": "SEO for B2B", "zoom_webinar_id": ZOOM_ID,
-                  "timezone": "Europe/Moscow", "consent_text_version": "webinar-terms-3"},
+            json={
+                "title": "SEO for B2B",
+                "zoom_webinar_id": ZOOM_ID,
+                "timezone": "Europe/Moscow",
+                "consent_text_version": "webinar-terms-3",
+            },
             headers=DEV_AUTH,
-        )  # fmt: skip
+        )
         assert r.status_code == 201, r.text
         yield client
 
@@ -67,10 +71,15 @@ class TestRegistrationAndAttendance:
         who = email()
         reg = await intake.post(
             "/v1/webinars/seo-b2b/registrants",
-            json={"first_name": "Анна", "last_name": "Петрова", "email": who,
-                  "company_size": "101-250", "occurred_at": "2026-10-10T08:00:00Z"},
+            json={
+                "first_name": "Анна",
+                "last_name": "Петрова",
+                "email": who,
+                "company_size": "101-250",
+                "occurred_at": "2026-10-10T08:00:00Z",
+            },
             headers=DEV_AUTH,
-        )  # fmt: skip
+        )
         assert reg.status_code == 202, reg.text
         lead_id = reg.json()["lead_id"]
         assert reg.json()["status"] == "accepted"
@@ -173,12 +182,20 @@ class TestCsvImport:
             headers=DEV_AUTH,
         )
         assert r.status_code == 200, r.text
-        assert r.json() == {"accepted": 2, "attendance_recorded": 0, "duplicates": 2,
-                            "rejected": [], "rejected_count": 0}  # fmt: skip
+        assert r.json() == {
+            "accepted": 2,
+            "attendance_recorded": 0,
+            "duplicates": 2,
+            "rejected": [],
+            "rejected_count": 0,
+        }
         stored = await snapshots(database_url)
         by_email = {s["email"]: s for s in stored.values()}
-        assert set(by_email) == {"grigory@beta.example", "anna@acme-corp.example",
-                                 "dmitry@gamma.example"}  # fmt: skip
+        assert set(by_email) == {
+            "grigory@beta.example",
+            "anna@acme-corp.example",
+            "dmitry@gamma.example",
+        }
         anna = by_email["anna@acme-corp.example"]
         assert anna["source"] == "webinar_attendance" and anna["phone"] == "+79123456789"
         assert anna["webinar_attended_at"] == "2026-10-15T07:01:00Z"  # 10:01 in Moscow
@@ -204,9 +221,10 @@ class TestCsvImport:
         )
         data = (FIXTURES / "zoom_attendee_report.csv").read_bytes()
         r = await intake.post(
-            "/v1/webinars/seo-b2b/attendees:import", files={"file": ("r.csv", data)},
+            "/v1/webinars/seo-b2b/attendees:import",
+            files={"file": ("r.csv", data)},
             headers=DEV_AUTH,
-        )  # fmt: skip
+        )
         assert r.json()["attendance_recorded"] == 1
         lead_id = reg.json()["lead_id"]
         events = await published(database_url, kafka_bootstrap, {lead_id})
@@ -246,10 +264,18 @@ class TestCsvImport:
         r = await intake.post(
             "/v1/webinars/seo-b2b/attendees:import",
             files={"file": ("list.csv", data.encode())},
-            data={"mapping": json.dumps({"Контакт": "name", "Почта ящик": "email",
-                                         "Когда": "joined_at", "Был?": "attended"})},
+            data={
+                "mapping": json.dumps(
+                    {
+                        "Контакт": "name",
+                        "Почта ящик": "email",
+                        "Когда": "joined_at",
+                        "Был?": "attended",
+                    }
+                )
+            },
             headers=DEV_AUTH,
-        )  # fmt: skip
+        )
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 1
         (lead,) = (await snapshots(database_url)).values()
@@ -287,8 +313,11 @@ class TestCsvImport:
 
 
 def zoom_event(event: str, obj: dict[str, Any], *, event_ts: int | None = None) -> bytes:
-    body = {"event": event, "event_ts": event_ts or int(time.time() * 1000),
-            "payload": {"account_id": "acc", "object": obj}}  # fmt: skip
+    body = {
+        "event": event,
+        "event_ts": event_ts or int(time.time() * 1000),
+        "payload": {"account_id": "acc", "object": obj},
+    }
     return json.dumps(body, ensure_ascii=False).encode()
 
 
@@ -306,22 +335,40 @@ class TestZoomWebhook:
         self, intake: httpx.AsyncClient, database_url: str, kafka_bootstrap: str
     ) -> None:
         who = email()
-        reg = zoom_event("webinar.registration_created", {
-            "id": int(ZOOM_ID), "host_id": "host1", "topic": "SEO for B2B",
-            "registrant": {"email": who, "first_name": "Вера", "last_name": "Орлова",
-                           "org": "Orlova & Co", "job_title": "CMO",
-                           "purchasing_time_frame": "1-3 months",
-                           "role_in_purchase_process": "Decision Maker",
-                           "custom_questions": [{"title": "Бюджет", "value": "300 000"}]},
-        })  # fmt: skip
+        reg = zoom_event(
+            "webinar.registration_created",
+            {
+                "id": int(ZOOM_ID),
+                "host_id": "host1",
+                "topic": "SEO for B2B",
+                "registrant": {
+                    "email": who,
+                    "first_name": "Вера",
+                    "last_name": "Орлова",
+                    "org": "Orlova & Co",
+                    "job_title": "CMO",
+                    "purchasing_time_frame": "1-3 months",
+                    "role_in_purchase_process": "Decision Maker",
+                    "custom_questions": [{"title": "Бюджет", "value": "300 000"}],
+                },
+            },
+        )
         r = await intake.post("/v1/webhooks/zoom", content=reg, headers=zoom_headers(reg))
         assert r.status_code == 200, r.text
         lead_id = r.json()["lead_id"]
-        joined = zoom_event("webinar.participant_joined", {
-            "id": ZOOM_ID, "host_id": "host1",
-            "participant": {"id": "u9", "user_name": "Vera", "email": who,
-                            "join_time": "2026-10-15T07:03:00Z"},
-        })  # fmt: skip
+        joined = zoom_event(
+            "webinar.participant_joined",
+            {
+                "id": ZOOM_ID,
+                "host_id": "host1",
+                "participant": {
+                    "id": "u9",
+                    "user_name": "Vera",
+                    "email": who,
+                    "join_time": "2026-10-15T07:03:00Z",
+                },
+            },
+        )
         r = await intake.post("/v1/webhooks/zoom", content=joined, headers=zoom_headers(joined))
         assert r.json()["status"] == "updated" and r.json()["lead_id"] == lead_id
         # Zoom sends an event for every (re)join, and retries: both change nothing.
@@ -329,7 +376,11 @@ class TestZoomWebhook:
         assert r.json()["status"] == "duplicate"
         lead = (await snapshots(database_url))[lead_id]
         assert (lead["name"], lead["company"], lead["timeframe"], lead["role_in_purchase"]) == (
-            "Вера Орлова", "Orlova & Co", "1-3 months", "decision_maker")  # fmt: skip
+            "Вера Орлова",
+            "Orlova & Co",
+            "1-3 months",
+            "decision_maker",
+        )
         assert lead["fields"] == {"Бюджет": "300 000"} and lead["webinar_attended"] is True
         events = await published(database_url, kafka_bootstrap, {lead_id})
         assert [e.type for e in events] == ["lead.received", "lead.webinar_attended"]
@@ -340,9 +391,11 @@ class TestZoomWebhook:
         # Zoom's last retry of a failed delivery comes 5 + 20 + 60 minutes after the event;
         # the registrant object carries no time, the event's `event_ts` does.
         happened = int(time.time() * 1000) - 85 * 60 * 1000
-        reg = zoom_event("webinar.registration_created", {
-            "id": int(ZOOM_ID), "registrant": {"email": email(), "first_name": "Вера"},
-        }, event_ts=happened)  # fmt: skip
+        reg = zoom_event(
+            "webinar.registration_created",
+            {"id": int(ZOOM_ID), "registrant": {"email": email(), "first_name": "Вера"}},
+            event_ts=happened,
+        )
         r = await intake.post("/v1/webhooks/zoom", content=reg, headers=zoom_headers(reg))
         assert r.status_code == 200, r.text
         lead = (await snapshots(database_url))[r.json()["lead_id"]]
@@ -355,14 +408,19 @@ class TestZoomWebhook:
     async def test_the_host_and_unlinked_webinars_are_not_leads(
         self, intake: httpx.AsyncClient, database_url: str
     ) -> None:
-        host = zoom_event("webinar.participant_joined", {
-            "id": ZOOM_ID, "host_id": "h1", "participant": {"id": "h1", "email": "host@us.example"},
-        })  # fmt: skip
+        host = zoom_event(
+            "webinar.participant_joined",
+            {
+                "id": ZOOM_ID,
+                "host_id": "h1",
+                "participant": {"id": "h1", "email": "host@us.example"},
+            },
+        )
         r = await intake.post("/v1/webhooks/zoom", content=host, headers=zoom_headers(host))
         assert r.json()["status"] == "skipped"
-        other = zoom_event("webinar.registration_created", {
-            "id": 99999999999, "registrant": {"email": email()},
-        })  # fmt: skip
+        other = zoom_event(
+            "webinar.registration_created", {"id": 99999999999, "registrant": {"email": email()}}
+        )
         r = await intake.post("/v1/webhooks/zoom", content=other, headers=zoom_headers(other))
         assert r.status_code == 200 and r.json()["status"] == "ignored"
         unused = zoom_event("webinar.started", {"id": ZOOM_ID})
@@ -377,9 +435,9 @@ class TestZoomWebhook:
     async def test_unsigned_or_stale_requests_are_401(
         self, intake: httpx.AsyncClient, database_url: str, tamper: str
     ) -> None:
-        body = zoom_event("webinar.registration_created", {
-            "id": ZOOM_ID, "registrant": {"email": email()},
-        })  # fmt: skip
+        body = zoom_event(
+            "webinar.registration_created", {"id": ZOOM_ID, "registrant": {"email": email()}}
+        )
         headers = zoom_headers(body)
         if tamper == "bad_signature":
             headers["x-zm-signature"] = "v0=" + "0" * 64

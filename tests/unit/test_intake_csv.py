@@ -75,8 +75,12 @@ class TestZoomReport:
         assert all(isinstance(r, Row) for r in result)
         emails = [r.person["email"] for r in result if isinstance(r, Row)]
         # Host and panelist sections are passed over; a re-join is a second row.
-        assert emails == ["anna@acme-corp.example", "grigory@beta.example",
-                          "dmitry@gamma.example", "anna@acme-corp.example"]  # fmt: skip
+        assert emails == [
+            "anna@acme-corp.example",
+            "grigory@beta.example",
+            "dmitry@gamma.example",
+            "anna@acme-corp.example",
+        ]
 
     def test_attended_rows_carry_join_time_and_minutes(self) -> None:
         first = rows((FIXTURES / "zoom_attendee_report.csv").read_bytes())[0]
@@ -100,7 +104,9 @@ class TestGenericCsv:
     def test_cp1251_semicolons_and_russian_headers(self) -> None:
         result = rows((FIXTURES / "generic_cp1251.csv").read_bytes())
         assert [r.person["name"] for r in result if isinstance(r, Row)] == [
-            "Иван Сидоров", "Мария Кузнецова"]  # fmt: skip
+            "Иван Сидоров",
+            "Мария Кузнецова",
+        ]
         first = result[0]
         assert isinstance(first, Row)
         assert first.person["phone"] == "8 (912) 000-11-22" and first.person["company"] == "Дельта"
@@ -142,7 +148,12 @@ class TestBadRows:
         )
         result = rows(data)
         assert [(type(r).__name__, r.row) for r in result] == [
-            ("Row", 2), ("Rejected", 3), ("Rejected", 4), ("Rejected", 5), ("Row", 6)]  # fmt: skip
+            ("Row", 2),
+            ("Rejected", 3),
+            ("Rejected", 4),
+            ("Rejected", 5),
+            ("Row", 6),
+        ]
         assert "2 fields; the header has 3" in result[1].error  # type: ignore[union-attr]
         assert "4 fields" in result[2].error  # type: ignore[union-attr]
         assert "quoted" in result[3].error  # type: ignore[union-attr]
@@ -171,9 +182,13 @@ class TestBadRows:
 
     @pytest.mark.parametrize(
         "data",
-        [b"", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"name,company\nAnna,Acme\n",
-         b"just some text\nwith lines\n"],
-    )  # fmt: skip
+        [
+            b"",
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+            b"name,company\nAnna,Acme\n",
+            b"just some text\nwith lines\n",
+        ],
+    )
     def test_a_file_without_an_attendee_header_is_refused_whole(self, data: bytes) -> None:
         with pytest.raises(InvalidField) as err:
             rows(data)

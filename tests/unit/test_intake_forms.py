@@ -40,11 +40,17 @@ def spec(**overrides: object) -> FormSpec:
 class TestMapping:
     def test_fields_named_like_the_lead_map_themselves_and_the_rest_go_to_fields(self) -> None:
         mapped = map_submission(
-            [("name", " Анна "), ("email", "anna@acme.example"), ("consent", "on"),
-             ("services", "seo"), ("services", "ppc, analytics"), ("how_heard", "a friend"),
-             ("website", "")],
+            [
+                ("name", " Анна "),
+                ("email", "anna@acme.example"),
+                ("consent", "on"),
+                ("services", "seo"),
+                ("services", "ppc, analytics"),
+                ("how_heard", "a friend"),
+                ("website", ""),
+            ],
             spec(),
-        )  # fmt: skip
+        )
         lead = mapped.lead
         assert lead["name"] == "Анна" and lead["email"] == "anna@acme.example"
         assert lead["services"] == ["seo", "ppc", "analytics"]
@@ -77,13 +83,22 @@ class TestTilda:
         assert not is_tilda_test([("test", "test"), ("email", "a@b.example")])
 
     def test_tilda_names_meta_fields_and_cookies(self) -> None:
-        pairs = [("Name", "Anna"), ("Email", "a@b.example"), ("Phone", "+7 912 345-67-89"),
-                 ("tranid", "123:456"), ("formid", "form789"), ("COOKIES", "_ym_uid=1; x=2"),
-                 ("utm_source", "vk")]  # fmt: skip
+        pairs = [
+            ("Name", "Anna"),
+            ("Email", "a@b.example"),
+            ("Phone", "+7 912 345-67-89"),
+            ("tranid", "123:456"),
+            ("formid", "form789"),
+            ("COOKIES", "_ym_uid=1; x=2"),
+            ("utm_source", "vk"),
+        ]
         assert is_tilda(pairs)
         lead = map_submission(pairs, spec(consent_field=None)).lead
-        assert (lead["name"], lead["email"], lead["phone"]) == ("Anna", "a@b.example",
-                                                                "+7 912 345-67-89")  # fmt: skip
+        assert (lead["name"], lead["email"], lead["phone"]) == (
+            "Anna",
+            "a@b.example",
+            "+7 912 345-67-89",
+        )
         assert lead["fields"] == {"tilda_tranid": "123:456", "tilda_formid": "form789"}
         assert lead["utm"] == {"source": "vk"}
         # No consent field configured: submitting the form is the consent, with its version.
@@ -96,8 +111,9 @@ class TestConsentAndHoneypot:
         lead = map_submission([("email", "a@b.example"), ("consent", value)], spec()).lead
         assert lead["consent"] is True
 
-    @pytest.mark.parametrize("pairs", [[], [("consent", "no")], [("consent", "")],
-                                       [("consent", "нет")]])  # fmt: skip
+    @pytest.mark.parametrize(
+        "pairs", [[], [("consent", "no")], [("consent", "")], [("consent", "нет")]]
+    )
     def test_no_box_is_no_consent(self, pairs: list[tuple[str, str]]) -> None:
         lead = map_submission([("email", "a@b.example"), *pairs], spec()).lead
         assert lead["consent"] is False
@@ -121,10 +137,16 @@ class TestUtmAndPage:
 class TestBudget:
     @pytest.mark.parametrize(
         ("raw", "amount"),
-        [("200 000 ₽", Decimal("200000")), ("150000.50", Decimal("150000.50")),
-         ("1,500,000", Decimal("1500000")), ("99,5", Decimal("99.5")), ("lots", None),
-         ("-5", None), ("NaN", None)],
-    )  # fmt: skip
+        [
+            ("200 000 ₽", Decimal("200000")),
+            ("150000.50", Decimal("150000.50")),
+            ("1,500,000", Decimal("1500000")),
+            ("99,5", Decimal("99.5")),
+            ("lots", None),
+            ("-5", None),
+            ("NaN", None),
+        ],
+    )
     def test_budget(self, raw: str, amount: Decimal | None) -> None:
         assert parse_budget(raw) == amount
 

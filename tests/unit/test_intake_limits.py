@@ -75,9 +75,12 @@ TTL = timedelta(hours=24)
 
 def record(**kw: object) -> Record:
     values: dict[str, object] = {
-        "request_hash": "h", "status_code": 202, "response": {}, "created_at": NOW,
+        "request_hash": "h",
+        "status_code": 202,
+        "response": {},
+        "created_at": NOW,
         "locked_until": None,
-    }  # fmt: skip
+    }
     values.update(kw)
     return Record(**values)  # type: ignore[arg-type]
 

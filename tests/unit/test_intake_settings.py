@@ -68,8 +68,9 @@ class TestText:
         assert LeadIn(message=text, consent=True).message == text
 
     def test_webinar_config_checks_zone_and_zoom_id(self) -> None:
-        config = WebinarConfigIn(consent_text_version="v1", zoom_webinar_id="812 3456 7890",
-                                 timezone="Europe/Moscow")  # fmt: skip
+        config = WebinarConfigIn(
+            consent_text_version="v1", zoom_webinar_id="812 3456 7890", timezone="Europe/Moscow"
+        )
         assert config.zoom_webinar_id == "81234567890"
         with pytest.raises(ValidationError):
             WebinarConfigIn(consent_text_version="v1", timezone="Mars/Olympus")

@@ -25,8 +25,9 @@ NOW = 1_790_000_000
 
 
 def check(body: bytes, timestamp: str | None, signed: str | None, now: float = NOW) -> None:
-    verify(secret=SECRET, timestamp=timestamp, signed=signed, body=body, now=now,
-           max_age_seconds=300)  # fmt: skip
+    verify(
+        secret=SECRET, timestamp=timestamp, signed=signed, body=body, now=now, max_age_seconds=300
+    )
 
 
 class TestSignature:
@@ -41,10 +42,13 @@ class TestSignature:
 
     @pytest.mark.parametrize(
         ("timestamp", "signed", "header"),
-        [(None, "v0=abc", "x-zm-request-timestamp"), (str(NOW), None, "x-zm-signature"),
-         ("yesterday", "v0=abc", "x-zm-request-timestamp"),
-         (str(NOW), "v0=" + "0" * 64, "x-zm-signature")],
-    )  # fmt: skip
+        [
+            (None, "v0=abc", "x-zm-request-timestamp"),
+            (str(NOW), None, "x-zm-signature"),
+            ("yesterday", "v0=abc", "x-zm-request-timestamp"),
+            (str(NOW), "v0=" + "0" * 64, "x-zm-signature"),
+        ],
+    )
     def test_missing_or_wrong_headers_are_refused(
         self, timestamp: str | None, signed: str | None, header: str
     ) -> None:
@@ -66,8 +70,10 @@ class TestSignature:
     def test_url_validation_answer(self) -> None:
         answer = url_validation_answer(SECRET, "qgg8vlvZRS6UYooatFL8Aw")
         expected = hmac.new(SECRET.encode(), b"qgg8vlvZRS6UYooatFL8Aw", hashlib.sha256)
-        assert answer == {"plainToken": "qgg8vlvZRS6UYooatFL8Aw",
-                          "encryptedToken": expected.hexdigest()}  # fmt: skip
+        assert answer == {
+            "plainToken": "qgg8vlvZRS6UYooatFL8Aw",
+            "encryptedToken": expected.hexdigest(),
+        }
 
 
 def hook(event: str, obj: dict[str, object], *, event_ts: int = NOW * 1000) -> ZoomWebhook:
@@ -78,29 +84,45 @@ def hook(event: str, obj: dict[str, object], *, event_ts: int = NOW * 1000) -> Z
 
 class TestEvents:
     def test_a_registration_as_a_person(self) -> None:
-        event = hook("webinar.registration_created", {
-            "id": 81234567890, "host_id": "h",
-            "registrant": {"email": "anna@acme.example", "first_name": "Анна",
-                           "last_name": "Петрова", "org": "Acme", "no_of_employees": "501-1,000",
-                           "purchasing_time_frame": "Within a month", "comments": "hi",
-                           "custom_questions": [{"title": "Budget?", "value": "200k"}],
-                           "city": "Kazan"},
-        })  # fmt: skip
+        event = hook(
+            "webinar.registration_created",
+            {
+                "id": 81234567890,
+                "host_id": "h",
+                "registrant": {
+                    "email": "anna@acme.example",
+                    "first_name": "Анна",
+                    "last_name": "Петрова",
+                    "org": "Acme",
+                    "no_of_employees": "501-1,000",
+                    "purchasing_time_frame": "Within a month",
+                    "comments": "hi",
+                    "custom_questions": [{"title": "Budget?", "value": "200k"}],
+                    "city": "Kazan",
+                },
+            },
+        )
         assert event.payload.object is not None and event.payload.object.id == "81234567890"
         person = registration_lead(event.payload.object, event_ts=event.event_ts)
         assert person == {
-            "name": "Анна Петрова", "email": "anna@acme.example", "company": "Acme",
-            "company_size": "501-1,000", "timeframe": "Within a month", "message": "hi",
+            "name": "Анна Петрова",
+            "email": "anna@acme.example",
+            "company": "Acme",
+            "company_size": "501-1,000",
+            "timeframe": "Within a month",
+            "message": "hi",
             "fields": {"Budget?": "200k", "city": "Kazan"},
             "occurred_at": "2026-09-21T14:13:20+00:00",  # event_ts, NOW in milliseconds
-        }  # fmt: skip
+        }
 
     def test_a_registration_is_dated_when_it_happened_not_when_it_arrived(self) -> None:
         # Zoom's registrant object has no time of its own; `event_ts` is when the person
         # registered, however late a retried delivery arrives.
-        event = hook("webinar.registration_created", {
-            "id": 1, "registrant": {"email": "anna@acme.example"},
-        }, event_ts=1_760_000_000_123)  # fmt: skip
+        event = hook(
+            "webinar.registration_created",
+            {"id": 1, "registrant": {"email": "anna@acme.example"}},
+            event_ts=1_760_000_000_123,
+        )
         assert event.payload.object is not None
         person = registration_lead(event.payload.object, event_ts=event.event_ts)
         assert not isinstance(person, Skipped)
@@ -113,32 +135,44 @@ class TestEvents:
         assert event_time(event_ts) is None
 
     def test_a_participant_as_an_attendee(self) -> None:
-        event = hook("webinar.participant_joined", {
-            "id": "81234567890", "host_id": "h",
-            "participant": {"id": "u1", "user_name": "Anna", "email": "anna@acme.example",
-                            "join_time": "2026-10-15T10:01:00Z"},
-        })  # fmt: skip
+        event = hook(
+            "webinar.participant_joined",
+            {
+                "id": "81234567890",
+                "host_id": "h",
+                "participant": {
+                    "id": "u1",
+                    "user_name": "Anna",
+                    "email": "anna@acme.example",
+                    "join_time": "2026-10-15T10:01:00Z",
+                },
+            },
+        )
         assert event.payload.object is not None
         assert attendance_lead(event.payload.object, host_id="h", event_ts=event.event_ts) == {
-            "name": "Anna", "email": "anna@acme.example", "occurred_at": "2026-10-15T10:01:00Z",
-        }  # fmt: skip
+            "name": "Anna",
+            "email": "anna@acme.example",
+            "occurred_at": "2026-10-15T10:01:00Z",
+        }
 
     def test_a_participant_without_join_time_is_dated_by_the_event(self) -> None:
-        event = hook("webinar.participant_joined", {
-            "id": "81234567890", "participant": {"id": "u1", "email": "anna@acme.example"},
-        })  # fmt: skip
+        event = hook(
+            "webinar.participant_joined",
+            {"id": "81234567890", "participant": {"id": "u1", "email": "anna@acme.example"}},
+        )
         assert event.payload.object is not None
         person = attendance_lead(event.payload.object, host_id="h", event_ts=event.event_ts)
         assert not isinstance(person, Skipped)
         assert person["occurred_at"] == "2026-09-21T14:13:20+00:00"
 
     def test_the_host_and_anonymous_guests_are_not_leads(self) -> None:
-        host = hook("webinar.participant_joined", {
-            "id": 1, "host_id": "h", "participant": {"id": "h", "email": "host@us.example"},
-        }).payload.object  # fmt: skip
-        guest = hook("webinar.participant_joined", {
-            "id": 1, "participant": {"user_name": "Guest"},
-        }).payload.object  # fmt: skip
+        host = hook(
+            "webinar.participant_joined",
+            {"id": 1, "host_id": "h", "participant": {"id": "h", "email": "host@us.example"}},
+        ).payload.object
+        guest = hook(
+            "webinar.participant_joined", {"id": 1, "participant": {"user_name": "Guest"}}
+        ).payload.object
         assert host is not None and guest is not None
         assert isinstance(attendance_lead(host, host_id="h", event_ts=None), Skipped)
         assert isinstance(attendance_lead(guest, host_id="h", event_ts=None), Skipped)
