@@ -61,9 +61,11 @@ def find_original(known: Iterable[KnownLead], key: DedupeKey, since: datetime) -
         if k.source == key.source
         and k.origin_id == key.origin_id
         and k.received_at >= since
-        and ((key.email is not None and k.email == key.email)
-             or (key.phone is not None and k.phone == key.phone))
-    ]  # fmt: skip
+        and (
+            (key.email is not None and k.email == key.email)
+            or (key.phone is not None and k.phone == key.phone)
+        )
+    ]
     return min(matches, key=lambda k: k.received_at).lead_id if matches else None
 
 

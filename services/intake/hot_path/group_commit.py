@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item of a batch
 R = TypeVar("R")
-Work = Callable[[AsyncConnection], Awaitable[Any]]
 
 BATCH_SIZE = Histogram(
     "leadflow_group_commit_batch_size",

@@ -29,8 +29,12 @@ DELIMITERS = (",", ";", "\t")
 # Columns a CSV may be mapped onto: the form targets, plus what attendance lists carry.
 CSV_TARGETS = (
     *(t for t in FORM_TARGETS if t not in ("consent", "rendered_at")),
-    "joined_at", "registered_at", "attended", "minutes", "skip",
-)  # fmt: skip
+    "joined_at",
+    "registered_at",
+    "attended",
+    "minutes",
+    "skip",
+)
 
 # Header names we recognise without a mapping: Zoom's report columns, common English
 # and Russian names, and our own field names.
@@ -65,11 +69,37 @@ _SYNONYMS: dict[str, str] = {
 _SECTION = re.compile(r"^(attendee|host|panelist|panellist)s? details$|^other attended$", re.I)
 _YES = {"yes", "y", "true", "1", "да", "attended"}
 _NO = {"no", "n", "false", "0", "нет", "", "--"}
+# Row values copied to the person as they are (name and attendance are built).
+_COPIED = (
+    "email",
+    "phone",
+    "company",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+    "region",
+    "message",
+    "timeframe",
+    "role_in_purchase",
+    "page_url",
+    "referrer",
+    "budget",
+)
 _TIME_FORMATS = (
-    "%b %d, %Y %I:%M %p", "%b %d, %Y %I:%M:%S %p", "%b %d, %Y %H:%M:%S", "%b %d, %Y %H:%M",
-    "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M",
-    "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M",
-)  # fmt: skip
+    "%b %d, %Y %I:%M %p",
+    "%b %d, %Y %I:%M:%S %p",
+    "%b %d, %Y %H:%M:%S",
+    "%b %d, %Y %H:%M",
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+)
 
 
 @dataclass(frozen=True)
@@ -272,9 +302,7 @@ def _row(
             return Rejected(line, f"attended: expected yes or no, not {scalars['attended']!r}")
         attended = answer in _YES
     person: dict[str, Any] = {}
-    for key in ("email", "phone", "company", "job_title", "industry", "company_size",
-                "country", "region", "message", "timeframe", "role_in_purchase",
-                "page_url", "referrer", "budget"):  # fmt: skip
+    for key in _COPIED:
         if key in scalars:
             person[key] = scalars[key]
     name = scalars.get("name") or " ".join(

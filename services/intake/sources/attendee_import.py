@@ -147,9 +147,16 @@ async def import_attendees(
     upload, mapping, delimiter = await _read_upload_form(request)
     try:
         return await _import_upload(
-            request, upload, mapping, delimiter, webinar_id, principal.name, idempotency_key,
-            runtime, settings,
-        )  # fmt: skip
+            request,
+            upload,
+            mapping,
+            delimiter,
+            webinar_id,
+            principal.name,
+            idempotency_key,
+            runtime,
+            settings,
+        )
     finally:
         await upload.close()
 

@@ -16,10 +16,43 @@ from services.intake.normalize.fields import InvalidField, utm_from_url
 # first and last name (joined into `name`), and the time the page rendered the form.
 UTM_TARGETS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 FORM_TARGETS = (
-    "name", "first_name", "last_name", "email", "phone", "company", "job_title", "industry",
-    "company_size", "country", "region", "message", "services", "budget", "timeframe",
-    "role_in_purchase", "consent", "page_url", "referrer", *UTM_TARGETS, "rendered_at",
-)  # fmt: skip
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+    "region",
+    "message",
+    "services",
+    "budget",
+    "timeframe",
+    "role_in_purchase",
+    "consent",
+    "page_url",
+    "referrer",
+    *UTM_TARGETS,
+    "rendered_at",
+)
+# Form fields copied to the lead as they are (name, services and budget are built).
+_COPIED = (
+    "email",
+    "phone",
+    "company",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+    "region",
+    "message",
+    "timeframe",
+    "role_in_purchase",
+    "referrer",
+)
 # Tilda describes the submission in these; `COOKIES` (the visitor's cookies, when the site
 # owner ticks the box) is dropped: it is tracking data, not an answer.
 _TILDA_META = {"tranid": "tilda_tranid", "formid": "tilda_formid", "formname": "tilda_formname"}
@@ -106,9 +139,7 @@ def map_submission(
         else:
             fields[name] = f"{fields[name]}, {value}" if name in fields else value
     lead: dict[str, Any] = {"source": "web_form", "form_id": spec.form_id}
-    for key in ("email", "phone", "company", "job_title", "industry", "company_size",
-                "country", "region", "message", "timeframe", "role_in_purchase",
-                "referrer"):  # fmt: skip
+    for key in _COPIED:
         if key in scalars:
             lead[key] = scalars[key]
     name = scalars.get("name") or " ".join(
