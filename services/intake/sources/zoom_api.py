@@ -7,14 +7,14 @@ import logging
 import time
 from datetime import timedelta
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from services.intake import counters
 from services.intake.admin import repository as admin_repository
 from services.intake.deps import RuntimeDep, SettingsDep
-from services.intake.errors import error_items
+from services.intake.errors import invalid
 from services.intake.leads import service
 from services.intake.leads.schemas import WebinarPersonIn
 from services.intake.normalize.fields import InvalidField
@@ -68,7 +68,7 @@ async def zoom_webhook(request: Request, runtime: RuntimeDep, settings: Settings
     try:
         hook = zoom.ZoomWebhook.model_validate_json(body)
     except ValidationError as exc:
-        raise HTTPException(422, detail=error_items(exc, ("body",))) from exc
+        raise invalid(exc) from exc
     if hook.event == zoom.URL_VALIDATION:
         if not hook.payload.plainToken:
             raise problem(422, ["body", "payload", "plainToken"], "the challenge has no plainToken")
@@ -110,7 +110,7 @@ async def zoom_webhook(request: Request, runtime: RuntimeDep, settings: Settings
             strict=False,
         )
     except ValidationError as exc:
-        raise HTTPException(422, detail=error_items(exc, ("body", "payload", "object"))) from exc
+        raise invalid(exc, ("body", "payload", "object")) from exc
     except InvalidField as exc:
         raise problem(422, ["body", "payload", "object", exc.field], exc.message) from exc
     async with runtime.engine.begin() as conn:
