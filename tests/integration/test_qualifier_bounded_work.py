@@ -93,9 +93,10 @@ class TestPatterns:
     ) -> None:
         version = await publish(
             q.http,
-            with_score_rule({"points": 5, "label": "a wordy message",
-                             "when": {"message_matches": BACKTRACKING}}),
-        )  # fmt: skip
+            with_score_rule(
+                {"points": 5, "label": "a wordy message", "when": {"message_matches": BACKTRACKING}}
+            ),
+        )
         wordy = received(message=LONG_MESSAGE)
         ends_in_a_word = received(message=LONG_MESSAGE[:-2])
         async with probing(q.http):
@@ -124,9 +125,15 @@ class TestPatterns:
         document["score"][0]["when"] = {"company_matches": r"(\w+)\s\1"}
         async with q.runtime.engine.begin() as conn:
             await repository.insert_definition(
-                conn, version=2, name="old draft", status="draft", document=document,
-                source_text="(as written)", at=utcnow(), by="admin",
-            )  # fmt: skip
+                conn,
+                version=2,
+                name="old draft",
+                status="draft",
+                document=document,
+                source_text="(as written)",
+                at=utcnow(),
+                by="admin",
+            )
         r = await q.http.post("/v1/definitions/2/publish")
         assert r.status_code == 422, r.text
         (problem,) = r.json()["detail"]
@@ -205,11 +212,14 @@ class TestDiffs:
             for i, line in enumerate(old.splitlines(keepends=True))
         )
         assert len(old.encode()) <= q.settings.definition_max_bytes
-        v2, v3 = [(await q.http.post("/v1/definitions", content=text, headers=YAML)).json()
-                  for text in (old, new)]  # fmt: skip
+        v2, v3 = [
+            (await q.http.post("/v1/definitions", content=text, headers=YAML)).json()
+            for text in (old, new)
+        ]
         async with probing(q.http):
-            r = await q.http.get(f"/v1/definitions/{v3['version']}/diff",
-                                 params={"against": v2["version"]})  # fmt: skip
+            r = await q.http.get(
+                f"/v1/definitions/{v3['version']}/diff", params={"against": v2["version"]}
+            )
         assert r.status_code == 200, r.text
         assert len(r.json()["changes"]) == 2_400
 
@@ -223,15 +233,19 @@ class TestBacktestBounds:
         assert problem["loc"] == ["body", "from"]
         assert f"at most {q.settings.backtest_max_days} days" in problem["msg"]
         now = datetime.now(UTC)
-        within = {"from": (now - timedelta(days=q.settings.backtest_max_days)).isoformat(),
-                  "to": now.isoformat()}  # fmt: skip
+        within = {
+            "from": (now - timedelta(days=q.settings.backtest_max_days)).isoformat(),
+            "to": now.isoformat(),
+        }
         assert (await q.http.post("/v1/definitions/1/backtest", json=within)).status_code == 200
 
     @pytest.mark.parametrize(
         ("bound", "kind"),
-        [({"backtest_max_leads": 2}, "too_many_leads"),
-         ({"backtest_budget_seconds": 1e-6}, "over_budget")],
-    )  # fmt: skip
+        [
+            ({"backtest_max_leads": 2}, "too_many_leads"),
+            ({"backtest_budget_seconds": 1e-6}, "over_budget"),
+        ],
+    )
     async def test_more_work_than_the_bounds_allow_is_refused(
         self, database_url: str, tmp_path: Path, bound: dict[str, float], kind: str
     ) -> None:
@@ -248,8 +262,9 @@ class TestBacktestBounds:
         # Three pages of leads, judged by two versions.
         for _ in range(12):
             await q.receive(*(received() for _ in range(100)))
-        version = await publish(q.http, definition_text(("sales_min_score: 60  ",
-                                                          "sales_min_score: 80  ")))  # fmt: skip
+        version = await publish(
+            q.http, definition_text(("sales_min_score: 60  ", "sales_min_score: 80  "))
+        )
         async with probing(q.http):
             started = time.perf_counter()
             r = await q.http.post(f"/v1/definitions/{version}/backtest", json={})

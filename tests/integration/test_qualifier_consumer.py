@@ -70,8 +70,10 @@ async def test_a_redelivered_lead_is_decided_once(database_url: str, tmp_path: P
     assert all(isinstance(e, LeadRouted) for e in routed)
     assert len({e.id for e in routed}) == 3
     assert dict(routes) == {
-        events[0].subject: "sales", events[1].subject: "processing", events[2].subject: "partner",
-    }  # fmt: skip
+        events[0].subject: "sales",
+        events[1].subject: "processing",
+        events[2].subject: "partner",
+    }
     # The routed event carries the business time of its cause.
     assert {e.time for e in routed} == {e.time for e in events}
     await runtime.stop()
@@ -95,14 +97,19 @@ async def q(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
 
 def attended(lead: LeadReceived, **overrides: Any) -> LeadWebinarAttended:
     data = lead.data.model_copy(update={"webinar_attended": True, **overrides})
-    return LeadWebinarAttended(source="/intake", time=lead.time + timedelta(days=3),
-                               subject=lead.subject, data=data)  # fmt: skip
+    return LeadWebinarAttended(
+        source="/intake", time=lead.time + timedelta(days=3), subject=lead.subject, data=data
+    )
 
 
 def erased(lead_id: str) -> LeadErased:
     now = datetime.now(UTC)
-    return LeadErased(source="/intake", time=now, subject=lead_id,
-                      data=LeadErasedData(lead_id=lead_id, at=now, by="dpo"))  # fmt: skip
+    return LeadErased(
+        source="/intake",
+        time=now,
+        subject=lead_id,
+        data=LeadErasedData(lead_id=lead_id, at=now, by="dpo"),
+    )
 
 
 class TestWebinarAttendance:
@@ -177,9 +184,14 @@ class TestWebinarAttendance:
 
 class TestErasure:
     async def test_the_person_is_forgotten_and_the_decisions_stay(self, q: Harness) -> None:
-        lead = received(name="Anna Petrova", phone="+79123456789", job_title="CEO",
-                        message="call me at home", fields={"linkedin": "anna-p"},
-                        page_url="https://acme.example/?email=anna%40acme.example")  # fmt: skip
+        lead = received(
+            name="Anna Petrova",
+            phone="+79123456789",
+            job_title="CEO",
+            message="call me at home",
+            fields={"linkedin": "anna-p"},
+            page_url="https://acme.example/?email=anna%40acme.example",
+        )
         await q.receive(lead)
         rejection = {"decision": "rejected", "reason": "Anna is a student"}
         r = await q.http.post(f"/v1/leads/{lead.subject}/feedback", json=rejection)
@@ -195,8 +207,10 @@ class TestErasure:
         assert person["page_url"] == "https://acme.example/"
         # What describes the need and the channel stays, and so do the decisions.
         assert (person["company_size"], person["budget"], person["services"]) == (
-            "101-500", "200000", ["seo"],
-        )  # fmt: skip
+            "101-500",
+            "200000",
+            ["seo"],
+        )
         assert (view["route"], view["stage"], view["feedback"]) == ("sales", "rejected", "rejected")
         assert len(view["decisions"]) == 1 and view["decision"]["score"] == 100
         assert [h["stage"] for h in view["stages"]] == ["routed", "rejected"]
@@ -263,8 +277,9 @@ class TestRunsOfReceivedLeads:
 
     async def test_a_lead_received_twice_in_one_batch_is_one_lead(self, q: Harness) -> None:
         lead = received()
-        again = LeadReceived(source="/intake", time=lead.time, subject=lead.subject,
-                             data=lead.data)  # another event id, the same lead  # fmt: skip
+        again = LeadReceived(
+            source="/intake", time=lead.time, subject=lead.subject, data=lead.data
+        )  # another event id, the same lead
         other = received()
         await q.receive(lead, again, other)
         assert len(await q.rows(leads)) == 2

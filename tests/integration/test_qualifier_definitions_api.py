@@ -64,8 +64,11 @@ class TestDrafts:
 
     async def test_json_is_accepted_too(self, q: Harness) -> None:
         document = yaml.safe_load(definition_text())
-        r = await q.http.post("/v1/definitions", content=json.dumps(document, indent="\t"),
-                              headers={"Content-Type": "application/json"})  # fmt: skip
+        r = await q.http.post(
+            "/v1/definitions",
+            content=json.dumps(document, indent="\t"),
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 201, r.text
         assert r.json()["document"]["sales_teams"][1]["members"] == ["vera", "grigory", "dmitry"]
 
@@ -80,11 +83,13 @@ class TestValidation:
         self, q: Harness
     ) -> None:
         text = definition_text(
-            ("when: {budget_at_least: 150000}",
-             "when: {any: [{budget_at_least: 1}, {shoe_size_in: [42]}]}"),
+            (
+                "when: {budget_at_least: 150000}",
+                "when: {any: [{budget_at_least: 1}, {shoe_size_in: [42]}]}",
+            ),
             ("    sla_hours: 8", "    sla_hours: 8\n    colour: red"),
             ("sales_min_score: 60  ", "sales_min_score: high"),
-        )  # fmt: skip
+        )
         r = await q.http.post("/v1/definitions", content=text, headers=YAML)
         assert r.status_code == 422
         problems = {tuple(d["loc"]): d for d in r.json()["detail"]}
@@ -162,18 +167,23 @@ class TestPublishing:
             async with q.runtime.engine.begin() as conn:
                 await conn.execute(
                     definitions.insert().values(
-                        version=9, name="rogue", status="active", document={}, source_text="",
+                        version=9,
+                        name="rogue",
+                        status="active",
+                        document={},
+                        source_text="",
                         created_at=utcnow(),
                     )
-                )  # fmt: skip
+                )
 
 
 class TestDiff:
     async def test_a_diff_against_the_active_version(self, q: Harness) -> None:
         text = definition_text(
-            *STRICTER, ("    regions: [RU, KZ, BY]", "    regions: [RU, KZ]"),
+            *STRICTER,
+            ("    regions: [RU, KZ, BY]", "    regions: [RU, KZ]"),
             ("members: [anna, boris]", "members: [anna, boris, yuri]"),
-        )  # fmt: skip
+        )
         version = await draft(q, text)
         r = await q.http.get(f"/v1/definitions/{version}/diff")
         assert r.status_code == 200, r.text
@@ -184,9 +194,12 @@ class TestDiff:
             "partners[webstudio].regions": ("changed", ["RU", "KZ", "BY"], ["RU", "KZ"]),
             "routes.sales_min_score": ("changed", 60, 80),
             "routes.nurture_below_score": ("changed", 60, 80),
-            "sales_teams[enterprise].members": ("changed", ["anna", "boris"],
-                                                ["anna", "boris", "yuri"]),
-        }  # fmt: skip
+            "sales_teams[enterprise].members": (
+                "changed",
+                ["anna", "boris"],
+                ["anna", "boris", "yuri"],
+            ),
+        }
         assert "-  sales_min_score: 60" in body["text"] and "+  sales_min_score: 80" in body["text"]
 
     async def test_a_diff_between_any_two_versions(self, q: Harness) -> None:
@@ -208,11 +221,19 @@ class TestBacktest:
         gone = received(company_size="21-50", industry="retail")  # would change, but erased
         await q.receive(good, middling, weak, missing, partner, old, gone)
         now = datetime.now(UTC)
-        await q.receive(LeadErased(source="/intake", time=now, subject=gone.subject,
-                                   data=LeadErasedData(lead_id=gone.subject, at=now)))  # fmt: skip
+        await q.receive(
+            LeadErased(
+                source="/intake",
+                time=now,
+                subject=gone.subject,
+                data=LeadErasedData(lead_id=gone.subject, at=now),
+            )
+        )
         for lead, verdict in ((good, "accepted"), (middling, "rejected")):
-            r = await q.http.post(f"/v1/leads/{lead.subject}/feedback",
-                                  json={"decision": verdict, "reason": "not a fit"})  # fmt: skip
+            r = await q.http.post(
+                f"/v1/leads/{lead.subject}/feedback",
+                json={"decision": verdict, "reason": "not a fit"},
+            )
             assert r.status_code == 200
         version = await draft(q, definition_text(*STRICTER))
 
@@ -221,15 +242,27 @@ class TestBacktest:
         result = r.json()
         assert (result["version"], result["active_version"]) == (2, 1)
         assert (result["leads"], result["skipped_erased"], result["changed"]) == (5, 1, 1)
-        assert result["routes"] == {"sales": 1, "partner": 1, "nurture": 2, "processing": 1,
-                                    "rejected": 0}  # fmt: skip
-        assert result["active_routes"] == {"sales": 2, "partner": 1, "nurture": 1,
-                                           "processing": 1, "rejected": 0}  # fmt: skip
+        assert result["routes"] == {
+            "sales": 1,
+            "partner": 1,
+            "nurture": 2,
+            "processing": 1,
+            "rejected": 0,
+        }
+        assert result["active_routes"] == {
+            "sales": 2,
+            "partner": 1,
+            "nurture": 1,
+            "processing": 1,
+            "rejected": 0,
+        }
         assert result["transitions"] == {"sales -> nurture": 1}
         (change,) = result["changes"]
         assert (change["lead_id"], change["from_route"], change["to_route"]) == (
-            middling.subject, "sales", "nurture",
-        )  # fmt: skip
+            middling.subject,
+            "sales",
+            "nurture",
+        )
         assert (change["to_score"], change["sales_feedback"]) == (75, "rejected")
         assert "below 80" in change["reasons"][0]
         # Sales accepted `good` and rejected `middling`: the stricter version agrees with both.
@@ -240,16 +273,18 @@ class TestBacktest:
         assert result["active_feedback"]["rejected_routed_to_sales"] == 1
 
     async def test_the_range_and_the_list_are_bounded_by_the_request(self, q: Harness) -> None:
-        old = received(company_size="21-50", industry="retail",
-                       received_at=datetime(2026, 1, 5, tzinfo=UTC))  # fmt: skip
+        old = received(
+            company_size="21-50", industry="retail", received_at=datetime(2026, 1, 5, tzinfo=UTC)
+        )
         await q.receive(old)
         version = await draft(q, definition_text(*STRICTER))
         body = {"from": "2026-01-01", "to": "2026-02-01", "limit": 0}
         result = (await q.http.post(f"/v1/definitions/{version}/backtest", json=body)).json()
         assert (result["leads"], result["changed"], result["changes"]) == (1, 1, [])
         assert result["from"].startswith("2026-01-01T00:00:00")
-        bad = await q.http.post(f"/v1/definitions/{version}/backtest",
-                                json={"from": "2026-02-01", "to": "2026-01-01"})  # fmt: skip
+        bad = await q.http.post(
+            f"/v1/definitions/{version}/backtest", json={"from": "2026-02-01", "to": "2026-01-01"}
+        )
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "from"]
 
     async def test_a_backtest_changes_nothing(self, q: Harness) -> None:
@@ -267,16 +302,19 @@ class TestProductionSecrets:
     ) -> None:
         admin, admin_auth = token("admin", Scope.definitions_admin, Scope.leads_read)
         common = CommonSettings(
-            mode=Mode.production, data_dir=tmp_path, kafka_bootstrap_servers="127.0.0.1:1",
+            mode=Mode.production,
+            data_dir=tmp_path,
+            kafka_bootstrap_servers="127.0.0.1:1",
             auth_tokens=[admin],
-        )  # fmt: skip
+        )
         hooked = definition_text(
-            ("    regions: [RU, KZ, BY]",
-             "    regions: [RU, KZ, BY]\n    webhook_url: https://partner.example/leads"),
-        )  # fmt: skip
+            (
+                "    regions: [RU, KZ, BY]",
+                "    regions: [RU, KZ, BY]\n    webhook_url: https://partner.example/leads",
+            )
+        )
         async with qualifier_app(database_url, tmp_path, common=common) as q:
-            r = await q.http.post("/v1/definitions", content=hooked,
-                                  headers={**YAML, **admin_auth})  # fmt: skip
+            r = await q.http.post("/v1/definitions", content=hooked, headers={**YAML, **admin_auth})
             assert r.status_code == 201  # a draft is harmless
             r = await q.http.post("/v1/definitions/2/publish", headers=admin_auth)
             assert r.status_code == 422

@@ -39,8 +39,12 @@ async def live(
     database_url: str, kafka_bootstrap: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     await asyncio.to_thread(migrate, "qualifier", database_url)
-    settings = settings_for(database_url, tmp_path, kafka=kafka_bootstrap,
-                            consumer_group=f"test-qualifier-{uuid.uuid4().hex}")  # fmt: skip
+    settings = settings_for(
+        database_url,
+        tmp_path,
+        kafka=kafka_bootstrap,
+        consumer_group=f"test-qualifier-{uuid.uuid4().hex}",
+    )
     async with serving(create_app(settings)) as client:
         client.headers["Authorization"] = "Bearer dev"
         yield client
@@ -54,9 +58,11 @@ async def produce(bootstrap: str, events: Sequence[_Envelope]) -> None:
     try:
         for event in events:
             await producer.send_and_wait(
-                event.topic, value=encode_event(event), key=event.key.encode(),
+                event.topic,
+                value=encode_event(event),
+                key=event.key.encode(),
                 headers=kafka_headers(event),
-            )  # fmt: skip
+            )
     finally:
         await producer.stop()
 
@@ -78,11 +84,12 @@ async def test_each_route_of_the_example_definition_with_reasons(
     leads = {
         "sales": received(),
         "partner": received(services=["web_development"], country="RU"),
-        "nurture": received(role_in_purchase="user", company_size="2-10", timeframe="later",
-                            email="ivan@gmail.com"),
+        "nurture": received(
+            role_in_purchase="user", company_size="2-10", timeframe="later", email="ivan@gmail.com"
+        ),
         "processing": received(budget=None),
         "rejected": received(email="spy@competitor-two.example"),
-    }  # fmt: skip
+    }
     await produce(kafka_bootstrap, list(leads.values()))
     keys = {lead.subject.encode(): route for route, lead in leads.items()}
     records = await read_topic(kafka_bootstrap, TOPIC_ROUTED, lambda r: r.key in keys, 5, 60)
@@ -101,8 +108,11 @@ async def test_each_route_of_the_example_definition_with_reasons(
         assert isinstance(routed, LeadRouted)
         assert header(record, "ce_type") == "lead.routed" and header(record, "ce_id") == routed.id
         assert routed.id == derived_event_id(cause.id, "routed")
-        assert (routed.source, routed.subject, routed.time) == ("/qualifier", cause.subject,
-                                                                 cause.time)  # fmt: skip
+        assert (routed.source, routed.subject, routed.time) == (
+            "/qualifier",
+            cause.subject,
+            cause.time,
+        )
         decision = routed.data.decision
         assert decision.route.value == route and decision.definition_version == 1
         assert decision.reasons[0].startswith(expected_reason[route]), decision.reasons
@@ -126,29 +136,43 @@ async def test_sales_calls_reach_leads_lifecycle_and_an_erasure_comes_back(
     await produce(kafka_bootstrap, [lead])
     lead_id = lead.subject
     await view_when_ready(live, lead_id, route="sales")
-    calls = [("contact", {}), ("feedback", {"decision": "accepted"}), ("stage", {"stage": "sql"}),
-             ("stage", {"stage": "demo_held"}), ("stage", {"stage": "proposal_sent"}),
-             ("stage", {"stage": "contract_sent"}), ("stage", {"stage": "won"}),
-             ("payments", {"amount": "90000.00", "payment_id": f"inv-{lead_id}"})]  # fmt: skip
+    calls = [
+        ("contact", {}),
+        ("feedback", {"decision": "accepted"}),
+        ("stage", {"stage": "sql"}),
+        ("stage", {"stage": "demo_held"}),
+        ("stage", {"stage": "proposal_sent"}),
+        ("stage", {"stage": "contract_sent"}),
+        ("stage", {"stage": "won"}),
+        ("payments", {"amount": "90000.00", "payment_id": f"inv-{lead_id}"}),
+    ]
     for call, body in calls:
         r = await live.post(f"/v1/leads/{lead_id}/{call}", json=body)
         assert r.is_success, r.text
 
-    records = await read_topic(kafka_bootstrap, TOPIC_LIFECYCLE,
-                               lambda r: r.key == lead_id.encode(), len(calls), 60)  # fmt: skip
+    records = await read_topic(
+        kafka_bootstrap, TOPIC_LIFECYCLE, lambda r: r.key == lead_id.encode(), len(calls), 60
+    )
     events = [event_of(r) for r in records]
     assert [e.type for e in events] == [
-        "lead.contacted", "lead.feedback", *["lead.stage_changed"] * 5, "lead.payment_received",
-    ]  # fmt: skip
+        "lead.contacted",
+        "lead.feedback",
+        *["lead.stage_changed"] * 5,
+        "lead.payment_received",
+    ]
     for event in events:
         dims = event.data.dimensions  # type: ignore[union-attr]
         assert (dims.source, dims.channel, dims.campaign, dims.route) == (
-            "web_form", "yandex", "spring", "sales",
-        )  # fmt: skip
+            "web_form",
+            "yandex",
+            "spring",
+            "sales",
+        )
 
     now = datetime.now(UTC)
-    erasure = LeadErased(source="/intake", time=now, subject=lead_id,
-                         data=LeadErasedData(lead_id=lead_id, at=now))  # fmt: skip
+    erasure = LeadErased(
+        source="/intake", time=now, subject=lead_id, data=LeadErasedData(lead_id=lead_id, at=now)
+    )
     await produce(kafka_bootstrap, [erasure])
     view = await view_when_ready(live, lead_id, erased=True)
     assert view["lead"]["email"] is None and view["stage"] == "won"

@@ -80,8 +80,13 @@ class Receiver:
         ok = fresh and hmac.compare_digest(signed, f"sha256={expected.hexdigest()}")
         self.requests.append(Received(headers, body, ok))
         status = self.script.pop(0) if self.script else self.then
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         await send({"type": "http.response.body", "body": f"status {status}".encode()})
 
 
@@ -183,9 +188,10 @@ class TestDelivery:
         assert len(rows) == 1
         async with q.runtime.engine.connect() as conn:
             published = await conn.scalar(
-                sa.select(outbox.c.payload).where(outbox.c.event_type == "lead.routed",
-                                                  outbox.c.key == lead.subject)
-            )  # fmt: skip
+                sa.select(outbox.c.payload).where(
+                    outbox.c.event_type == "lead.routed", outbox.c.key == lead.subject
+                )
+            )
         (row,) = rows
         assert row.payload == published  # the partner gets exactly what sales tools get
         routed = decode_event(published)
@@ -275,8 +281,14 @@ class TestErasure:
         await publish(q.http, hooked("http://127.0.0.1:9/never-called"))
         lead_id = await partner_lead(q)
         now = datetime.now(UTC)
-        await q.receive(LeadErased(source="/intake", time=now, subject=lead_id,
-                                   data=LeadErasedData(lead_id=lead_id, at=now)))  # fmt: skip
+        await q.receive(
+            LeadErased(
+                source="/intake",
+                time=now,
+                subject=lead_id,
+                data=LeadErasedData(lead_id=lead_id, at=now),
+            )
+        )
         delivery = await delivery_of(q, lead_id)
         assert delivery["status"] == "cancelled"
         (row,) = await q.rows(partner_deliveries, partner_deliveries.c.lead_id == lead_id)
@@ -313,8 +325,10 @@ class TestErasure:
         assert erasure.headers["x-leadflow-delivery-id"] != routed.headers["x-leadflow-delivery-id"]
         listed = (await q.http.get("/v1/partners/deliveries", params={"lead_id": lead_id})).json()
         kinds = sorted((d["event_type"], d["status"], d["last_outcome"]) for d in listed)
-        assert kinds == [("lead.erased", "delivered", "http_2xx"),
-                         ("lead.routed", "delivered", "http_2xx")]  # fmt: skip
+        assert kinds == [
+            ("lead.erased", "delivered", "http_2xx"),
+            ("lead.routed", "delivered", "http_2xx"),
+        ]
         # The routed body that held the person is gone; the erasure's holds nobody.
         bodies = {r.event_type: r.payload for r in await q.rows(partner_deliveries)}
         assert bodies["lead.routed"] is None and b"@" not in bodies["lead.erased"]
@@ -326,12 +340,15 @@ class TestProduction:
     ) -> None:
         admin, _ = token("admin", Scope.definitions_admin)
         common = CommonSettings(
-            mode=Mode.production, data_dir=tmp_path, kafka_bootstrap_servers="127.0.0.1:1",
+            mode=Mode.production,
+            data_dir=tmp_path,
+            kafka_bootstrap_servers="127.0.0.1:1",
             auth_tokens=[admin],
-        )  # fmt: skip
+        )
         await asyncio.to_thread(migrate, "qualifier", database_url)
-        settings = settings_for(database_url, tmp_path, common=common,
-                                initial_definition=HERE / "partner-webhook.yaml")  # fmt: skip
+        settings = settings_for(
+            database_url, tmp_path, common=common, initial_definition=HERE / "partner-webhook.yaml"
+        )
         with pytest.raises(InsecureSettings, match="webstudio"):
             async with serving(create_app(settings)):
                 pass

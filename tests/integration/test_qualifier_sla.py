@@ -65,8 +65,9 @@ class TestBreach:
     ) -> None:
         answered, due = await sales_lead(q)
         contacted, _ = await sales_lead(q)
-        assert (await q.http.post(f"/v1/leads/{answered}/feedback",
-                                  json={"decision": "accepted"})).status_code == 200  # fmt: skip
+        assert (
+            await q.http.post(f"/v1/leads/{answered}/feedback", json={"decision": "accepted"})
+        ).status_code == 200
         assert (await q.http.post(f"/v1/leads/{contacted}/contact")).status_code == 200
         await sla.breach_overdue(q.runtime.engine, now=due + timedelta(hours=1))
         assert await breaches(q, answered) == []
@@ -80,8 +81,9 @@ class TestBreach:
         await sla.breach_overdue(q.runtime.engine, now=first + timedelta(hours=9))  # due again
         found = await breaches(q, lead_id)
         assert [(b.data.assignee, b.data.reassigned_to) for b in found] == [
-            ("vera", "grigory"), ("grigory", "dmitry"),
-        ]  # fmt: skip
+            ("vera", "grigory"),
+            ("grigory", "dmitry"),
+        ]
         assert len({b.id for b in found}) == 2
 
     async def test_two_replicas_report_a_breach_exactly_once(
@@ -104,8 +106,9 @@ class TestBreach:
 
 class TestAbsence:
     async def test_reassignment_skips_absent_members(self, q: Harness) -> None:
-        r = await q.http.put("/v1/sales/members/grigory/absence",
-                             json={"absent": True, "note": "vacation"})  # fmt: skip
+        r = await q.http.put(
+            "/v1/sales/members/grigory/absence", json={"absent": True, "note": "vacation"}
+        )
         assert r.status_code == 200 and r.json()["absent"] is True
         lead_id, due = await sales_lead(q)
         await sla.breach_overdue(q.runtime.engine, now=due + timedelta(minutes=1))
@@ -140,6 +143,7 @@ class TestAbsence:
         assert (await q.lead(third))["assignee"] == "vera"
 
     async def test_an_absence_until_a_past_time_is_refused(self, q: Harness) -> None:
-        r = await q.http.put("/v1/sales/members/vera/absence",
-                             json={"absent": True, "until": "2020-01-01T00:00:00Z"})  # fmt: skip
+        r = await q.http.put(
+            "/v1/sales/members/vera/absence", json={"absent": True, "until": "2020-01-01T00:00:00Z"}
+        )
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "until"]

@@ -150,8 +150,9 @@ async def receiving(
 
 def answer(status: int, body: bytes) -> Respond:
     async def respond(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
-        await receiver.write(writer, f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
-                             "Content-Type: text/plain\r\n\r\n".encode() + body)  # fmt: skip
+        head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
+        head += "Content-Type: text/plain\r\n\r\n"
+        await receiver.write(writer, head.encode() + body)
 
     return respond
 
@@ -180,13 +181,19 @@ async def qualifier(
     database_url: str, tmp_path: Path, *, production: bool, **overrides: Any
 ) -> AsyncIterator[Harness]:
     common = CommonSettings(
-        mode=Mode.production if production else Mode.dev, data_dir=tmp_path,
-        kafka_bootstrap_servers=UNREACHABLE_KAFKA, auth_tokens=[ADMIN],
-    )  # fmt: skip
+        mode=Mode.production if production else Mode.dev,
+        data_dir=tmp_path,
+        kafka_bootstrap_servers=UNREACHABLE_KAFKA,
+        auth_tokens=[ADMIN],
+    )
     async with qualifier_app(
-        database_url, tmp_path, common=common, partner_secrets={"webstudio": SECRET},
-        partner_timeout_seconds=overrides.pop("partner_timeout_seconds", 5.0), **overrides,
-    ) as q:  # fmt: skip
+        database_url,
+        tmp_path,
+        common=common,
+        partner_secrets={"webstudio": SECRET},
+        partner_timeout_seconds=overrides.pop("partner_timeout_seconds", 5.0),
+        **overrides,
+    ) as q:
         q.http.headers.update(ADMIN_AUTH)
         yield q
 
@@ -244,10 +251,14 @@ class TestProductionRefuses:
     @pytest.mark.parametrize(
         ("host", "listen"),
         [
-            ("127.0.0.1", "127.0.0.1"), ("[::1]", "::1"), ("localhost", "127.0.0.1"),
-            ("10.20.30.40", None), ("169.254.169.254", None), ("[::ffff:169.254.169.254]", None),
+            ("127.0.0.1", "127.0.0.1"),
+            ("[::1]", "::1"),
+            ("localhost", "127.0.0.1"),
+            ("10.20.30.40", None),
+            ("169.254.169.254", None),
+            ("[::ffff:169.254.169.254]", None),
         ],
-    )  # fmt: skip
+    )
     async def test_non_public_addresses_before_connecting(
         self, prod: Harness, host: str, listen: str | None
     ) -> None:
@@ -275,26 +286,37 @@ class TestProductionRefuses:
         assert all(_loopback(a) for a in connections(seen))
 
     async def test_publishing_a_webhook_it_would_refuse(self, prod: Harness) -> None:
-        for url in ("http://partner.example/leads", "https://10.0.0.7/leads",
-                    "https://169.254.169.254/latest", "https://localhost:8443/leads"):  # fmt: skip
-            r = await prod.http.post("/v1/definitions", content=hooked(url),
-                                     headers={"Content-Type": "application/yaml"})  # fmt: skip
+        for url in (
+            "http://partner.example/leads",
+            "https://10.0.0.7/leads",
+            "https://169.254.169.254/latest",
+            "https://localhost:8443/leads",
+        ):
+            r = await prod.http.post(
+                "/v1/definitions", content=hooked(url), headers={"Content-Type": "application/yaml"}
+            )
             assert r.status_code == 201, r.text
             r = await prod.http.post(f"/v1/definitions/{r.json()['version']}/publish")
             assert r.status_code == 422, url
             (problem,) = r.json()["detail"]
             assert "'webstudio'" in problem["msg"] and problem["type"] == "unsafe_webhook"
             assert problem["loc"][-1] == "webhook_url"
-        r = await prod.http.post("/v1/definitions", content=hooked("https://partner.example/l"),
-                                 headers={"Content-Type": "application/yaml"})  # fmt: skip
+        r = await prod.http.post(
+            "/v1/definitions",
+            content=hooked("https://partner.example/l"),
+            headers={"Content-Type": "application/yaml"},
+        )
         r = await prod.http.post(f"/v1/definitions/{r.json()['version']}/publish")
         assert r.status_code == 200, r.text
 
 
 class TestDevMode:
     async def test_allows_loopback_but_not_the_metadata_service(self, dev: Harness) -> None:
-        r = await dev.http.post("/v1/definitions", content=hooked("http://169.254.169.254/x"),
-                                headers={"Content-Type": "application/yaml"})  # fmt: skip
+        r = await dev.http.post(
+            "/v1/definitions",
+            content=hooked("http://169.254.169.254/x"),
+            headers={"Content-Type": "application/yaml"},
+        )
         r = await dev.http.post(f"/v1/definitions/{r.json()['version']}/publish")
         assert r.status_code == 422 and "webstudio" in r.text
         delivery_id = await owe(dev, "http://169.254.169.254/latest/meta-data/")
@@ -352,11 +374,27 @@ def localhost_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     here = tmp_path_factory.mktemp("tls")
     cert, key = here / "cert.pem", here / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 

@@ -75,9 +75,12 @@ class TestRouting:
 
     def test_a_weak_fit_is_nurtured(self, definition: LeadDefinition) -> None:
         lead = snapshot(
-            role_in_purchase="user", company_size="2-10", budget="10000",
-            timeframe="later", email="ivan@gmail.com",
-        )  # fmt: skip
+            role_in_purchase="user",
+            company_size="2-10",
+            budget="10000",
+            timeframe="later",
+            email="ivan@gmail.com",
+        )
         d = evaluate(lead, definition, 1, now=NOW).decision
         assert d.route is Route.nurture
         assert d.score == 10 - 20  # ecommerce, free e-mail provider
@@ -171,23 +174,28 @@ class TestReassignment:
         self, definition: LeadDefinition
     ) -> None:
         team = definition.sales_teams[1]
-        moved = reassign(team, "grigory", now=NOW,
-                         assignment=AssignmentState(round_robin_next={"smb": 1}))  # fmt: skip
+        moved = reassign(
+            team, "grigory", now=NOW, assignment=AssignmentState(round_robin_next={"smb": 1})
+        )
         assert (moved.assignee, moved.round_robin_advance) == ("dmitry", ("smb", 0))
         assert moved.sla_due_at == NOW + timedelta(hours=8)
 
     def test_nobody_else_keeps_it_with_the_same_person(self, definition: LeadDefinition) -> None:
         team = definition.sales_teams[0]  # anna, boris
-        moved = reassign(team, "anna", now=NOW,
-                         assignment=AssignmentState(absent=frozenset({"boris"})))  # fmt: skip
+        moved = reassign(
+            team, "anna", now=NOW, assignment=AssignmentState(absent=frozenset({"boris"}))
+        )
         assert (moved.assignee, moved.round_robin_advance) == ("anna", None)
 
 
 class TestWorkingHours:
     def test_a_team_with_working_hours_is_due_within_them(self, definition: LeadDefinition) -> None:
         doc = definition.model_dump(mode="json")
-        doc["sales_teams"][1]["working_hours"] = {"timezone": "UTC", "start": "09:00",
-                                                  "end": "17:00"}  # fmt: skip
+        doc["sales_teams"][1]["working_hours"] = {
+            "timezone": "UTC",
+            "start": "09:00",
+            "end": "17:00",
+        }
         friday_evening = datetime(2026, 11, 6, 16, 0, tzinfo=UTC)
         d = evaluate(snapshot(), LeadDefinition.model_validate(doc), 3, now=friday_evening).decision
         assert d.sla_due_at == datetime(2026, 11, 9, 16, 0, tzinfo=UTC)  # 1h Fri + 7h Mon

@@ -148,8 +148,7 @@ class TestBusinessTime:
     SKEW = timedelta(minutes=5)
 
     def check(self, at: datetime) -> None:
-        lifecycle.check_business_time(at, now=self.NOW, lead_received=self.RECEIVED,
-                                      skew=self.SKEW)  # fmt: skip
+        lifecycle.check_business_time(at, now=self.NOW, lead_received=self.RECEIVED, skew=self.SKEW)
 
     def test_between_the_lead_and_now_is_fine(self) -> None:
         self.check(self.RECEIVED)

@@ -10,8 +10,9 @@ from services.qualifier.definitions.backtest import Backtest, Judged, route_coun
 from services.qualifier.definitions.source import load_definition
 from tests.support import snapshot
 
-EXAMPLE = (Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
-           ).read_text()  # fmt: skip
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
+).read_text()
 
 
 def version(*replacements: tuple[str, str]) -> Judged:
@@ -22,8 +23,10 @@ def version(*replacements: tuple[str, str]) -> Judged:
 
 
 ACTIVE = version()
-STRICT = version(("sales_min_score: 60", "sales_min_score: 90"),
-                 ("nurture_below_score: 60", "nurture_below_score: 90"))  # fmt: skip
+STRICT = version(
+    ("sales_min_score: 60", "sales_min_score: 90"),
+    ("nurture_below_score: 60", "nurture_below_score: 90"),
+)
 
 
 @pytest.fixture
@@ -39,8 +42,12 @@ def tally() -> Backtest:
 
 def test_route_counts_for_both_versions(tally: Backtest) -> None:
     assert route_counts(tally.tested_routes) == {
-        "sales": 2, "partner": 0, "nurture": 2, "processing": 1, "rejected": 0,
-    }  # fmt: skip
+        "sales": 2,
+        "partner": 0,
+        "nurture": 2,
+        "processing": 1,
+        "rejected": 0,
+    }
     assert route_counts(tally.active_routes)["sales"] == 4
     assert tally.leads == 5
 
@@ -50,8 +57,11 @@ def test_changed_leads_are_counted_all_and_listed_up_to_the_limit(tally: Backtes
     assert tally.transitions == {("sales", "nurture"): 2}
     (listed,) = tally.changes
     assert (listed.from_route, listed.to_route, listed.from_score, listed.to_score) == (
-        "sales", "nurture", 85, 85,
-    )  # fmt: skip
+        "sales",
+        "nurture",
+        85,
+        85,
+    )
     assert listed.sales_feedback == "rejected"
     assert "below 90" in listed.reasons[0]
 

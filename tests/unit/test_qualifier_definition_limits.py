@@ -16,8 +16,9 @@ from services.qualifier.definitions.source import (
     load_definition,
 )
 
-EXAMPLE = (Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
-           ).read_text()  # fmt: skip
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
+).read_text()
 
 
 def alias_bomb(levels: int) -> str:

@@ -67,8 +67,9 @@ class TestProblemsByLine:
         assert found[("sales_teams", 1, "assign")].line == line_of(text, "assign: random")
 
     def test_a_missing_field_points_at_its_parent(self) -> None:
-        text = EXAMPLE.replace("  nurture_below_score: 60    # below: nurture (marketing keeps "
-                               "warming it up)\n", "")  # fmt: skip
+        text = EXAMPLE.replace(
+            "  nurture_below_score: 60    # below: nurture (marketing keeps warming it up)\n", ""
+        )
         (problem,) = problems(text)
         assert problem.loc == ("routes", "nurture_below_score") and problem.type == "missing"
         assert problem.line == line_of(text, "sales_min_score")
@@ -100,13 +101,16 @@ class TestProblemsByLine:
             ("required: [company,", "required: [shoe_size,", "unknown required field"),
             ("members: [anna, boris]", "members: [anna, anna]", "listed twice"),
             ("{budget_at_least: 150000}", "{budget_at_least: lots}", "expected a number"),
-            ("{company_size_in: [\"1\"]}", "{company_size_in: []}", "non-empty list"),
+            ('{company_size_in: ["1"]}', "{company_size_in: []}", "non-empty list"),
             ("{honeypot_filled: true}", "{honeypot_filled: yes please}", "true or false"),
-            ("{industry_in: [ecommerce, saas, manufacturing, finance]}",
-             "{company_matches: \"[unclosed\"}", "regular expression"),
+            (
+                "{industry_in: [ecommerce, saas, manufacturing, finance]}",
+                '{company_matches: "[unclosed"}',
+                "regular expression",
+            ),
             ("- id: smm-partner", "- id: webstudio", "partner ids must be unique"),
         ],
-    )  # fmt: skip
+    )
     def test_checks_name_what_is_wrong(self, old: str, new: str, words: str) -> None:
         assert old in EXAMPLE
         (problem, *_) = problems(EXAMPLE.replace(old, new))
@@ -131,8 +135,9 @@ class TestWorkingHoursInADefinition:
 
     def test_unquoted_times_are_caught_with_their_line(self) -> None:
         # YAML 1.1 reads an unquoted 9:30 as the number 570 (sexagesimal minutes).
-        text = EXAMPLE.replace("    sla_hours: 8", "    sla_hours: 8\n    working_hours:\n"
-                               "      start: 9:30")  # fmt: skip
+        text = EXAMPLE.replace(
+            "    sla_hours: 8", "    sla_hours: 8\n    working_hours:\n      start: 9:30"
+        )
         (problem,) = problems(text)
         assert problem.loc == ("sales_teams", 1, "working_hours", "start")
         assert problem.line == line_of(text, "start: 9:30")

@@ -7,8 +7,9 @@ from pathlib import Path
 from services.qualifier.definitions.diff import Change, diff_documents, diff_text
 from services.qualifier.definitions.source import load_definition
 
-EXAMPLE = (Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
-           ).read_text()  # fmt: skip
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
+).read_text()
 
 
 def doc(text: str) -> dict[str, object]:
@@ -21,12 +22,16 @@ def test_the_same_document_has_no_changes() -> None:
 
 def test_teams_and_partners_are_matched_by_name() -> None:
     text = EXAMPLE.replace(
-        "  - id: webstudio", "  - id: seo-friends\n    name: SEO Friends\n    services: [smm]\n"
         "  - id: webstudio",
-    ).replace("members: [vera, grigory, dmitry]", "members: [vera, dmitry]")  # fmt: skip
+        "  - id: seo-friends\n    name: SEO Friends\n    services: [smm]\n  - id: webstudio",
+    ).replace("members: [vera, grigory, dmitry]", "members: [vera, dmitry]")
     changes = diff_documents(doc(EXAMPLE), doc(text))
-    assert Change("sales_teams[smb].members", "changed", ["vera", "grigory", "dmitry"],
-                  ["vera", "dmitry"]) in changes  # fmt: skip
+    assert (
+        Change(
+            "sales_teams[smb].members", "changed", ["vera", "grigory", "dmitry"], ["vera", "dmitry"]
+        )
+        in changes
+    )
     added = [c for c in changes if c.kind == "added"]
     assert [c.path for c in added] == ["partners[seo-friends]"]
     assert added[0].new["services"] == ["smm"]
@@ -47,8 +52,11 @@ def test_rules_without_names_are_compared_by_position() -> None:
 
 
 def test_a_removed_rule_and_an_added_key() -> None:
-    text = EXAMPLE.replace("  - reason: competitor\n    when: {email_domain_in: "
-                           "[competitor-one.example, competitor-two.example]}\n", "")  # fmt: skip
+    text = EXAMPLE.replace(
+        "  - reason: competitor\n    when: {email_domain_in: "
+        "[competitor-one.example, competitor-two.example]}\n",
+        "",
+    )
     text = text.replace("    sla_hours: 8", "    sla_hours: 8\n    working_hours: {}")
     changes = diff_documents(doc(EXAMPLE), doc(text))
     paths = {(c.path, c.kind) for c in changes}
@@ -59,5 +67,11 @@ def test_a_removed_rule_and_an_added_key() -> None:
 
 def test_the_text_diff_is_unified() -> None:
     text = diff_text("a\nb\n", "a\nc\n", "version 1", "version 2")
-    assert text.splitlines() == ["--- version 1", "+++ version 2", "@@ -1,2 +1,2 @@", " a",
-                                 "-b", "+c"]  # fmt: skip
+    assert text.splitlines() == [
+        "--- version 1",
+        "+++ version 2",
+        "@@ -1,2 +1,2 @@",
+        " a",
+        "-b",
+        "+c",
+    ]

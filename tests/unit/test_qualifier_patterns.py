@@ -25,8 +25,9 @@ from services.qualifier.definitions.source import (
 from services.qualifier.routing.evaluator import evaluate, matches
 from tests.support import snapshot
 
-EXAMPLE = (Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
-           ).read_text()  # fmt: skip
+EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "services/qualifier/default_definition.yaml"
+).read_text()
 # The fourth score rule of the example; a test puts a pattern in its place.
 RULE = "{industry_in: [ecommerce, saas, manufacturing, finance]}"
 # Nested repetition: Python's `re` tries every way to split a long run of words.

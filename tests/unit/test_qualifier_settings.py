@@ -10,8 +10,9 @@ from services.qualifier.config import QualifierSettings
 from shared.auth import Scope
 from shared.settings import CommonSettings, InsecureSettings, Mode, TokenSpec
 
-TOKEN = TokenSpec(name="crm", token_sha256=hashlib.sha256(b"a-real-token").hexdigest(),
-                  scopes=[Scope.leads_write])  # fmt: skip
+TOKEN = TokenSpec(
+    name="crm", token_sha256=hashlib.sha256(b"a-real-token").hexdigest(), scopes=[Scope.leads_write]
+)
 PRODUCTION = CommonSettings(mode=Mode.production, auth_tokens=[TOKEN])
 
 
@@ -33,8 +34,9 @@ class TestProduction:
         assert settings.partner_secret("webstudio") is None
 
     def test_reads_secrets_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("LEADFLOW_QUALIFIER_PARTNER_SECRETS",
-                           '{"webstudio": "0123456789abcdef0123"}')  # fmt: skip
+        monkeypatch.setenv(
+            "LEADFLOW_QUALIFIER_PARTNER_SECRETS", '{"webstudio": "0123456789abcdef0123"}'
+        )
         settings = QualifierSettings(common=PRODUCTION)
         settings.check_secure()
         assert settings.partner_secret("webstudio") == "0123456789abcdef0123"

@@ -18,20 +18,31 @@ from tests.support import snapshot
 
 class TestAnswers:
     def test_answers_are_normalized_like_a_form(self) -> None:
-        answers = normalize_answers({
-            "services": ["SEO", "Web Development", "seo"], "budget": "150 000,50",
-            "company_size": "120", "country": "kz", "role_in_purchase": "Decision Maker",
-            "industry": "E-Commerce", "timeframe": " 1-3 Months ",
-        })  # fmt: skip
+        answers = normalize_answers(
+            {
+                "services": ["SEO", "Web Development", "seo"],
+                "budget": "150 000,50",
+                "company_size": "120",
+                "country": "kz",
+                "role_in_purchase": "Decision Maker",
+                "industry": "E-Commerce",
+                "timeframe": " 1-3 Months ",
+            }
+        )
         assert answers == {
-            "services": ["seo", "web_development"], "budget": "150000.50",
-            "company_size": "101-500", "country": "KZ", "role_in_purchase": "decision_maker",
-            "industry": "e_commerce", "timeframe": "1-3 months",
-        }  # fmt: skip
+            "services": ["seo", "web_development"],
+            "budget": "150000.50",
+            "company_size": "101-500",
+            "country": "KZ",
+            "role_in_purchase": "decision_maker",
+            "industry": "e_commerce",
+            "timeframe": "1-3 months",
+        }
 
     def test_other_answers_go_to_fields(self) -> None:
-        answers = normalize_answers({"website": "acme.example", "fields": {"crm": "amoCRM"},
-                                     "employees_in_marketing": 4})  # fmt: skip
+        answers = normalize_answers(
+            {"website": "acme.example", "fields": {"crm": "amoCRM"}, "employees_in_marketing": 4}
+        )
         assert answers == {
             "fields": {"website": "acme.example", "crm": "amoCRM", "employees_in_marketing": "4"}
         }
@@ -68,14 +79,23 @@ class TestAnswers:
 
 class TestErasure:
     def test_the_person_goes_and_the_need_and_channel_stay(self) -> None:
-        lead = snapshot(name="Anna", phone="+79123456789", job_title="CEO", message="hi",
-                        page_url="https://x.example/?e=a", referrer="https://r.example",
-                        fields={"linkedin": "anna"}, utm={"source": "google"})  # fmt: skip
+        lead = snapshot(
+            name="Anna",
+            phone="+79123456789",
+            job_title="CEO",
+            message="hi",
+            page_url="https://x.example/?e=a",
+            referrer="https://r.example",
+            fields={"linkedin": "anna"},
+            utm={"source": "google"},
+        )
         erased = erase_person(lead.model_dump(mode="json"))
         for field in ("name", "email", "phone", "company", "job_title", "message"):
             assert erased[field] is None
         assert erased["fields"] == {}
-        assert (erased["page_url"], erased["referrer"]) == ("https://x.example/",
-                                                            "https://r.example")  # fmt: skip
+        assert (erased["page_url"], erased["referrer"]) == (
+            "https://x.example/",
+            "https://r.example",
+        )
         kept = ("lead_id", "company_size", "industry", "services", "budget", "utm", "source")
         assert {k: erased[k] for k in kept} == {k: lead.model_dump(mode="json")[k] for k in kept}

@@ -28,8 +28,9 @@ class TestSignature:
         assert signature("s3cret", 1700000000, BODY) == f"sha256={expected}"
 
     def test_the_headers_name_delivery_event_time_and_signature(self) -> None:
-        headers = signed_headers(secret="s3cret", timestamp=1700000000, body=BODY,
-                                 delivery_id="d-1", event_id="e-1")  # fmt: skip
+        headers = signed_headers(
+            secret="s3cret", timestamp=1700000000, body=BODY, delivery_id="d-1", event_id="e-1"
+        )
         assert headers["X-Leadflow-Delivery-Id"] == "d-1"
         assert headers["X-Leadflow-Event-Id"] == "e-1"
         assert headers["X-Leadflow-Timestamp"] == "1700000000"
@@ -68,12 +69,31 @@ class TestRetries:
 # Addresses a webhook must never reach: this machine, private networks, link-local (the
 # cloud's metadata service), shared and reserved space, and IPv6 forms of all of them.
 NOT_PUBLIC = [
-    "127.0.0.1", "127.5.6.7", "10.0.0.1", "172.16.3.4", "192.168.1.1", "169.254.169.254",
-    "100.64.0.1", "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "198.18.0.1",
-    "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "::ffff:127.0.0.1",
-    "::ffff:169.254.169.254", "2002:7f00:1::", "2002:a00:1::", "64:ff9b::a9fe:a9fe",
+    "127.0.0.1",
+    "127.5.6.7",
+    "10.0.0.1",
+    "172.16.3.4",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "0.0.0.0",
+    "224.0.0.1",
+    "240.0.0.1",
+    "255.255.255.255",
+    "198.18.0.1",
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "ff02::1",
+    "::ffff:127.0.0.1",
+    "::ffff:169.254.169.254",
+    "2002:7f00:1::",
+    "2002:a00:1::",
+    "64:ff9b::a9fe:a9fe",
     "2001:db8::1",
-]  # fmt: skip
+]
 PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "2002:5db8:d822::"]
 
 
@@ -98,11 +118,16 @@ class TestWhereWebhooksGo:
         "url",
         [
             "http://partner.example/leads",  # not https
-            "https://127.0.0.1/hook", "https://10.1.2.3/hook", "https://169.254.169.254/latest",
-            "https://[::1]:8443/hook", "https://[::ffff:10.0.0.1]/hook", "https://localhost/h",
-            "https://LOCALHOST./h", "https://api.localhost/h",
+            "https://127.0.0.1/hook",
+            "https://10.1.2.3/hook",
+            "https://169.254.169.254/latest",
+            "https://[::1]:8443/hook",
+            "https://[::ffff:10.0.0.1]/hook",
+            "https://localhost/h",
+            "https://LOCALHOST./h",
+            "https://api.localhost/h",
         ],
-    )  # fmt: skip
+    )
     def test_production_refuses_what_it_can_see_in_the_url(self, url: str) -> None:
         assert url_problem(url, production=True) is not None
 
@@ -117,8 +142,13 @@ class TestWhereWebhooksGo:
 
     @pytest.mark.parametrize(
         ("code", "outcome"),
-        [(200, "http_2xx"), (204, "http_2xx"), (302, "http_3xx"), (404, "http_4xx"),
-         (503, "http_5xx")],
-    )  # fmt: skip
+        [
+            (200, "http_2xx"),
+            (204, "http_2xx"),
+            (302, "http_3xx"),
+            (404, "http_4xx"),
+            (503, "http_5xx"),
+        ],
+    )
     def test_an_answer_is_kept_as_its_class(self, code: int, outcome: str) -> None:
         assert http_outcome(code) == outcome

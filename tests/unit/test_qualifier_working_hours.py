@@ -42,8 +42,9 @@ class TestDueAt:
         assert due_at(msk(2, 9), 20, MSK) == msk(4, 11)  # 9 + 9 + 2
 
     def test_a_daylight_saving_change_counts_real_hours(self) -> None:
-        berlin = WorkingHours(timezone="Europe/Berlin", start="09:00", end="18:00",
-                              days=["sat", "sun", "mon"])  # fmt: skip
+        berlin = WorkingHours(
+            timezone="Europe/Berlin", start="09:00", end="18:00", days=["sat", "sun", "mon"]
+        )
         # 25 October 2026 (a Sunday): clocks go back at 03:00, after which UTC+1.
         sat_17 = datetime(2026, 10, 24, 15, 0, tzinfo=UTC)  # 17:00 CEST
         assert due_at(sat_17, 2, berlin) == datetime(2026, 10, 25, 9, 0, tzinfo=UTC)  # 10:00 CET
