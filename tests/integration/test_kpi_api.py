@@ -54,21 +54,29 @@ class TestAnswers:
     async def test_every_metric_is_answered_with_its_comparisons(self, kpi: Harness) -> None:
         lead, d = await _sales_lead(kpi, T)
         await kpi.receive(
-            ev.contacted(lead, d, at=T + 2 * H), ev.feedback(lead, d, at=T + 3 * H, accepted=True),
+            ev.contacted(lead, d, at=T + 2 * H),
+            ev.feedback(lead, d, at=T + 3 * H, accepted=True),
             ev.payment(lead, d, at=T + D, amount="1500.10"),
-        )  # fmt: skip
+        )
         body = await kpi.summary("2026-10-01", "2026-11-01", tz="Europe/Moscow")
         assert body["tz"] == "Europe/Moscow" and body["currency"] == "RUB"
         assert body["periods"]["previous"] == {
-            "from": "2026-09-01T00:00:00+03:00", "to": "2026-10-01T00:00:00+03:00",
-        }  # fmt: skip
+            "from": "2026-09-01T00:00:00+03:00",
+            "to": "2026-10-01T00:00:00+03:00",
+        }
         assert body["periods"]["year_ago"]["from"] == "2025-10-01T00:00:00+03:00"
         m = body["metrics"]
         assert len(m) == 33
         assert m["leads_received"] == {
-            "unit": "count", "value": 1, "previous": 0, "year_ago": 0, "delta_previous": 1,
-            "delta_previous_pct": None, "delta_year_ago": 1, "delta_year_ago_pct": None,
-        }  # fmt: skip
+            "unit": "count",
+            "value": 1,
+            "previous": 0,
+            "year_ago": 0,
+            "delta_previous": 1,
+            "delta_previous_pct": None,
+            "delta_year_ago": 1,
+            "delta_year_ago_pct": None,
+        }
         assert m["revenue"]["value"] == 1500.1 and m["revenue"]["unit"] == "money"
         assert m["first_response_time"]["value"] == {"median": 7200.0, "p90": 7200.0, "count": 1}
         assert m["first_response_time"]["previous"] == {"median": None, "p90": None, "count": 0}
@@ -122,19 +130,29 @@ class TestAnswers:
         await _sales_lead(kpi, T + D, channel="yandex")
         await _sales_lead(kpi, T + 20 * D, channel="google")
         body = await kpi.get(
-            "/v1/kpi/timeseries", metric="leads_received", grain="week", group_by="channel",
+            "/v1/kpi/timeseries",
+            metric="leads_received",
+            grain="week",
+            group_by="channel",
             **{"from": "2026-10-12", "to": "2026-11-09"},
-        )  # fmt: skip
+        )
         got = {(p["group"], p["label"]): p["value"] for p in body["points"]}
         assert got == {
-            ("google", "2026-W42"): 1, ("google", "2026-W43"): 0, ("google", "2026-W44"): 0,
-            ("google", "2026-W45"): 1, ("yandex", "2026-W42"): 1, ("yandex", "2026-W43"): 0,
-            ("yandex", "2026-W44"): 0, ("yandex", "2026-W45"): 0,
-        }  # fmt: skip
+            ("google", "2026-W42"): 1,
+            ("google", "2026-W43"): 0,
+            ("google", "2026-W44"): 0,
+            ("google", "2026-W45"): 1,
+            ("yandex", "2026-W42"): 1,
+            ("yandex", "2026-W43"): 0,
+            ("yandex", "2026-W44"): 0,
+            ("yandex", "2026-W45"): 0,
+        }
         body = await kpi.get(
-            "/v1/kpi/timeseries", metric="leads_received,revenue", grain="month",
+            "/v1/kpi/timeseries",
+            metric="leads_received,revenue",
+            grain="month",
             **{"from": "2026-09-15", "to": "2026-11-01"},
-        )  # fmt: skip
+        )
         assert [(p["metric"], p["label"], p["start"][:10], p["value"]) for p in body["points"]] == [
             ("leads_received", "2026-09", "2026-09-15", 0),
             ("leads_received", "2026-10", "2026-10-01", 2),
@@ -152,10 +170,15 @@ class TestAnswers:
         body = await kpi.get("/v1/kpi/funnel", **{"from": "2026-10-01", "to": "2026-11-01"})
         stages = [(s["stage"], s["count"], s["step_conversion"]) for s in body["stages"]]
         assert stages == [
-            ("leads_received", 4, None), ("leads_contacted", 2, 0.5), ("sal", 1, 0.5),
-            ("sql", 0, 0.0), ("demos_held", 0, None), ("proposals_sent", 0, None),
-            ("contracts_sent", 0, None), ("deals_won", 0, None),
-        ]  # fmt: skip
+            ("leads_received", 4, None),
+            ("leads_contacted", 2, 0.5),
+            ("sal", 1, 0.5),
+            ("sql", 0, 0.0),
+            ("demos_held", 0, None),
+            ("proposals_sent", 0, None),
+            ("contracts_sent", 0, None),
+            ("deals_won", 0, None),
+        ]
 
 
 class TestPlansAndSpend:
@@ -194,13 +217,17 @@ class TestPlansAndSpend:
 
         listed = await kpi.get("/v1/spend", **{"from": "2026-10", "to": "2026-11"})
         assert [(s["channel"], s["campaign"], s["amount"]) for s in listed] == [
-            ("google", "autumn", 310.0), ("yandex", "none", 31.0),
-        ]  # fmt: skip
+            ("google", "autumn", 310.0),
+            ("yandex", "none", 31.0),
+        ]
         assert [p["month"] for p in await kpi.get("/v1/plans")] == ["2026-10", "2026-11"]
         body = await kpi.get(
-            "/v1/kpi/timeseries", metric="spend", group_by="channel", grain="month",
+            "/v1/kpi/timeseries",
+            metric="spend",
+            group_by="channel",
+            grain="month",
             **{"from": "2026-10-01", "to": "2026-11-01"},
-        )  # fmt: skip
+        )
         assert {p["group"]: p["value"] for p in body["points"]} == {"google": 310.0, "yandex": 31.0}
 
     async def test_bad_bodies_and_months_are_refused(self, kpi: Harness) -> None:
@@ -350,9 +377,11 @@ class TestDashboard:
         from tests.fixtures.kpi.harness import ADMIN, BI
 
         common = CommonSettings(
-            data_dir=tmp_path, kafka_bootstrap_servers="127.0.0.1:1", mode=Mode.production,
+            data_dir=tmp_path,
+            kafka_bootstrap_servers="127.0.0.1:1",
+            mode=Mode.production,
             auth_tokens=[BI, ADMIN],
-        )  # fmt: skip
+        )
         async with kpi_app(database_url, tmp_path, common=common) as prod:
             page = await prod.http.get("/dashboard")
             assert 'data-dev-mode="false"' in page.text
@@ -370,8 +399,9 @@ class TestRebuildRequests:
         assert again.status_code == 409 and again.json()["detail"]["rebuild_id"] == 2
         listed = (await kpi.http.get("/v1/admin/rebuilds")).json()
         assert [(g["generation"], g["generation_status"]) for g in listed] == [
-            (2, "building"), (1, "active"),
-        ]  # fmt: skip
+            (2, "building"),
+            (1, "active"),
+        ]
         cancelled = await kpi.http.delete("/v1/admin/rebuilds/2")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         assert (await kpi.http.delete("/v1/admin/rebuilds/2")).status_code == 409

@@ -23,11 +23,13 @@ def _history(seed_at: datetime, channel: str) -> list[Event]:
     lead = ev.snapshot(at=seed_at, channel=channel)
     d = ev.dims(lead, Route.sales, 1)
     return [
-        ev.received(lead), ev.routed(lead, Route.sales), ev.contacted(lead, d, at=seed_at + H),
+        ev.received(lead),
+        ev.routed(lead, Route.sales),
+        ev.contacted(lead, d, at=seed_at + H),
         ev.feedback(lead, d, at=seed_at + 2 * H, accepted=True),
         ev.stage(lead, d, at=seed_at + D, stage=Stage.sql),
         ev.payment(lead, d, at=seed_at + 3 * D, amount="120.50"),
-    ]  # fmt: skip
+    ]
 
 
 async def _tables(kpi: Harness) -> dict[str, Any]:
@@ -62,10 +64,20 @@ async def test_a_batch_mixing_new_and_repeated_events_applies_each_once(kpi: Har
     model = Store()
     model.apply(old + new)
     expected = {
-        (k.rollup, k.grain, k.bucket_start, k.metric, k.bin, k.source, k.channel, k.campaign,
-         k.route, k.definition_version): v
+        (
+            k.rollup,
+            k.grain,
+            k.bucket_start,
+            k.metric,
+            k.bin,
+            k.source,
+            k.channel,
+            k.campaign,
+            k.route,
+            k.definition_version,
+        ): v
         for k, v in model.sums().items()
-    }  # fmt: skip
+    }
     assert await _aggregates(kpi) == expected
     ids = [r.event_id for r in await kpi.rows(inbox)]
     assert sorted(ids) == sorted(e.id for e in old + new)

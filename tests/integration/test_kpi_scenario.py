@@ -61,8 +61,10 @@ SERIES: list[tuple[str, str, str, str, list[str], str | None, dict[str, str]]] =
     ("2025-09-01", "2026-03-01", "UTC", "month", ["leads_received", "lead_lifetime"], "source",
      {"channel": "google"}),
 ]  # fmt: skip
-FUNNELS = [("2026-10-01", "2026-11-01", "UTC", {}), ("2025-01-01", "2026-01-01", "UTC",
-           {"source": "api"})]  # fmt: skip
+FUNNELS = [
+    ("2026-10-01", "2026-11-01", "UTC", {}),
+    ("2025-01-01", "2026-01-01", "UTC", {"source": "api"}),
+]
 # Untouched by the wave published during the rebuild: must stay byte for byte the same.
 STABLE = ("2026-05-01", "2026-08-01", "UTC")
 
@@ -90,8 +92,10 @@ class Checker:
                 "/v1/kpi/summary", params={"from": start, "to": end, "tz": tz, **filters}
             )
             assert r.status_code == 200, r.text
-            got = {m: {k: v for k, v in body.items() if k != "unit"}
-                   for m, body in r.json()["metrics"].items()}  # fmt: skip
+            got = {
+                m: {k: v for k, v in body.items() if k != "unit"}
+                for m, body in r.json()["metrics"].items()
+            }
             want = expected.summary(
                 self.oracle, _bound(start, zone), _bound(end, zone), zone, filters
             )
@@ -102,8 +106,14 @@ class Checker:
     async def series(self) -> None:
         for start, end, tz, grain, metrics, group_by, filters in SERIES:
             zone = ZoneInfo(tz)
-            params: dict[str, Any] = {"from": start, "to": end, "tz": tz, "grain": grain,
-                                      "metric": ",".join(metrics), **filters}  # fmt: skip
+            params: dict[str, Any] = {
+                "from": start,
+                "to": end,
+                "tz": tz,
+                "grain": grain,
+                "metric": ",".join(metrics),
+                **filters,
+            }
             if group_by:
                 params["group_by"] = group_by
             r = await self.http.get("/v1/kpi/timeseries", params=params)
@@ -112,10 +122,16 @@ class Checker:
             want = {
                 (m, label, group): value
                 for m, label, group, value in expected.timeseries(
-                    self.oracle, _bound(start, zone), _bound(end, zone), zone, grain, metrics,
-                    filters, group_by,
+                    self.oracle,
+                    _bound(start, zone),
+                    _bound(end, zone),
+                    zone,
+                    grain,
+                    metrics,
+                    filters,
+                    group_by,
                 )
-            }  # fmt: skip
+            }
             wrong = {}
             for key in got.keys() | want.keys():
                 if key not in got and _is_empty(want[key]):

@@ -106,12 +106,23 @@ async def test_both_halves_read_the_readers_snapshot(
             await writer.execute(
                 sa.insert(facts),
                 [
-                    {"generation": generation, "lead_id": f"late-{n}", "metric": metric,
-                     "item": "", "at": lo, "value": 0, "bin": bin_, "source": "web_form",
-                     "channel": "", "campaign": "", "route": "sales", "definition_version": "1"}
+                    {
+                        "generation": generation,
+                        "lead_id": f"late-{n}",
+                        "metric": metric,
+                        "item": "",
+                        "at": lo,
+                        "value": 0,
+                        "bin": bin_,
+                        "source": "web_form",
+                        "channel": "",
+                        "campaign": "",
+                        "route": "sales",
+                        "definition_version": "1",
+                    }
                     for n, (metric, bin_, lo, *_rest) in enumerate(runs)
                 ],
-            )  # fmt: skip
+            )
         split = await sql.duration_runs(reader, generation, runs, {}, None)
     assert split == before
     async with engine.connect() as fresh:

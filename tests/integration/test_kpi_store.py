@@ -54,10 +54,12 @@ async def _tables(engine: AsyncEngine, generation: int) -> dict[str, Any]:
             rows = await conn.execute(sa.select(*cols).where(table.c.generation == generation))
             # A lead's state is a JSON object: compared as its canonical text.
             found = {
-                tuple(orjson.dumps(v, option=orjson.OPT_SORT_KEYS) if isinstance(v, dict) else v
-                      for v in r)
+                tuple(
+                    orjson.dumps(v, option=orjson.OPT_SORT_KEYS) if isinstance(v, dict) else v
+                    for v in r
+                )
                 for r in rows
-            }  # fmt: skip
+            }
             if table is aggregates:
                 found = {r for r in found if Decimal(r[-1]) != 0}  # a row back at zero is none
             out[table.name] = found
@@ -127,10 +129,21 @@ async def test_the_stored_aggregates_are_the_pure_folds_expansion(engine: AsyncE
     model = Store()
     model.apply(events)
     expected = {
-        (k.rollup, k.grain, k.bucket_start, k.metric, k.bin, k.source, k.channel, k.campaign,
-         k.route, k.definition_version, v)
+        (
+            k.rollup,
+            k.grain,
+            k.bucket_start,
+            k.metric,
+            k.bin,
+            k.source,
+            k.channel,
+            k.campaign,
+            k.route,
+            k.definition_version,
+            v,
+        )
         for k, v in model.sums().items()
-    }  # fmt: skip
+    }
     assert len(expected) > 500
     rows = (await _tables(engine, generation))["kpi_aggregates"]
     stored = {(*r[:-1], Decimal(r[-1])) for r in rows}

@@ -121,8 +121,12 @@ class TestManyCampaigns:
         limits = kpi.settings.timeseries_max_groups, kpi.settings.timeseries_max_points
         assert limits == (50, 20_000)  # the defaults
 
-        params = {**THREE_YEARS, "metric": "leads_received,routed_sales", "grain": "day",
-                  "group_by": "campaign"}  # fmt: skip
+        params = {
+            **THREE_YEARS,
+            "metric": "leads_received,routed_sales",
+            "grain": "day",
+            "group_by": "campaign",
+        }
         probed = await _probing(kpi, kpi.http.get(SERIES, params=params))
         r = probed.response
         assert r.status_code == 200, r.text
@@ -138,9 +142,14 @@ class TestManyCampaigns:
         assert len(body["points"]) <= 20_000
         assert body["sparse"] is True  # 51 groups x 1,096 days x 2 metrics would not fit
         assert body["truncated"] == {
-            "groups": {"limit": 50, "shown": 50, "omitted": 5010, "other": "(other)",
-                       "ranked_by": "leads_received"},
-        }  # fmt: skip
+            "groups": {
+                "limit": 50,
+                "shown": 50,
+                "omitted": 5010,
+                "other": "(other)",
+                "ranked_by": "leads_received",
+            }
+        }
         assert r.headers["Leadflow-Sparse"] == "true"
         assert r.headers["Leadflow-Truncated"] == 'groups; shown=50; omitted=5010; other="(other)"'
         groups = _by_group(body["points"])
@@ -150,8 +159,10 @@ class TestManyCampaigns:
 
         # Each shown campaign's days, exactly; "(other)" holds every omitted campaign's leads.
         omitted = [lead for lead in small + big if lead[0] not in shown]
-        for name, leads in [*((g, [x for x in big if x[0] == g]) for g in shown),
-                            ("(other)", omitted)]:  # fmt: skip
+        for name, leads in [
+            *((g, [x for x in big if x[0] == g]) for g in shown),
+            ("(other)", omitted),
+        ]:
             want = _daily(leads)
             for metric in ("leads_received", "routed_sales"):
                 got = {label: v for (m, label), v in groups[name].items() if m == metric}
@@ -170,16 +181,26 @@ class TestManyCampaigns:
                 for d in range(100 - 10 * k)
             ]
             await _fold(kpi, leads)
-            params = {"from": "2026-01-01", "to": "2026-05-01", "metric": "leads_received",
-                      "grain": "day", "group_by": "campaign"}  # fmt: skip
+            params = {
+                "from": "2026-01-01",
+                "to": "2026-05-01",
+                "metric": "leads_received",
+                "grain": "day",
+                "group_by": "campaign",
+            }
             body = await kpi.get(SERIES, **params)
             # 120 days x 6 groups would be 720 points: sparse, and 120 kept for "(other)".
             assert body["sparse"] is True
             assert body["truncated"] == {
-                "groups": {"limit": 50, "shown": 3, "omitted": 3, "other": "(other)",
-                           "ranked_by": "leads_received"},
+                "groups": {
+                    "limit": 50,
+                    "shown": 3,
+                    "omitted": 3,
+                    "other": "(other)",
+                    "ranked_by": "leads_received",
+                },
                 "points": {"limit": 400},
-            }  # fmt: skip
+            }
             assert len(body["points"]) == 100 + 90 + 80 + 70 <= 400
             groups = _by_group(body["points"])
             assert set(groups) == {"p-0", "p-1", "p-2", "(other)"}
@@ -210,8 +231,14 @@ class TestManyCampaigns:
         assert probed.healthz < HEALTHZ_SECONDS + probed.idle, probed
         (error,) = r.json()["detail"]
         assert error["loc"] == ["query", "grain"]
-        for words in ("1096 buckets", "33 metrics", "36168 points", "20000",
-                      "LEADFLOW_KPI_TIMESERIES_MAX_POINTS", "grain=week"):  # fmt: skip
+        for words in (
+            "1096 buckets",
+            "33 metrics",
+            "36168 points",
+            "20000",
+            "LEADFLOW_KPI_TIMESERIES_MAX_POINTS",
+            "grain=week",
+        ):
             assert words in error["msg"], error["msg"]
         # The same metrics by month fit.
         body = await kpi.get(SERIES, **{**params, "grain": "month"})
@@ -230,29 +257,34 @@ class TestOther:
                     lead = ev.snapshot(at=t, channel="x", campaign=campaign)
                     d = ev.dims(lead, Route.sales, 1)
                     await kpi.receive(
-                        ev.received(lead), ev.routed(lead, Route.sales),
+                        ev.received(lead),
+                        ev.routed(lead, Route.sales),
                         ev.contacted(lead, d, at=t + timedelta(hours=h)),
-                    )  # fmt: skip
+                    )
             body = await kpi.get(
-                SERIES, **{"from": "2026-10-01", "to": "2026-11-01"}, grain="month",
-                metric="leads_received,first_response_time", group_by="campaign",
-            )  # fmt: skip
+                SERIES,
+                **{"from": "2026-10-01", "to": "2026-11-01"},
+                grain="month",
+                metric="leads_received,first_response_time",
+                group_by="campaign",
+            )
             # A real campaign is named "(other)" and shown: the folded group takes another name.
             assert body["truncated"]["groups"]["other"] == "(other 2)"
             assert body["sparse"] is False  # 3 groups x 1 month x 2 metrics fit densely
             got = {(p["group"], p["metric"]): p["value"] for p in body["points"]}
             assert got == {
                 ("(other)", "leads_received"): 3,
-                ("(other)", "first_response_time"): {"median": 7200.0, "p90": 10080.0,
-                                                     "count": 3},
+                ("(other)", "first_response_time"): {"median": 7200.0, "p90": 10080.0, "count": 3},
                 ("alpha", "leads_received"): 2,
-                ("alpha", "first_response_time"): {"median": 18000.0, "p90": 20880.0,
-                                                   "count": 2},
+                ("alpha", "first_response_time"): {"median": 18000.0, "p90": 20880.0, "count": 2},
                 # beta (2 h) and gamma (5 h) together
                 ("(other 2)", "leads_received"): 2,
-                ("(other 2)", "first_response_time"): {"median": 12600.0, "p90": 16920.0,
-                                                       "count": 2},
-            }  # fmt: skip
+                ("(other 2)", "first_response_time"): {
+                    "median": 12600.0,
+                    "p90": 16920.0,
+                    "count": 2,
+                },
+            }
 
     async def test_spend_ranks_and_folds_with_the_groups_it_names(
         self, database_url: str, tmp_path: Path
@@ -261,34 +293,44 @@ class TestOther:
             kpi.http.headers.update(FINANCE_AUTH)
             for campaign, amount in (("a", "100"), ("b", "50")):
                 r = await kpi.http.put(
-                    "/v1/spend/2026-10", json={"channel": "x", "campaign": campaign,
-                                               "amount": amount},
-                )  # fmt: skip
+                    "/v1/spend/2026-10",
+                    json={"channel": "x", "campaign": campaign, "amount": amount},
+                )
                 assert r.status_code == 200, r.text
             t = datetime(2026, 10, 5, 9, tzinfo=UTC)
             await _fold(kpi, [("c", t), ("c", t), ("c", t), ("a", t)])
             october = {"from": "2026-10-01", "to": "2026-11-01", "grain": "month"}
 
             # Ranked by spend: a; b (spend, no lead) and c (leads, no spend) are "(other)".
-            body = await kpi.get(SERIES, **october, metric="spend,leads_received",
-                                 group_by="campaign")  # fmt: skip
+            body = await kpi.get(
+                SERIES, **october, metric="spend,leads_received", group_by="campaign"
+            )
             got = {(p["group"], p["metric"]): p["value"] for p in body["points"]}
             assert got == {
-                ("a", "spend"): 100.0, ("a", "leads_received"): 1,
-                ("(other)", "spend"): 50.0, ("(other)", "leads_received"): 3,
-            }  # fmt: skip
+                ("a", "spend"): 100.0,
+                ("a", "leads_received"): 1,
+                ("(other)", "spend"): 50.0,
+                ("(other)", "leads_received"): 3,
+            }
             assert body["truncated"]["groups"] == {
-                "limit": 1, "shown": 1, "omitted": 2, "other": "(other)", "ranked_by": "spend",
-            }  # fmt: skip
+                "limit": 1,
+                "shown": 1,
+                "omitted": 2,
+                "other": "(other)",
+                "ranked_by": "spend",
+            }
 
             # Ranked by leads: c; a and b are "(other)".
-            body = await kpi.get(SERIES, **october, metric="leads_received,spend",
-                                 group_by="campaign")  # fmt: skip
+            body = await kpi.get(
+                SERIES, **october, metric="leads_received,spend", group_by="campaign"
+            )
             got = {(p["group"], p["metric"]): p["value"] for p in body["points"]}
             assert got == {
-                ("c", "leads_received"): 3, ("c", "spend"): 0.0,
-                ("(other)", "leads_received"): 1, ("(other)", "spend"): 150.0,
-            }  # fmt: skip
+                ("c", "leads_received"): 3,
+                ("c", "spend"): 0.0,
+                ("(other)", "leads_received"): 1,
+                ("(other)", "spend"): 150.0,
+            }
             assert body["truncated"]["groups"]["omitted"] == 2
 
             # A ratio ranks by what it divides by: cost_per_lead by leads_received.

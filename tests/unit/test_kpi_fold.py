@@ -43,8 +43,10 @@ class TestCounts:
         lead = ev.snapshot(at=T, channel=None, campaign=None)
         d = ev.dims(lead, Route.sales, 2)
         facts = _facts(
-            ev.received(lead), ev.routed(lead, Route.sales, version=2),
-            ev.contacted(lead, d, at=T + H), ev.feedback(lead, d, at=T + 2 * H, accepted=True),
+            ev.received(lead),
+            ev.routed(lead, Route.sales, version=2),
+            ev.contacted(lead, d, at=T + H),
+            ev.feedback(lead, d, at=T + 2 * H, accepted=True),
             ev.stage(lead, d, Stage.sql, at=T + 3 * H),
             ev.stage(lead, d, Stage.demo_held, at=T + 4 * H),
             ev.stage(lead, d, Stage.proposal_sent, at=T + 6 * H),
@@ -52,15 +54,28 @@ class TestCounts:
             ev.stage(lead, d, Stage.won, at=T + 10 * H),
             ev.payment(lead, d, at=T + 24 * H, amount="1000.50", payment_id="p1"),
             ev.payment(lead, d, at=T + 48 * H, amount="99.50", payment_id="p2"),
-        )  # fmt: skip
+        )
         assert {k for k in facts} == {
-            ("leads_received", ""), ("routed_sales", ""), ("leads_contacted", ""), ("sal", ""),
-            ("sql", ""), ("demos_held", ""), ("proposals_sent", ""), ("contracts_sent", ""),
-            ("deals_won", ""), ("payments_count", "p1"), ("payments_count", "p2"),
-            ("revenue", "p1"), ("revenue", "p2"), ("ltv_clients", ""), ("ltv_revenue", ""),
-            ("first_response_time", ""), ("proposal_time", ""), ("contract_time", ""),
+            ("leads_received", ""),
+            ("routed_sales", ""),
+            ("leads_contacted", ""),
+            ("sal", ""),
+            ("sql", ""),
+            ("demos_held", ""),
+            ("proposals_sent", ""),
+            ("contracts_sent", ""),
+            ("deals_won", ""),
+            ("payments_count", "p1"),
+            ("payments_count", "p2"),
+            ("revenue", "p1"),
+            ("revenue", "p2"),
+            ("ltv_clients", ""),
+            ("ltv_revenue", ""),
+            ("first_response_time", ""),
+            ("proposal_time", ""),
+            ("contract_time", ""),
             ("lead_lifetime", ""),
-        }  # fmt: skip
+        }
         expected_dims = Dims("web_form", "direct", "none", "sales", "2")
         assert all(f.dims == expected_dims for f in facts.values())
         assert facts[("revenue", "p2")] == Fact(T + 48 * H, Decimal("99.50"), expected_dims)
@@ -148,13 +163,15 @@ class TestDimensions:
         p = ev.dims(lead, Route.processing, 1)
         s = ev.dims(lead, Route.sales, 2)
         facts = _facts(
-            ev.received(lead), ev.routed(lead, Route.processing, version=1),
-            ev.contacted(lead, p, at=T + H), ev.brief(lead, p, at=T + 2 * H),
+            ev.received(lead),
+            ev.routed(lead, Route.processing, version=1),
+            ev.contacted(lead, p, at=T + H),
+            ev.brief(lead, p, at=T + 2 * H),
             ev.routed(lead, Route.sales, at=T + 2 * H, version=2, decided_at=T + 2 * H),
             ev.feedback(lead, s, at=T + 3 * H, accepted=True),
             # briefed again and decided again: still once in routed_sales, at the first time
             ev.routed(lead, Route.sales, at=T + 5 * H, version=3, decided_at=T + 5 * H),
-        )  # fmt: skip
+        )
         assert facts[("routed_processing", "")].dims.route == "processing"
         assert facts[("routed_processing", "")].dims.definition_version == "1"
         assert facts[("routed_processing", "")].at == T
@@ -202,9 +219,10 @@ class TestEventsThatCountNothing:
         d = ev.dims(lead, Route.sales, 1)
         base = [ev.received(lead), ev.routed(lead, Route.sales), ev.contacted(lead, d, at=T + H)]
         more = [
-            ev.erased(lead, at=T + 9 * H), ev.webinar_attended(lead, at=T + 2 * H),
+            ev.erased(lead, at=T + 9 * H),
+            ev.webinar_attended(lead, at=T + 2 * H),
             ev.sla_breached(lead, d, at=T + 3 * H),
-        ]  # fmt: skip
+        ]
         assert _facts(*base, *more) == _facts(*base)
 
     def test_an_erasure_alone_makes_no_lead(self) -> None:
@@ -246,10 +264,12 @@ class TestChanges:
         lead = ev.snapshot(at=T)
         d = ev.dims(lead, Route.sales, 1)
         state = _state(
-            ev.received(lead), ev.routed(lead, Route.processing),
+            ev.received(lead),
+            ev.routed(lead, Route.processing),
             ev.routed(lead, Route.sales, at=T + H, version=2),
-            ev.contacted(lead, d, at=T + H), ev.payment(lead, d, at=T + 2 * H, amount="5.25"),
-        )  # fmt: skip
+            ev.contacted(lead, d, at=T + H),
+            ev.payment(lead, d, at=T + 2 * H, amount="5.25"),
+        )
         assert lead_state.from_json(lead.lead_id, lead_state.to_json(state)) == state
 
 

@@ -30,11 +30,18 @@ class TestCompute:
 
     def test_formulas(self) -> None:
         sums = {
-            "briefs_filled": Decimal(3), "leads_contacted": Decimal(4), "sal": Decimal(6),
-            "sales_rejected": Decimal(2), "deals_won": Decimal(1), "deals_lost": Decimal(3),
-            "revenue": Decimal(300), "payments_count": Decimal(4), "leads_received": Decimal(10),
-            "ltv_revenue": Decimal(500), "ltv_clients": Decimal(2),
-        }  # fmt: skip
+            "briefs_filled": Decimal(3),
+            "leads_contacted": Decimal(4),
+            "sal": Decimal(6),
+            "sales_rejected": Decimal(2),
+            "deals_won": Decimal(1),
+            "deals_lost": Decimal(3),
+            "revenue": Decimal(300),
+            "payments_count": Decimal(4),
+            "leads_received": Decimal(10),
+            "ltv_revenue": Decimal(500),
+            "ltv_clients": Decimal(2),
+        }
         plan, spend = Decimal(600), Decimal(100)
         got = {m.name: compute(m.name, sums, {}, plan, spend) for m in CATALOGUE}
         assert got["brief_rate"] == Decimal("0.75")
@@ -61,8 +68,10 @@ class TestSpread:
             assert spread.share_fractions(p, tz) == {"2026-10": Fraction(1)}
         # Santiago's clocks go forward at midnight on 6 September 2026: that day starts at 01:00.
         tz = ZoneInfo("America/Santiago")
-        for a, b, month in (("2026-09-01", "2026-10-01", "2026-09"),
-                            ("2026-08-01", "2026-09-01", "2026-08")):  # fmt: skip
+        for a, b, month in (
+            ("2026-09-01", "2026-10-01", "2026-09"),
+            ("2026-08-01", "2026-09-01", "2026-08"),
+        ):
             p = Period(parse_bound(a, tz), parse_bound(b, tz))
             assert spread.share_fractions(p, tz) == {month: Fraction(1)}
         p = Period(parse_bound("2026-09-06", tz), parse_bound("2026-09-08", tz))
@@ -105,8 +114,10 @@ class TestSpread:
         expected: dict[str, Fraction] = {}
         for day, lo, hi in local_days(p, tz):
             lo, hi = lo.astimezone(UTC), hi.astimezone(UTC)
-            part = Fraction((min(hi, p.end) - max(lo, p.start)) // timedelta(microseconds=1),
-                            (hi - lo) // timedelta(microseconds=1))  # fmt: skip
+            part = Fraction(
+                (min(hi, p.end) - max(lo, p.start)) // timedelta(microseconds=1),
+                (hi - lo) // timedelta(microseconds=1),
+            )
             month = spread.month_key(day)
             days = (add_months(day.replace(day=1), 1) - day.replace(day=1)).days
             expected[month] = expected.get(month, Fraction(0)) + part / days
@@ -131,17 +142,20 @@ class TestPresentation:
         assert write(Decimal(7), Unit.COUNT) == 7
         assert write(None, Unit.MONEY) is None
         assert write(DurationStats(Decimal("1.0005"), None, 3), Unit.SECONDS) == {
-            "median": 1.001, "p90": None, "count": 3,
-        }  # fmt: skip
+            "median": 1.001,
+            "p90": None,
+            "count": 3,
+        }
 
     def test_deltas_come_from_exact_values(self) -> None:
         assert comparison(Decimal(12), Decimal(8), Unit.COUNT) == (4, 50.0)
         assert comparison(Decimal(1), Decimal(0), Unit.COUNT) == (1, None)
         assert comparison(None, Decimal(1), Unit.MONEY) == (None, None)
         delta, pct = comparison(
-            DurationStats(Decimal(20), Decimal(40), 5), DurationStats(Decimal(10), None, 4),
+            DurationStats(Decimal(20), Decimal(40), 5),
+            DurationStats(Decimal(10), None, 4),
             Unit.SECONDS,
-        )  # fmt: skip
+        )
         assert delta == {"median": 10.0, "p90": None, "count": 1}
         assert pct == {"median": 100.0, "p90": None, "count": 25.0}
 

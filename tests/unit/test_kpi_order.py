@@ -24,9 +24,18 @@ from tests.fixtures.kpi import events as ev
 
 T = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 KINDS = (
-    "received", "routed", "contacted", "brief", "accepted", "rejected", "stage", "payment",
-    "erased", "sla", "webinar",
-)  # fmt: skip
+    "received",
+    "routed",
+    "contacted",
+    "brief",
+    "accepted",
+    "rejected",
+    "stage",
+    "payment",
+    "erased",
+    "sla",
+    "webinar",
+)
 
 
 @st.composite

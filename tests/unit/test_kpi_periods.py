@@ -75,8 +75,9 @@ class TestComparisons:
     def test_year_ago_keeps_the_local_dates(self) -> None:
         ago = year_ago(_p("2024-02-29", "2024-03-01", UTC_ZONE), UTC_ZONE)
         assert (ago.start.date().isoformat(), ago.end.date().isoformat()) == (
-            "2023-02-28", "2023-03-01",
-        )  # fmt: skip
+            "2023-02-28",
+            "2023-03-01",
+        )
         assert year_ago(_p("2026-10-01", "2026-11-01", KOLKATA), KOLKATA) == _p(
             "2025-10-01", "2025-11-01", KOLKATA
         )
@@ -98,8 +99,10 @@ class TestBuckets:
     def test_days_across_a_dst_change_are_calendar_days(self) -> None:
         got = buckets(_p("2026-03-28", "2026-03-31", BERLIN), "day", BERLIN)
         assert [b.end.astimezone(UTC) - b.start.astimezone(UTC) for b in got] == [
-            timedelta(hours=24), timedelta(hours=23), timedelta(hours=24),
-        ]  # fmt: skip
+            timedelta(hours=24),
+            timedelta(hours=23),
+            timedelta(hours=24),
+        ]
 
 
 _GRAIN_LENGTH = {HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
