@@ -161,13 +161,14 @@ class Runtime:
         """Run a request's unit of work in a transaction; return once it is committed.
 
         With a write strategy (group commit), concurrent units share one transaction (each
-        in a savepoint); either way the outbox relay is woken after the commit.
+        in a savepoint); either way the outbox relay (and, without a write strategy, the
+        `wake_after_commit` hooks) is woken after the commit.
         """
         if self.write_strategy is not None:
             return await self.write_strategy.run(work)
         async with self.engine.begin() as conn:
             result = await work(conn)
-        self.wake_relay()
+        self.committed()
         return result
 
     async def write_batched(self, handler: WriteBatch[I, R], item: I) -> R:

@@ -34,6 +34,8 @@ class QualifierSettings(ServiceSettings):
     clock_skew_seconds: float = Field(default=300, ge=0)
     # How long an Idempotency-Key answers the same response (at least a day of retries).
     idempotency_ttl_hours: int = Field(default=48, ge=24)
+    # How long a call's claim on its key blocks retries (409) if the call never finishes.
+    idempotency_lock_seconds: float = Field(default=60.0, gt=0)
 
     # Definitions: a larger upload answers 413 (the bundled example is under 3 KB).
     definition_max_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)

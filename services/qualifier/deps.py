@@ -28,11 +28,5 @@ def settings(request: Request) -> QualifierSettings:
 Settings = Annotated[QualifierSettings, Depends(settings)]
 
 
-def wake(request: Request) -> None:
-    """After a commit that owes events or deliveries: the relay and the deliverer go now."""
-    runtime(request).wake_relay()
-    request.app.state.deliverer.wake()
-
-
 def conflict(message: str, **extra: str) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail={"msg": message, **extra})

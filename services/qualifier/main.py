@@ -8,7 +8,6 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from services.qualifier import idempotency
 from services.qualifier.config import QualifierSettings
 from services.qualifier.consumer import make_handler
 from services.qualifier.definitions import api as definitions_api
@@ -19,10 +18,11 @@ from services.qualifier.partners import api as partners_api
 from services.qualifier.partners.deliveries import PartnerDeliverer
 from services.qualifier.sla import api as sla_api
 from services.qualifier.sla.watch import watch as sla_watch
-from services.qualifier.tables import outbox
+from services.qualifier.tables import idempotency_keys, outbox
 from shared.consumer import BatchHandler
 from shared.db import utcnow
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED
+from shared.idempotency import purge_job
 from shared.runtime import Runtime, create_service_app
 from shared.settings import InsecureSettings
 
@@ -39,7 +39,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
         return make_handler(rt, after_commit=deliverer.wake, kill_after_commit=kill_after)
 
     def runtime() -> Runtime:
-        return Runtime(
+        rt = Runtime(
             settings,
             outbox=outbox,
             consume=(TOPIC_RECEIVED, TOPIC_LIFECYCLE),
@@ -51,13 +51,18 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
                 ("partner deliveries", deliverer.run),
                 (
                     "idempotency keys",
-                    functools.partial(
-                        idempotency.forget_expired,
+                    purge_job(
+                        idempotency_keys,
                         ttl=timedelta(hours=settings.idempotency_ttl_hours),
+                        every=3600.0,
                     ),
                 ),
             ],
         )
+        # A request's commit may owe partner deliveries (a brief routing to a partner, a
+        # retried delivery): the unit of work wakes the deliverer with the relay.
+        rt.wake_after_commit.append(deliverer.wake)
+        return rt
 
     initial_definition = settings.initial_definition.read_text(encoding="utf-8")
 

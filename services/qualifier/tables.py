@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shared.db import BigIntPK, Json, Money, UtcDateTime
+from shared.idempotency import idempotency_table
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 
@@ -152,16 +153,8 @@ erasures = sa.Table(
     sa.Column("event_id", sa.String(36), nullable=False),
 )
 
-idempotency_keys = sa.Table(
-    "idempotency_keys",
-    metadata,
-    sa.Column("principal", sa.String(200), primary_key=True),
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("request_hash", sa.String(64), nullable=False),
-    sa.Column("status_code", sa.Integer, nullable=False),
-    sa.Column("response", Json, nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False, index=True),
-)
+# Idempotency-Keys of lifecycle calls (`shared.idempotency`): claimed, then answered.
+idempotency_keys = idempotency_table(metadata)
 
 round_robin = sa.Table(
     "round_robin",

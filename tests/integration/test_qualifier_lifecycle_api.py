@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.qualifier.event_ids import derived_event_id
-from services.qualifier.tables import payments
+from services.qualifier.tables import idempotency_keys, leads, payments
 from shared.events import (
     LeadBriefFilled,
     LeadContacted,
@@ -268,6 +269,40 @@ class TestRetries:
         ]  # fmt: skip
         assert len(await q.events(lead_id=lead_id, type="lead.payment_received")) == 1
 
+    async def test_a_retry_while_the_first_call_is_at_work_answers_409(self, q: Harness) -> None:
+        # The key is claimed before the work (shared.idempotency): a retry meanwhile is
+        # told to come back (Retry-After), then gets the first call's answer.
+        lead_id = await lead_in(q)
+        key = {"Idempotency-Key": "contact-busy"}
+        async with q.runtime.engine.connect() as holder:
+            # The first call claims its key, then waits for the lead this holds locked.
+            await holder.execute(
+                sa.select(leads.c.lead_id).where(leads.c.lead_id == lead_id).with_for_update()
+            )
+            first = asyncio.create_task(post(q, lead_id, "contact", {"at": at(1)}, headers=key))
+            await claimed(q, "contact-busy")
+            retry = await post(q, lead_id, "contact", {"at": at(1)}, headers=key)
+            await holder.rollback()
+        assert retry.status_code == 409, retry.text
+        assert retry.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+        assert int(retry.headers["Retry-After"]) >= 1
+        answered = await asyncio.wait_for(first, 60)
+        assert answered.status_code == 200, answered.text
+        again = await post(q, lead_id, "contact", {"at": at(1)}, headers=key)
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.json() == answered.json()
+        assert len(await q.events(lead_id=lead_id, type="lead.contacted")) == 1
+
+    async def test_a_refused_call_leaves_its_key_free_for_the_retry(self, q: Harness) -> None:
+        lead_id = await lead_in(q)
+        key = {"Idempotency-Key": "pay-early"}
+        early = await post(q, lead_id, "payments", {"amount": "10"}, headers=key)
+        assert early.status_code == 409  # not won yet: nothing recorded, the key released
+        await sold_with(q, lead_id)
+        paid = await post(q, lead_id, "payments", {"amount": "10"}, headers=key)
+        assert paid.status_code == 201, paid.text
+        assert "Idempotent-Replayed" not in paid.headers
+
     async def test_asking_for_the_current_stage_again_changes_nothing(self, q: Harness) -> None:
         lead_id = await lead_in(q)
         for _ in range(2):
@@ -297,6 +332,15 @@ class TestRetries:
         for _ in range(2):
             assert (await post(q, lead_id, "payments", {"amount": "100"})).status_code == 201
         assert len(await q.rows(payments, payments.c.lead_id == lead_id)) == 2
+
+
+async def claimed(q: Harness, key: str) -> None:
+    """Until a request holds `key` (its claim is committed)."""
+    for _ in range(600):
+        if await q.rows(idempotency_keys, idempotency_keys.c.key == key):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing claimed {key!r}")
 
 
 async def sold_with(q: Harness, lead_id: str) -> None:

@@ -6,7 +6,10 @@ import asyncio
 
 import sqlalchemy as sa
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
+from services.qualifier.tables import metadata
 from shared.db import create_engine
 from shared.migrations import alembic_config, migrate
 
@@ -93,3 +96,60 @@ async def test_revision_0003_keeps_no_receivers_answer_and_types_the_deliveries(
     ]
     await asyncio.to_thread(command.downgrade, alembic_config("qualifier", database_url), "0002")
     await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+
+
+async def _differences(url: str) -> list[object]:
+    """What the database and `services/qualifier/tables.py` disagree on (tables, columns,
+    types, nullability, indexes)."""
+
+    def compare(sync_conn: sa.Connection) -> list[object]:
+        context = MigrationContext.configure(
+            sync_conn, opts={"compare_type": True, "version_table": "alembic_version_qualifier"}
+        )
+        return list(compare_metadata(context, metadata))
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(compare)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_migrations_make_the_schema_the_tables_describe(database_url: str) -> None:
+    await asyncio.to_thread(migrate, "qualifier", database_url)
+    assert await _differences(database_url) == []
+
+
+async def test_revision_0004_keeps_stored_answers_and_makes_keys_claimable(
+    database_url: str,
+) -> None:
+    await asyncio.to_thread(migrate, "qualifier", database_url, "0003")
+    engine = create_engine(database_url)
+    answered = sa.text(
+        "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response, "
+        "created_at) VALUES ('crm', 'k-1', 'h', 200, '{\"changed\": true}', now())"
+    )
+    claimed = sa.text(
+        "INSERT INTO idempotency_keys (principal, key, request_hash, created_at, claim_id, "
+        "locked_until) VALUES ('crm', 'k-2', 'h', now(), 'c-1', now())"
+    )
+    keys = sa.text("SELECT key, status_code, response FROM idempotency_keys ORDER BY key")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(answered)
+        await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+        async with engine.begin() as conn:
+            await conn.execute(claimed)  # a claim has no answer yet
+        async with engine.connect() as conn:
+            assert [tuple(r) for r in await conn.execute(keys)] == [
+                ("k-1", 200, {"changed": True}),
+                ("k-2", None, None),
+            ]
+        await asyncio.to_thread(
+            command.downgrade, alembic_config("qualifier", database_url), "0003"
+        )
+        async with engine.connect() as conn:
+            assert [tuple(r) for r in await conn.execute(keys)] == [("k-1", 200, {"changed": True})]
+    finally:
+        await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from datetime import UTC, timedelta
 from typing import Annotated
 
@@ -23,7 +24,8 @@ from services.qualifier.definitions.schemas import (
 from services.qualifier.definitions.source import DefinitionInvalid, check_stored, load_definition
 from services.qualifier.deps import Admin, Reader, Settings, runtime
 from shared.db import utcnow
-from shared.web import unprocessable
+from shared.unit_of_work import UnitOfWork
+from shared.web import problem, problem_detail, unprocessable
 
 router = APIRouter(prefix="/v1", tags=["definitions"])
 
@@ -39,6 +41,14 @@ _DEFINITION_BODY = {
 }
 
 
+def _refusal(problems: Iterable[tuple[Sequence[str | int], str, str]]) -> HTTPException:
+    """A 422 naming every problem (loc, msg, type), each in `shared.web.problem`'s shape."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[item for loc, msg, kind in problems for item in problem_detail(loc, msg, kind)],
+    )
+
+
 @router.post(
     "/definitions",
     response_model=DefinitionView,
@@ -50,7 +60,7 @@ _DEFINITION_BODY = {
     },
 )
 async def create_definition(
-    request: Request, principal: Admin, settings: Settings
+    request: Request, principal: Admin, settings: Settings, conn: UnitOfWork
 ) -> DefinitionView:
     """Store a definition as the next version, a draft (immutable; publish to activate)."""
     raw = await request.body()
@@ -71,11 +81,8 @@ async def create_definition(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[p.detail() for p in exc.problems]
         ) from exc
-    async with runtime(request).engine.begin() as conn:
-        number = await service.create_draft(
-            conn, text, by=principal.name, now=utcnow(), loaded=loaded
-        )
-        row = await repository.get_definition(conn, number)
+    number = await service.create_draft(conn, text, by=principal.name, now=utcnow(), loaded=loaded)
+    row = await repository.get_definition(conn, number)
     return DefinitionView.model_validate(row, from_attributes=True)
 
 
@@ -133,56 +140,41 @@ async def diff_definition(
     },
 )
 async def publish_definition(
-    request: Request, version: int, principal: Admin, settings: Settings
+    version: int, principal: Admin, settings: Settings, conn: UnitOfWork
 ) -> DefinitionView:
     """Make this version the active one, atomically; every later decision names it."""
-    async with runtime(request).engine.begin() as conn:
-        try:
-            stored, definition = await service.version(conn, version)
-        except service.UnknownDefinition as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
-        problems = check_stored(stored.document)
-        if problems:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=[
-                    {
-                        "loc": ["definition", *p.loc],
-                        "msg": f"{dotted(p.loc)}: {p.msg}",
-                        "type": p.type,
-                    }
-                    for p in problems
-                ],
+    try:
+        stored, definition = await service.version(conn, version)
+    except service.UnknownDefinition as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    problems = check_stored(stored.document)
+    if problems:
+        raise _refusal(
+            (["definition", *p.loc], f"{dotted(p.loc)}: {p.msg}", p.type) for p in problems
+        )
+    unsigned = service.partners_without_secret(definition, set(settings.partner_secrets))
+    if unsigned and not settings.common.dev:
+        raise _refusal(
+            (
+                ["definition", "partners", i, "webhook_url"],
+                f"no webhook secret for partner {definition.partners[i].id!r}: "
+                "set it in LEADFLOW_QUALIFIER_PARTNER_SECRETS first",
+                "missing_secret",
             )
-        unsigned = service.partners_without_secret(definition, set(settings.partner_secrets))
-        if unsigned and not settings.common.dev:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=[
-                    {
-                        "loc": ["definition", "partners", i, "webhook_url"],
-                        "msg": f"no webhook secret for partner {definition.partners[i].id!r}: "
-                        "set it in LEADFLOW_QUALIFIER_PARTNER_SECRETS first",
-                        "type": "missing_secret",
-                    }
-                    for i in unsigned
-                ],
+            for i in unsigned
+        )
+    unsafe = service.unsafe_partner_webhooks(definition, production=not settings.common.dev)
+    if unsafe:
+        raise _refusal(
+            (
+                ["definition", "partners", i, "webhook_url"],
+                f"the webhook of partner {definition.partners[i].id!r}: {why}",
+                "unsafe_webhook",
             )
-        unsafe = service.unsafe_partner_webhooks(definition, production=not settings.common.dev)
-        if unsafe:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=[
-                    {
-                        "loc": ["definition", "partners", i, "webhook_url"],
-                        "msg": f"the webhook of partner {definition.partners[i].id!r}: {why}",
-                        "type": "unsafe_webhook",
-                    }
-                    for i, why in unsafe
-                ],
-            )
-        await service.publish(conn, version, by=principal.name, now=utcnow())
-        row = await repository.get_definition(conn, version)
+            for i, why in unsafe
+        )
+    await service.publish(conn, version, by=principal.name, now=utcnow())
+    row = await repository.get_definition(conn, version)
     return DefinitionView.model_validate(row, from_attributes=True)
 
 
@@ -223,8 +215,7 @@ async def backtest_definition(
         except service.UnknownDefinition as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
         except BacktestRefused as exc:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=[{"loc": ["body"], "msg": str(exc), "type": exc.kind}],
+            raise problem(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, ["body"], str(exc), exc.kind
             ) from exc
     return backtest_view(version, run)

@@ -10,10 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier.tables import (
-    definitions,
-    leads,
-)
+from services.qualifier.tables import definitions, leads
 from shared.db import AnyRow
 
 # Advisory lock id: a transaction-scoped lock that serializes versioning across replicas.

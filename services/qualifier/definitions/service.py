@@ -21,9 +21,7 @@ from services.qualifier.definitions.model import LeadDefinition
 from services.qualifier.definitions.source import LoadedDefinition, load_definition
 from services.qualifier.partners.webhooks import url_problem
 from shared.db import AnyRow
-from shared.events import (
-    LeadSnapshot,
-)
+from shared.events import LeadSnapshot
 
 
 class NoActiveDefinition(RuntimeError):

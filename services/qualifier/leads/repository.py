@@ -10,13 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier.tables import (
-    decisions,
-    erasures,
-    leads,
-    outbox,
-    stage_history,
-)
+from services.qualifier.tables import decisions, erasures, leads, outbox, stage_history
 from shared.db import AnyRow, in_list
 from shared.events import Stage
 from shared.outbox import pending_of

@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Request, status
+from fastapi import APIRouter, Body, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier import idempotency
-from services.qualifier.deps import SalesTool, conflict, runtime, settings, wake
+from services.qualifier.deps import SalesTool, Settings, conflict, runtime
 from services.qualifier.leads.snapshot import InvalidAnswer, normalize_answers
 from services.qualifier.lifecycle import service
 from services.qualifier.lifecycle.schemas import (
@@ -29,27 +28,25 @@ from services.qualifier.lifecycle.schemas import (
     StageIn,
 )
 from services.qualifier.lifecycle.stages import InvalidTime, Refused
+from services.qualifier.tables import idempotency_keys
 from shared.auth import Principal
 from shared.db import utcnow
 from shared.events import Stage
+from shared.idempotency import IdempotencyKey, fingerprint, idempotent
 from shared.web import unprocessable
 
 router = APIRouter(prefix="/v1", tags=["lifecycle"])
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description="Retry-safe: the same key and body answer the first response again.",
-    ),
-]
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such lead"},
-    409: {"description": "impossible transition; the body names the current stage"},
-    422: {"description": "invalid body (a bad `at` is named), or an Idempotency-Key reused"},
+    409: {
+        "description": "impossible transition (the body names the current stage), or a "
+        "request with the same Idempotency-Key still at work (retry after `Retry-After`)"
+    },
+    422: {
+        "description": "invalid body (a bad `at` is named), or an Idempotency-Key used "
+        "with another body"
+    },
     503: {
         "description": "database unavailable. `outcome` `not_stored`: nothing was recorded, "
         "retry. `unknown`: the connection was lost during the commit and the call may have "
@@ -63,54 +60,49 @@ Step = Callable[[AsyncConnection, service.Call], Awaitable[tuple[int, BaseModel]
 
 async def _lifecycle_call(
     request: Request,
+    settings: Settings,
     lead_id: str,
     body: LifecycleIn,
     principal: Principal,
     key: str | None,
     step: Step,
 ) -> JSONResponse:
-    """One lifecycle call in one transaction, replayed as it was answered for a known key."""
-    s = settings(request)
+    """One lifecycle call in one transaction. With a key it is claimed first and its answer
+    stored with the call's effect, so a retry replays it (`shared.idempotency`); the
+    transaction commits inside the claim, so a call that fails, even at its COMMIT,
+    releases the key for the retry."""
     now = utcnow()
     call = service.Call(
         lead_id=lead_id,
         at=body.at or now,
         by=body.by or principal.name,
         now=now,
-        skew=timedelta(seconds=s.clock_skew_seconds),
+        skew=timedelta(seconds=settings.clock_skew_seconds),
     )
-    fingerprint = idempotency.request_hash(
-        request.method, request.url.path, body.model_dump(mode="json", exclude_unset=True)
-    )
-    async with _domain_errors(), runtime(request).engine.begin() as conn:
-        if key:
-            remembered = await idempotency.recall(
-                conn,
-                principal=principal.name,
-                key=key,
-                request=fingerprint,
-                now=now,
-                ttl=timedelta(hours=s.idempotency_ttl_hours),
-            )
-            if remembered is not None:
-                return JSONResponse(
-                    remembered.body,
-                    status_code=remembered.status_code,
-                    headers={"Idempotent-Replayed": "true"},
-                )
-        code, result = await step(conn, call)
-        answer = idempotency.Remembered(code, result.model_dump(mode="json", by_alias=True))
-        if key:
-            await idempotency.remember(
-                conn,
-                principal=principal.name,
-                key=key,
-                request=fingerprint,
-                answer=answer,
-                now=now,
-            )
-    wake(request)
-    return JSONResponse(answer.body, status_code=answer.status_code)
+    payload = body.model_dump(mode="json", exclude_unset=True)
+    async with idempotent(
+        runtime(request).engine,
+        idempotency_keys,
+        principal=principal.name,
+        key=key,
+        request_hash=fingerprint(request.method, request.url.path, payload),
+        now=now,
+        ttl=timedelta(hours=settings.idempotency_ttl_hours),
+        lock=timedelta(seconds=settings.idempotency_lock_seconds),
+    ) as slot:
+        if slot.replay is not None:
+            return slot.replay
+
+        async def work(conn: AsyncConnection) -> tuple[int, dict[str, Any]]:
+            async with _domain_errors():
+                code, result = await step(conn, call)
+            answer = result.model_dump(mode="json", by_alias=True)
+            await slot.complete(conn, code, answer)
+            return code, answer
+
+        # Committed (and the relay and the deliverer woken) before the answer is sent.
+        code, answer = await runtime(request).write(work)
+    return JSONResponse(answer, status_code=code)
 
 
 @asynccontextmanager
@@ -130,8 +122,6 @@ async def _domain_errors() -> AsyncIterator[None]:
         raise unprocessable(["body", "at"], str(exc)) from exc
     except InvalidAnswer as exc:
         raise unprocessable(["body", "answers", *exc.field.split(".")], exc.message) from exc
-    except idempotency.KeyReused as exc:
-        raise unprocessable(["header", "Idempotency-Key"], str(exc)) from exc
 
 
 def _result(outcome: service.Outcome) -> tuple[int, BaseModel]:
@@ -150,7 +140,8 @@ async def contact(
     request: Request,
     lead_id: str,
     principal: SalesTool,
-    key: IdempotencyKey = None,
+    settings: Settings,
+    idempotency_key: IdempotencyKey = None,
     body: ContactIn = Body(default_factory=ContactIn),
 ) -> JSONResponse:
     """A contact with the lead was made; the first one moves it to `contacted`."""
@@ -158,12 +149,17 @@ async def contact(
     async def step(conn: AsyncConnection, call: service.Call) -> tuple[int, BaseModel]:
         return _result(await service.contact(conn, call))
 
-    return await _lifecycle_call(request, lead_id, body, principal, key, step)
+    return await _lifecycle_call(request, settings, lead_id, body, principal, idempotency_key, step)
 
 
 @router.post("/leads/{lead_id}/brief", response_model=LifecycleResult, responses=_ERRORS)
 async def brief(
-    request: Request, lead_id: str, body: BriefIn, principal: SalesTool, key: IdempotencyKey = None
+    request: Request,
+    lead_id: str,
+    body: BriefIn,
+    principal: SalesTool,
+    settings: Settings,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Brief answers for a lead in primary processing: merged in, and the lead is qualified
     again (a new `lead.routed`)."""
@@ -175,7 +171,7 @@ async def brief(
     async def step(conn: AsyncConnection, call: service.Call) -> tuple[int, BaseModel]:
         return _result(await service.brief(conn, call, answers))
 
-    return await _lifecycle_call(request, lead_id, body, principal, key, step)
+    return await _lifecycle_call(request, settings, lead_id, body, principal, idempotency_key, step)
 
 
 @router.post("/leads/{lead_id}/feedback", response_model=LifecycleResult, responses=_ERRORS)
@@ -184,7 +180,8 @@ async def feedback(
     lead_id: str,
     body: FeedbackIn,
     principal: SalesTool,
-    key: IdempotencyKey = None,
+    settings: Settings,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Sales accepts (SAL) or rejects (with a reason) a lead routed to it."""
     if body.decision == "rejected" and not (body.reason and body.reason.strip()):
@@ -193,7 +190,7 @@ async def feedback(
     async def step(conn: AsyncConnection, call: service.Call) -> tuple[int, BaseModel]:
         return _result(await service.feedback(conn, call, Stage(body.decision), body.reason))
 
-    return await _lifecycle_call(request, lead_id, body, principal, key, step)
+    return await _lifecycle_call(request, settings, lead_id, body, principal, idempotency_key, step)
 
 
 @router.post("/leads/{lead_id}/stage", response_model=LifecycleResult, responses=_ERRORS)
@@ -202,7 +199,8 @@ async def change_stage(
     lead_id: str,
     body: StageIn,
     principal: SalesTool,
-    key: IdempotencyKey = None,
+    settings: Settings,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """The next pipeline stage: sql → demo_held → proposal_sent → contract_sent → won, or lost
     (with a reason) from any open stage."""
@@ -212,7 +210,7 @@ async def change_stage(
     async def step(conn: AsyncConnection, call: service.Call) -> tuple[int, BaseModel]:
         return _result(await service.change_stage(conn, call, Stage(body.stage), body.reason))
 
-    return await _lifecycle_call(request, lead_id, body, principal, key, step)
+    return await _lifecycle_call(request, settings, lead_id, body, principal, idempotency_key, step)
 
 
 @router.post(
@@ -226,14 +224,15 @@ async def record_payment(
     lead_id: str,
     body: PaymentIn,
     principal: SalesTool,
-    key: IdempotencyKey = None,
+    settings: Settings,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """A payment on a won deal (201); the same `payment_id` again answers 200 and counts once.
 
     A payment with neither a `payment_id` nor an `Idempotency-Key` is not retry-safe: if
     its answer is lost (a timeout, a 503 whose outcome is unknown), a retry may record it
     twice."""
-    deployment = settings(request).currency
+    deployment = settings.currency
     currency = body.currency or deployment
     if currency != deployment:
         raise unprocessable(
@@ -255,7 +254,7 @@ async def record_payment(
         )
         return (status.HTTP_201_CREATED if paid.created else status.HTTP_200_OK), view
 
-    return await _lifecycle_call(request, lead_id, body, principal, key, step)
+    return await _lifecycle_call(request, settings, lead_id, body, principal, idempotency_key, step)
 
 
 @router.post("/leads/{lead_id}/nurture", response_model=LifecycleResult, responses=_ERRORS)
@@ -263,7 +262,8 @@ async def back_to_nurture(
     request: Request,
     lead_id: str,
     principal: SalesTool,
-    key: IdempotencyKey = None,
+    settings: Settings,
+    idempotency_key: IdempotencyKey = None,
     body: NurtureIn = Body(default_factory=NurtureIn),
 ) -> JSONResponse:
     """A lost or sales-rejected lead goes back to marketing (a new `lead.routed`, nurture)."""
@@ -271,4 +271,4 @@ async def back_to_nurture(
     async def step(conn: AsyncConnection, call: service.Call) -> tuple[int, BaseModel]:
         return _result(await service.back_to_nurture(conn, call, body.reason))
 
-    return await _lifecycle_call(request, lead_id, body, principal, key, step)
+    return await _lifecycle_call(request, settings, lead_id, body, principal, idempotency_key, step)

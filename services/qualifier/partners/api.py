@@ -6,10 +6,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from services.qualifier.deps import Admin, conflict, runtime, wake
+from services.qualifier.deps import Admin, conflict, runtime
 from services.qualifier.partners import deliveries, repository
 from services.qualifier.partners.schemas import DeliveryView
 from shared.db import utcnow
+from shared.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1", tags=["partners"])
 
@@ -48,15 +49,13 @@ async def get_delivery(request: Request, delivery_id: str, _: Admin) -> Delivery
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {}, 409: {"description": "pending already, or the person was erased"}},
 )
-async def retry_delivery(request: Request, delivery_id: str, _: Admin) -> DeliveryView:
+async def retry_delivery(delivery_id: str, _: Admin, conn: UnitOfWork) -> DeliveryView:
     """Send a parked (or delivered) delivery again, with a fresh count of attempts."""
-    async with runtime(request).engine.begin() as conn:
-        try:
-            await deliveries.retry(conn, delivery_id, now=utcnow())
-        except deliveries.DeliveryNotFound as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
-        except deliveries.NotRetriable as exc:
-            raise conflict(str(exc)) from exc
-        row = await repository.get_delivery(conn, delivery_id)
-    wake(request)
+    try:
+        await deliveries.retry(conn, delivery_id, now=utcnow())
+    except deliveries.DeliveryNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    except deliveries.NotRetriable as exc:
+        raise conflict(str(exc)) from exc
+    row = await repository.get_delivery(conn, delivery_id)
     return DeliveryView.model_validate(row, from_attributes=True)

@@ -10,9 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier.tables import (
-    partner_deliveries,
-)
+from services.qualifier.tables import partner_deliveries
 from shared.db import AnyRow
 
 

@@ -10,12 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier.tables import (
-    decisions,
-    leads,
-    round_robin,
-    stage_history,
-)
+from services.qualifier.tables import decisions, leads, round_robin, stage_history
 from shared.db import in_list
 from shared.events import Decision, LeadSnapshot, Route, Stage
 

@@ -7,10 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier.tables import (
-    leads,
-    sales_members,
-)
+from services.qualifier.tables import leads, sales_members
 from shared.db import AnyRow
 from shared.events import Route, Stage
 
