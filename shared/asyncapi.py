@@ -63,8 +63,11 @@ def asyncapi_document() -> dict[str, Any]:
         }
     channels[TOPIC_DEADLETTER.replace(".", "_")] = {
         "address": TOPIC_DEADLETTER,
-        "description": "Messages a consumer could not apply, verbatim, with headers dlq_reason, "
-        "dlq_service, dlq_topic, dlq_partition, dlq_offset.",
+        "description": "Messages a consumer could not apply, with headers dlq_reason, "
+        "dlq_service, dlq_topic, dlq_partition, dlq_offset. An event the handler refused is "
+        "re-encoded, a structured CloudEvent with its content-type, ce_type and ce_id headers; "
+        "a message that is no event is kept verbatim, with its content-type header if it had "
+        "one and no other header of its own.",
     }
     return {
         "asyncapi": "3.0.0",

@@ -32,7 +32,14 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import is_unavailable
-from shared.events import TOPIC_DEADLETTER, Event, UndecodableEvent, decode_event
+from shared.events import (
+    TOPIC_DEADLETTER,
+    Event,
+    UndecodableEvent,
+    decode_event,
+    encode_event,
+    kafka_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -540,14 +547,25 @@ class EventConsumer:
             return False
 
     async def _park(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        # The record as it came, with the content-type it claimed (what its value is meant
+        # to be) and no other header: their values could be anything, a person's e-mail.
+        claimed = [(k, v) for k, v in record.headers if k.lower() == "content-type"][:1]
         await self._send_deadletter(
-            record.value or b"", record.key, record.topic, record.partition, record.offset, reason
+            record.value or b"",
+            record.key,
+            claimed,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
         )
 
     async def _park_delivered(self, item: Delivered, reason: str) -> None:
+        # Re-encoded: a structured CloudEvent, with the headers a published one has.
         await self._send_deadletter(
-            item.event.model_dump_json().encode(),
+            encode_event(item.event),
             item.event.subject.encode(),
+            kafka_headers(item.event),
             item.topic,
             item.partition,
             item.offset,
@@ -555,7 +573,14 @@ class EventConsumer:
         )
 
     async def _send_deadletter(
-        self, value: bytes, key: bytes | None, topic: str, partition: int, offset: int, reason: str
+        self,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        topic: str,
+        partition: int,
+        offset: int,
+        reason: str,
     ) -> None:
         EVENTS_PARKED.labels(self._service).inc()
         log.error(
@@ -571,6 +596,7 @@ class EventConsumer:
             value=value,
             key=key,
             headers=[
+                *headers,
                 ("dlq_reason", reason[:1000].encode()),
                 ("dlq_service", self._service.encode()),
                 ("dlq_topic", topic.encode()),

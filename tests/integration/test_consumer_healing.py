@@ -29,7 +29,7 @@ from services.qualifier.definitions import service
 from services.qualifier.tables import decisions, outbox
 from shared.consumer import BatchHandler, Delivered, EventConsumer, TransientFailure
 from shared.db import create_engine, utcnow
-from shared.events import TOPIC_DEADLETTER, LeadReceived, encode_event
+from shared.events import CONTENT_TYPE, TOPIC_DEADLETTER, LeadReceived, encode_event
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.migrations import migrate
 from shared.runtime import Runtime, _supervised
@@ -431,3 +431,48 @@ class TestNoPersonalData:
         ]
         assert "applying them one at a time" in caplog.text  # the failure was logged
         assert email not in caplog.text
+
+
+class TestDeadLetterHeaders:
+    async def test_a_parked_record_says_its_content_type_and_keeps_no_other_header(
+        self, producer: AIOKafkaProducer, kafka_bootstrap: str
+    ) -> None:
+        """A re-encoded event is a structured CloudEvent, and says so; an undecodable
+        record keeps the content-type it came with, if any, and nothing else it carried."""
+        topic = await _topic(kafka_bootstrap)
+        rejected = received()
+
+        async def handle(batch: Sequence[Delivered]) -> None:
+            if any(d.event.id == rejected.id for d in batch):
+                raise ValueError("rejected for good")
+
+        loop = EventConsumer(
+            service=f"test-{topic}",
+            consumer_factory=lambda: make_consumer(kafka_bootstrap, f"g-{topic}", [topic], "t"),
+            producer=producer,
+            handle_batch=handle,
+        )
+        theirs = ("x-person", PERSON.encode())
+        sent = [
+            (b"not json", [("content-type", b"text/plain"), theirs]),  # offset 0
+            (b"not json either", [theirs]),  # offset 1
+            (encode_event(rejected), [theirs]),  # offset 2: decoded, then rejected
+        ]
+        async with _consuming(loop):
+            for value, headers in sent:
+                await producer.send_and_wait(topic, value, partition=0, headers=headers)
+
+            async def all_parked() -> bool:
+                return len(await _parked(kafka_bootstrap, topic)) >= 3
+
+            await _until(all_parked, "the three records parked")
+        parked = {header(r, "dlq_offset"): r.headers for r in await _parked(kafka_bootstrap, topic)}
+        dlq = ["dlq_reason", "dlq_service", "dlq_topic", "dlq_partition", "dlq_offset"]
+        assert [k for k, _ in parked["0"]] == ["content-type", *dlq]
+        assert parked["0"][0] == ("content-type", b"text/plain")
+        assert [k for k, _ in parked["1"]] == dlq
+        assert [k for k, _ in parked["2"]] == ["content-type", "ce_type", "ce_id", *dlq]
+        assert dict(parked["2"])["content-type"] == CONTENT_TYPE.encode()
+        assert dict(parked["2"])["ce_id"] == rejected.id.encode()
+        for headers in parked.values():
+            assert not [v for _, v in headers if PERSON.encode() in v]
