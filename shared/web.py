@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from shared.commit_outcome import outcome_unknown, track_commits
 from shared.consumer import ConsumerLiveness
-from shared.db import is_unavailable
+from shared.db import error_kind, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 body, status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"}
             )
-        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        # Its kind, never its text or traceback: PostgreSQL's text quotes the values
+        # (`Key (email)=(…) already exists`).
+        log.error("database error on %s %s: %s", request.method, request.url.path, error_kind(exc))
         return JSONResponse(
             {"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
         )

@@ -1,19 +1,22 @@
 """A database error says nothing of the people in the statement: neither in its text
-(the engine hides parameters) nor in the logs of the loops that meet it (type and
-SQLSTATE only)."""
+(the engine hides parameters) nor in the logs of the loops and endpoints that meet it (type
+and SQLSTATE only)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from services.qualifier.tables import outbox
 from shared.db import create_engine, error_kind, error_summary
 from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
+from shared.web import install_error_handlers
 
 EMAIL = "anna.petrova@acme.example"
 
@@ -99,3 +102,36 @@ async def test_the_relay_logs_a_database_error_as_its_type_and_sqlstate(database
         await engine.dispose()
     error = "ProgrammingError/UndefinedTableError SQLSTATE 42P01"
     assert logged[0] == f"outbox relay: {error}; retrying in 0.2s"
+
+
+async def test_an_endpoints_database_error_is_logged_and_answered_without_its_text(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an outage: a 500 that says nothing of the failure, and a log line naming its
+    kind (PostgreSQL's text quotes the conflicting key: the e-mail)."""
+    caplog.set_level(logging.DEBUG)
+    engine = create_engine(database_url)
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/people")
+    async def add_twice() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TEMPORARY TABLE people (email TEXT UNIQUE)"))
+            insert = sa.text("INSERT INTO people (email) VALUES (:email)")
+            await conn.execute(insert, {"email": EMAIL})
+            await conn.execute(insert, {"email": EMAIL})
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            r = await client.post("/people")
+    finally:
+        await engine.dispose()
+    assert (r.status_code, r.json()) == (500, {"detail": "internal error"})
+    assert EMAIL not in caplog.text
+    (line,) = [rec for rec in caplog.records if rec.name == "shared.web"]
+    assert line.getMessage() == (
+        "database error on POST /people: IntegrityError/UniqueViolationError SQLSTATE 23505"
+    )
+    assert line.exc_info is None
