@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier.deps import SalesTool, Settings, conflict, runtime
 from services.qualifier.leads.snapshot import InvalidAnswer, normalize_answers
-from services.qualifier.lifecycle import service
+from services.qualifier.lifecycle import payments, service
 from services.qualifier.lifecycle.schemas import (
     BriefIn,
     ContactIn,
@@ -116,7 +116,7 @@ async def _domain_errors() -> AsyncIterator[None]:
         raise conflict(
             str(exc), current_stage=exc.state.stage.value, route=exc.state.route.value
         ) from exc
-    except service.PaymentConflict as exc:
+    except payments.PaymentConflict as exc:
         raise conflict(str(exc)) from exc
     except InvalidTime as exc:
         raise unprocessable(["body", "at"], str(exc)) from exc
@@ -240,7 +240,7 @@ async def record_payment(
         )
 
     async def step(conn: AsyncConnection, call: service.Call) -> tuple[int, BaseModel]:
-        paid = await service.record_payment(
+        paid = await payments.record_payment(
             conn, call, amount=body.amount, currency=currency, payment_id=body.payment_id
         )
         view = PaymentView(

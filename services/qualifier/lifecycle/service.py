@@ -1,7 +1,8 @@
 """Lifecycle use cases: what sales tools report back (contact, brief, feedback, stages,
-payments, back to nurture). Each locks the lead, checks the transition with the pure state
-machine (`lifecycle.py`), writes the new state with its history entry, and owes one event
-on `leads.lifecycle` in the same transaction. They may write, never commit.
+back to nurture; payments in `payments.py`). Each locks the lead, checks the transition
+with the pure state machine (`stages.py`), writes the new state with its history entry,
+and owes one event on `leads.lifecycle` in the same transaction. They may write, never
+commit.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.qualifier.event_ids import derived_event_id
 from services.qualifier.leads import repository as leads_repository
 from services.qualifier.leads.snapshot import combine_answers, merge_answers, summarize_answers
-from services.qualifier.lifecycle import repository, stages
+from services.qualifier.lifecycle import stages
 from services.qualifier.lifecycle.stages import LeadState, Refused
 from services.qualifier.routing import repository as routing_repository
 from services.qualifier.routing import service as routing
@@ -33,8 +32,6 @@ from shared.events import (
     LeadContactedData,
     LeadFeedback,
     LeadFeedbackData,
-    LeadPaymentReceived,
-    LeadPaymentReceivedData,
     LeadRouted,
     LeadRoutedData,
     LeadSnapshot,
@@ -48,10 +45,6 @@ from shared.outbox import add_to_outbox
 
 class LeadNotFound(LookupError):
     pass
-
-
-class PaymentConflict(Exception):
-    """A payment id already recorded with other facts (HTTP 409)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +68,7 @@ class Outcome:
     decision: Decision | None = None
 
 
-async def _open(conn: AsyncConnection, call: Call) -> tuple[AnyRow, LeadState]:
+async def open_lead(conn: AsyncConnection, call: Call) -> tuple[AnyRow, LeadState]:
     row = await leads_repository.lock_lead(conn, call.lead_id)
     if row is None:
         raise LeadNotFound(f"no lead {call.lead_id!r}")
@@ -87,7 +80,7 @@ async def _open(conn: AsyncConnection, call: Call) -> tuple[AnyRow, LeadState]:
     return row, state
 
 
-def _check_time(row: AnyRow, call: Call) -> None:
+def check_time(row: AnyRow, call: Call) -> None:
     received = LeadSnapshot.model_validate(row.snapshot).occurred_at
     stages.check_business_time(call.at, now=call.now, lead_received=received, skew=call.skew)
 
@@ -105,16 +98,16 @@ def _unchanged(row: AnyRow) -> Outcome:
     return Outcome(row.lead_id, Route(row.route), Stage(row.stage), changed=False)
 
 
-def _new_id() -> str:
+def new_id() -> str:
     return str(uuid.uuid4())
 
 
 async def contact(conn: AsyncConnection, call: Call) -> Outcome:
-    row, state = await _open(conn, call)
+    row, state = await open_lead(conn, call)
     step = stages.contact(state)
-    _check_time(row, call)
+    check_time(row, call)
     event = LeadContacted(
-        id=_new_id(),
+        id=new_id(),
         source=SOURCE_QUALIFIER,
         time=call.at,
         subject=call.lead_id,
@@ -146,14 +139,14 @@ async def contact(conn: AsyncConnection, call: Call) -> Outcome:
 
 async def brief(conn: AsyncConnection, call: Call, answers: dict[str, Any]) -> Outcome:
     """Merge the brief into the lead and qualify it again: a new `lead.routed`."""
-    row, state = await _open(conn, call)
+    row, state = await open_lead(conn, call)
     stages.brief(state)
     if row.erased_at is not None:
         raise Refused(state, "the person's data was erased; a brief would collect it again")
-    _check_time(row, call)
+    check_time(row, call)
     lead = merge_answers(LeadSnapshot.model_validate(row.snapshot), answers)
     filled = LeadBriefFilled(
-        id=_new_id(),
+        id=new_id(),
         source=SOURCE_QUALIFIER,
         time=call.at,
         subject=call.lead_id,
@@ -188,13 +181,13 @@ async def brief(conn: AsyncConnection, call: Call, answers: dict[str, Any]) -> O
 async def feedback(
     conn: AsyncConnection, call: Call, decision: Stage, reason: str | None
 ) -> Outcome:
-    row, state = await _open(conn, call)
+    row, state = await open_lead(conn, call)
     step = stages.feedback(state, decision)
     if not step.changed:
         return _unchanged(row)
-    _check_time(row, call)
+    check_time(row, call)
     event = LeadFeedback(
-        id=_new_id(),
+        id=new_id(),
         source=SOURCE_QUALIFIER,
         time=call.at,
         subject=call.lead_id,
@@ -233,13 +226,13 @@ async def feedback(
 async def change_stage(
     conn: AsyncConnection, call: Call, target: Stage, reason: str | None
 ) -> Outcome:
-    row, state = await _open(conn, call)
+    row, state = await open_lead(conn, call)
     step = stages.change_stage(state, target)
     if not step.changed:
         return _unchanged(row)
-    _check_time(row, call)
+    check_time(row, call)
     event = LeadStageChanged(
-        id=_new_id(),
+        id=new_id(),
         source=SOURCE_QUALIFIER,
         time=call.at,
         subject=call.lead_id,
@@ -271,85 +264,6 @@ async def change_stage(
     return Outcome(call.lead_id, state.route, step.stage, True, [event.id])
 
 
-@dataclass(frozen=True)
-class Payment:
-    payment_id: str
-    lead_id: str
-    amount: Decimal
-    currency: str
-    at: datetime
-    by: str | None
-    event_id: str
-    created: bool
-
-
-async def record_payment(
-    conn: AsyncConnection, call: Call, *, amount: Decimal, currency: str, payment_id: str | None
-) -> Payment:
-    """A payment on a won deal; the same `payment_id` again is the same payment, not a new one."""
-    row, state = await _open(conn, call)
-    if payment_id is not None:
-        known = await repository.get_payment(conn, payment_id)
-        if known is not None:
-            if (known.lead_id, known.amount, known.currency) != (call.lead_id, amount, currency):
-                raise PaymentConflict(
-                    f"payment {payment_id!r} is already recorded as {known.amount} "
-                    f"{known.currency} for lead {known.lead_id}"
-                )
-            return Payment(
-                known.payment_id,
-                known.lead_id,
-                known.amount,
-                known.currency,
-                known.at,
-                known.by,
-                known.event_id,
-                created=False,
-            )
-    stages.payment(state)
-    _check_time(row, call)
-    payment_id = payment_id or _new_id()
-    event = LeadPaymentReceived(
-        id=derived_event_id(f"payment/{payment_id}", "received"),
-        source=SOURCE_QUALIFIER,
-        time=call.at,
-        subject=call.lead_id,
-        data=LeadPaymentReceivedData(
-            lead_id=call.lead_id,
-            at=call.at,
-            by=call.by,
-            dimensions=dimensions_of(row),
-            payment_id=payment_id,
-            amount=amount,
-            currency=currency,
-        ),
-    )
-    await repository.insert_payment(
-        conn,
-        payment_id=payment_id,
-        lead_id=call.lead_id,
-        amount=amount,
-        currency=currency,
-        at=call.at,
-        by=call.by,
-        event_id=event.id,
-        now=call.now,
-    )
-    await leads_repository.add_history(
-        conn,
-        lead_id=call.lead_id,
-        stage=Stage.won,
-        at=call.at,
-        by=call.by,
-        event_id=event.id,
-        event_type=event.type,
-        reason=f"payment {amount} {currency}",
-    )
-    await leads_repository.update_lead(conn, call.lead_id, updated_at=call.now)
-    await add_to_outbox(conn, outbox, [event])
-    return Payment(payment_id, call.lead_id, amount, currency, call.at, call.by, event.id, True)
-
-
 async def back_to_nurture(conn: AsyncConnection, call: Call, reason: str | None) -> Outcome:
     """Sales hands a lost or rejected lead back to marketing: a new routing, to nurture.
 
@@ -357,11 +271,11 @@ async def back_to_nurture(conn: AsyncConnection, call: Call, reason: str | None)
     tools subscribe to; the decision keeps the version and score of the last one and
     says who sent it back and why.
     """
-    row, state = await _open(conn, call)
+    row, state = await open_lead(conn, call)
     step = stages.back_to_nurture(state)
     if not step.changed:
         return _unchanged(row)
-    _check_time(row, call)
+    check_time(row, call)
     last = Decision.model_validate(row.decision)
     why = (
         f"Back to nurture: sales {'lost the deal' if state.stage is Stage.lost else 'rejected it'}"
@@ -378,7 +292,7 @@ async def back_to_nurture(conn: AsyncConnection, call: Call, reason: str | None)
     )
     lead = LeadSnapshot.model_validate(row.snapshot)
     routed = LeadRouted(
-        id=_new_id(),
+        id=new_id(),
         source=SOURCE_QUALIFIER,
         time=call.at,
         subject=call.lead_id,
