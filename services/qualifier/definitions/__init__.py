@@ -1,0 +1,1 @@
+"""Lead definitions: the document, conditions, patterns, parsing, versions, diff, back-test."""

@@ -1,0 +1,1 @@
+"""A lead's record: its views, its history, its snapshot, and erasure."""

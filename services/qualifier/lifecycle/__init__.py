@@ -1,0 +1,1 @@
+"""The lead lifecycle: the stage machine and what sales tools report back."""

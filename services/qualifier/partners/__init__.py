@@ -1,0 +1,1 @@
+"""Partners: the delivery queue, signed webhooks, a transport to public addresses only."""

@@ -1,0 +1,1 @@
+"""Routing: a lead evaluated against the active definition, assigned, decided (one path)."""

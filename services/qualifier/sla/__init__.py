@@ -1,0 +1,1 @@
+"""Answer deadlines: the SLA watch, working hours, sales members and their absences."""
