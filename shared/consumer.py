@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import is_unavailable
+from shared.db import error_kind, is_unavailable
 from shared.events import (
     TOPIC_DEADLETTER,
     Event,
@@ -106,32 +106,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError | TransientFailure) or is_unavailable(exc)
 
 
-def describe(exc: BaseException) -> str:
-    """A failure for a log line or a dead-letter header: the types along its cause chain and
-    the SQLSTATE where there is one (asyncpg's `.sqlstate`, through SQLAlchemy's `.orig`);
-    `IntegrityError/UniqueViolationError SQLSTATE 23505`, the shape
-    of shared.db.error_summary. Never the message, whatever the error: a database error
-    quotes the rows it conflicts with, and a handler's own may quote the event."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    names = "/".join(dict.fromkeys(type(e).__name__ for e in chain))
-    for e in chain:
-        code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
-        if isinstance(code, str):
-            return f"{names} SQLSTATE {code}"
-    return names
-
-
 def _undecodable(exc: UndecodableEvent) -> str:
     """Where and how a message fails the schema, without the values (pydantic's own text
     quotes them: a person's e-mail)."""
     cause = exc.__cause__
     if not isinstance(cause, ValidationError):
-        return f"undecodable: {describe(cause or exc)}"
+        return f"undecodable: {error_kind(cause or exc)}"
     errors = cause.errors(include_url=False, include_context=False, include_input=False)
     parts = [f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['type']}" for e in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
@@ -315,7 +295,7 @@ class EventConsumer:
                     log.warning(
                         "%s consumer: %s; retrying in %.1fs",
                         self._service,
-                        describe(failure),
+                        error_kind(failure),
                         backoff,
                     )
                     await asyncio.sleep(backoff)
@@ -450,7 +430,7 @@ class EventConsumer:
             except KafkaError as exc:
                 # CommitFailedError after a rebalance, or Kafka gone: the batch is applied
                 # (inbox), so redelivery to whoever owns the partition next changes nothing.
-                log.info("%s consumer: offset commit failed: %s", self._service, describe(exc))
+                log.info("%s consumer: offset commit failed: %s", self._service, error_kind(exc))
 
     async def _start(self) -> None:
         backoff = 0.5
@@ -461,7 +441,9 @@ class EventConsumer:
                 return
             except KafkaError as exc:
                 log.warning(
-                    "%s consumer: Kafka not reachable (%s); retrying", self._service, describe(exc)
+                    "%s consumer: Kafka not reachable (%s); retrying",
+                    self._service,
+                    error_kind(exc),
                 )
                 # A start that failed half-way may have left state a second start refuses.
                 with contextlib.suppress(Exception):
@@ -498,14 +480,14 @@ class EventConsumer:
         """Find the bad event(s) of a batch that failed: apply one by one, park those that
         still fail."""
         if is_transient(exc):
-            raise TransientFailure(describe(exc)) from exc
+            raise TransientFailure(error_kind(exc)) from exc
         if isinstance(exc, HandlerTimedOut) and not await self._database_answers():
             raise TransientFailure("the database does not answer") from exc
         log.error(
             "%s consumer: a batch of %d events failed (%s); applying them one at a time",
             self._service,
             len(delivered),
-            describe(exc),
+            error_kind(exc),
         )
         for item in delivered:
             try:
@@ -517,12 +499,12 @@ class EventConsumer:
         """Why an event applied alone is parked; raises TransientFailure when the failure
         is not the event's (the batch is retried)."""
         if is_transient(exc):
-            raise TransientFailure(describe(exc)) from exc
+            raise TransientFailure(error_kind(exc)) from exc
         if isinstance(exc, HandlerTimedOut):
             if not await self._database_answers():
                 raise TransientFailure("the database does not answer") from exc
             return f"handler timed out after {self._batch_timeout:g}s"
-        return f"handler failed: {describe(exc)}"
+        return f"handler failed: {error_kind(exc)}"
 
     async def _bounded(self, batch: Sequence[Delivered]) -> None:
         """The handler on `batch`, given up (and its transaction rolled back) after the bound."""

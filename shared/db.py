@@ -138,9 +138,11 @@ def error_summary(exc: BaseException) -> str:
 
 
 def error_kind(exc: BaseException) -> str:
-    """An error without its text: the types along its cause chain and the SQLSTATE where
-    there is one (asyncpg's `sqlstate`, psycopg's `pgcode`), say
-    `IntegrityError/UniqueViolationError SQLSTATE 23505`."""
+    """An error without its text, for a log line or a dead-letter header: the types along
+    its cause chain and the SQLSTATE where there is one (asyncpg's `sqlstate`, psycopg's
+    `pgcode`), say `IntegrityError/UniqueViolationError SQLSTATE 23505`. Never the message,
+    whatever the error: a database error quotes the rows it conflicts with, and a consumer
+    handler's own may quote the event."""
     chain = _cause_chain(exc)
     names = "/".join(dict.fromkeys(type(e).__name__ for e in chain))
     for e in chain:

@@ -24,14 +24,8 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Authenticator
-from shared.consumer import (
-    BatchHandler,
-    ConsumerLiveness,
-    EventConsumer,
-    HeldConnection,
-    describe,
-)
-from shared.db import create_engine, ping
+from shared.consumer import BatchHandler, ConsumerLiveness, EventConsumer, HeldConnection
+from shared.db import create_engine, error_kind, ping
 from shared.kafka import (
     FetchPolicy,
     ensure_topics,
@@ -258,7 +252,7 @@ async def _bounded(what: str, step: Awaitable[None], seconds: float) -> None:
     except TimeoutError:
         log.error("%s took over %.0fs; going on with shut-down", what, seconds)
     except Exception as exc:
-        log.error("%s failed (%s); going on with shut-down", what, describe(exc))
+        log.error("%s failed (%s); going on with shut-down", what, error_kind(exc))
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -275,7 +269,7 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
             raise
         except Exception as exc:
             where = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
-            log.error("%s crashed (%s); restarting in 1s\n%s", name, describe(exc), where)
+            log.error("%s crashed (%s); restarting in 1s\n%s", name, error_kind(exc), where)
             await asyncio.sleep(1.0)
 
 
