@@ -36,6 +36,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         root.addHandler(handler)
     # aiokafka logs every reconnect attempt at ERROR; a warning is what they are.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    # httpx logs each request with the answer's reason phrase (INFO), httpcore its headers
+    # (DEBUG): a remote's own words, which could be anything (a partner's, a person's
+    # e-mail). What a service sends logs the status and outcome itself.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 class Series:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import re
 import ssl
 import subprocess
@@ -178,13 +179,19 @@ async def dribble(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
 
 @contextlib.asynccontextmanager
 async def qualifier(
-    database_url: str, tmp_path: Path, *, production: bool, **overrides: Any
+    database_url: str,
+    tmp_path: Path,
+    *,
+    production: bool,
+    log_level: str = "INFO",
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
     common = CommonSettings(
         mode=Mode.production if production else Mode.dev,
         data_dir=tmp_path,
         kafka_bootstrap_servers=UNREACHABLE_KAFKA,
         auth_tokens=[ADMIN],
+        log_level=log_level,
     )
     async with qualifier_app(
         database_url,
@@ -367,6 +374,49 @@ class TestWhatIsKeptOfAnAnswer:
         assert found.last_status_code is None
         # Each read got a byte in time; only the attempt's own limit (1 s) ended it.
         assert took < 15
+
+
+class TestWhatIsLoggedOfAnAnswer:
+    async def test_only_its_status_and_outcome_even_at_debug_level(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """A receiver's reason phrase, headers and body are its own words, whatever it puts
+        there (a person's e-mail): no log line repeats them, not even httpx's request line
+        (it quotes the reason phrase) or httpcore's trace (the headers)."""
+        said = b"anna.petrova@private.example"
+
+        async def respond(receiver: Receiver, writer: asyncio.StreamWriter) -> None:
+            body = b"no customer " + said
+            head = b"HTTP/1.1 400 Unknown " + said + b"\r\nX-Customer: " + said + b"\r\n"
+            head += f"Content-Length: {len(body)}\r\n\r\n".encode()
+            await receiver.write(writer, head + body)
+
+        records: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(record)
+
+        root = logging.getLogger()
+        level, keep = root.level, Keep()
+        root.addHandler(keep)
+        try:
+            async with (
+                qualifier(database_url, tmp_path, production=False, log_level="DEBUG") as q,
+                receiving(respond) as receiver,
+            ):
+                delivery_id = await owe(q, f"http://127.0.0.1:{receiver.port}/hook")
+                await attempt(q)
+                assert (await row(q, delivery_id)).last_outcome == "http_4xx"
+        finally:
+            root.removeHandler(keep)
+            root.setLevel(level)
+        logged = "\n".join(logging.Formatter().format(r) for r in records)
+        assert said.decode() not in logged
+        parked = (
+            f"delivery {delivery_id} to webstudio parked after 1 attempt(s): http_4xx (HTTP 400)"
+        )
+        assert parked in [r.getMessage() for r in records]
 
 
 @pytest.fixture(scope="module")

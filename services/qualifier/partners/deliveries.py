@@ -188,12 +188,14 @@ class PartnerDeliverer:
         elif permanent or row.attempts >= s.partner_max_attempts:
             outcome = "failed"
             values = {"status": "failed", "last_error": error}
+            # The status and the outcome only: nothing the receiver said.
             log.warning(
-                "delivery %s to %s parked after %d attempt(s): %s",
+                "delivery %s to %s parked after %d attempt(s): %s%s",
                 row.id,
                 row.partner_id,
                 row.attempts,
                 result,
+                f" (HTTP {status_code})" if status_code is not None else "",
             )
         else:
             outcome = "retry"
