@@ -61,6 +61,10 @@ async def probing(http: httpx.AsyncClient) -> AsyncIterator[Prober]:
     gc.collect()
     gc.freeze()
     task = asyncio.create_task(prober.run())
+    # The machine alone: on a loaded 2-core runner even an idle probe can wait tens of ms.
+    await asyncio.sleep(0.5)
+    idle = max(prober.latencies, default=0.0)
+    prober.latencies.clear()
     await asyncio.sleep(0.05)  # a few probes before the attack
     try:
         yield prober
@@ -71,7 +75,10 @@ async def probing(http: httpx.AsyncClient) -> AsyncIterator[Prober]:
             await task
         gc.unfreeze()
     assert len(prober.latencies) >= 3, prober.latencies
-    assert prober.worst < HEALTHZ_MAX_SECONDS, f"/healthz took {prober.worst * 1000:.0f} ms"
+    # Under 100 ms more than the machine alone made a probe wait just before.
+    assert prober.worst < HEALTHZ_MAX_SECONDS + idle, (
+        f"/healthz took {prober.worst * 1000:.0f} ms (idle just before: {idle * 1000:.0f} ms)"
+    )
 
 
 @pytest.fixture
