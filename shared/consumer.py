@@ -40,6 +40,7 @@ from shared.events import (
     encode_event,
     kafka_headers,
 )
+from shared.kafka import ProducerHolder, as_holder
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class EventConsumer:
         *,
         service: str,
         consumer_factory: Callable[[], AIOKafkaConsumer],
-        producer: AIOKafkaProducer,
+        producer: ProducerHolder | AIOKafkaProducer,
         handle_batch: BatchHandler,
         max_records: int = 500,
         top_up_wait_ms: int = 0,
@@ -204,7 +205,8 @@ class EventConsumer:
         self._new_consumer = consumer_factory
         self._consumer = consumer_factory()
         self._runs = 0
-        self._producer = producer
+        # For the dead-letter topic; a holder replaces a producer that failed.
+        self._producer = as_holder(producer, service)
         self._handle_batch = handle_batch
         self._max_records = max_records
         self._batch_timeout = batch_timeout

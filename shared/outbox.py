@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import BigIntPK, UtcDateTime, error_summary, utcnow
 from shared.events import _Envelope, encode_event, record_headers
-from shared.kafka import Outgoing, send_all
+from shared.kafka import Outgoing, ProducerFailed, ProducerHolder, as_holder, send_all
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +111,18 @@ class OutboxRelay:
         service: str,
         engine: AsyncEngine,
         table: sa.Table,
-        producer: AIOKafkaProducer,
+        producer: ProducerHolder | AIOKafkaProducer,
         batch_size: int = 500,
         poll_interval: float = 1.0,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """`before_send`: a test's hook, awaited between reading a batch and sending it."""
+        """`producer`: a holder replaces a producer that failed (a bare producer is never
+        replaced). `before_send`: a test's hook, awaited between reading a batch and
+        sending it."""
         self._service = service
         self._before_send = before_send
         self._engine = engine
-        self._producer = producer
+        self._producers = as_holder(producer, service)
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wakeup = asyncio.Event()
@@ -184,10 +186,12 @@ class OutboxRelay:
         A version check at the delete could not do it: by then the old bytes are out.
         """
         rows: Sequence[Any]
+        # Before the read: a producer that failed is replaced outside the transaction.
+        producer = await self._producers.ready()
         async with self._connection() as conn:
             rows = (await conn.exec_driver_sql(self._read_batch, (self._batch_size,))).all()
             if rows:
-                await self._send(rows)
+                await self._send(producer, rows)
                 await conn.exec_driver_sql(self._delete_batch, ([r.id for r in rows],))
             await conn.commit()
         if not rows:
@@ -197,21 +201,28 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
         return len(rows)
 
-    async def _send(self, rows: Sequence[Any]) -> None:
+    async def _send(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> None:
         if self._before_send is not None:
             await self._before_send()
-        await send_all(
-            self._producer,
-            [
-                Outgoing(
-                    r.topic,
-                    r.key.encode(),
-                    r.payload,
-                    record_headers(r.event_type, r.event_id),
-                )
-                for r in rows
-            ],
-        )
+        try:
+            await send_all(
+                producer,
+                [
+                    Outgoing(
+                        r.topic,
+                        r.key.encode(),
+                        r.payload,
+                        record_headers(r.event_type, r.event_id),
+                    )
+                    for r in rows
+                ],
+            )
+        except ProducerFailed as exc:
+            # Retrying through this producer would fail forever. The rows stay (deleted
+            # only once acknowledged): the next batch sends them again from the first, in
+            # order, on a new producer; what was delivered goes out twice with the same ids.
+            self._producers.failed(producer, exc)
+            raise
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,6 +29,7 @@ from shared.consumer import BatchHandler, ConsumerLiveness, EventConsumer, HeldC
 from shared.db import create_engine, error_kind, ping
 from shared.kafka import (
     FetchPolicy,
+    ProducerHolder,
     ensure_topics,
     kafka_reachable,
     make_consumer,
@@ -91,13 +93,20 @@ class Runtime:
         self.name = settings.service_name
         self.engine: AsyncEngine = create_engine(settings.db_url)
         common = settings.common
-        self.producer = make_producer(common.kafka_bootstrap_servers, f"leadflow-{self.name}")
+        # The relay and the consumer (its dead-letter topic) take the holder's current
+        # producer for each send: after a fatal error it is a new one.
+        self.producers = ProducerHolder(
+            functools.partial(
+                make_producer, common.kafka_bootstrap_servers, f"leadflow-{self.name}"
+            ),
+            service=self.name,
+        )
         self.relay = (
             OutboxRelay(
                 service=self.name,
                 engine=self.engine,
                 table=outbox,
-                producer=self.producer,
+                producer=self.producers,
                 batch_size=relay_batch_size,
                 poll_interval=relay_poll_seconds,
             )
@@ -116,7 +125,7 @@ class Runtime:
                     client_id=f"leadflow-{self.name}",
                     fetch=consumer_fetch,
                 ),
-                producer=self.producer,
+                producer=self.producers,
                 handle_batch=handler(self),
                 max_records=consumer_max_records,
                 in_flight=consumer_in_flight,
@@ -140,6 +149,11 @@ class Runtime:
         self.stopping = asyncio.Event()
         # What else a request's commit may have given work to (the qualifier's deliverer).
         self.wake_after_commit: list[Callable[[], None]] = []
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The service's Kafka producer at the moment (see `producers`)."""
+        return self.producers.current
 
     def wake_relay(self) -> None:
         if self.relay is not None:
@@ -202,7 +216,7 @@ class Runtime:
         if self.write_strategy is not None:
             await _bounded("finishing group commits", self.write_strategy.close(), grace_seconds)
         if self.producer_started.is_set():
-            await _bounded("stopping the Kafka producer", self.producer.stop(), grace_seconds)
+            await _bounded("stopping the Kafka producer", self.producers.stop(), grace_seconds)
         await _bounded("closing the consumer's connection", self.consumer_db.close(), grace_seconds)
         await _bounded("closing the database pool", self.engine.dispose(), grace_seconds)
 
@@ -212,7 +226,7 @@ class Runtime:
         while True:
             try:
                 await ensure_topics(common.kafka_bootstrap_servers, common.topic_partitions)
-                await self.producer.start()
+                await self.producers.ready()
                 break
             except (KafkaError, OSError) as exc:
                 log.warning("%s: Kafka not reachable yet (%s); retrying", self.name, exc)
