@@ -45,8 +45,9 @@ def at(hours: float) -> str:
     return (T0 + timedelta(hours=hours)).isoformat()
 
 
-async def post(q: Harness, lead_id: str, call: str, body: dict[str, Any] | None = None,
-               **kwargs: Any) -> Any:  # fmt: skip
+async def post(
+    q: Harness, lead_id: str, call: str, body: dict[str, Any] | None = None, **kwargs: Any
+) -> Any:
     return await q.http.post(f"/v1/leads/{lead_id}/{call}", json=body or {}, **kwargs)
 
 
@@ -76,8 +77,9 @@ class TestSalesLifecycle:
             r = await post(q, lead_id, call, body)
             assert r.status_code == 200, r.text
             assert r.json()["stage"] == stage and r.json()["changed"] is True
-        first = await post(q, lead_id, "payments",
-                           {"amount": "1500.00", "currency": "RUB", "at": at(130)})  # fmt: skip
+        first = await post(
+            q, lead_id, "payments", {"amount": "1500.00", "currency": "RUB", "at": at(130)}
+        )
         invoice = {"amount": "500.50", "payment_id": "inv-42", "at": at(200)}
         second = await post(q, lead_id, "payments", invoice)
         assert (first.status_code, second.status_code) == (201, 201), second.text
@@ -88,15 +90,26 @@ class TestSalesLifecycle:
         assert view["first_contacted_at"] == at(0.5).replace("+00:00", "Z")
         assert [p["amount"] for p in view["payments"]] == ["1500.00", "500.50"]
         assert [h["stage"] for h in view["stages"]] == [
-            "routed", "contacted", "accepted", "sql", "demo_held", "proposal_sent",
-            "contract_sent", "won", "won", "won",
-        ]  # fmt: skip
+            "routed",
+            "contacted",
+            "accepted",
+            "sql",
+            "demo_held",
+            "proposal_sent",
+            "contract_sent",
+            "won",
+            "won",
+            "won",
+        ]
 
         events = [e for e in await q.events(lead_id=lead_id) if not isinstance(e, LeadRouted)]
         assert [e.type for e in events] == [
-            "lead.contacted", "lead.feedback", *["lead.stage_changed"] * 5,
-            "lead.payment_received", "lead.payment_received",
-        ]  # fmt: skip
+            "lead.contacted",
+            "lead.feedback",
+            *["lead.stage_changed"] * 5,
+            "lead.payment_received",
+            "lead.payment_received",
+        ]
         for event in events:
             assert (event.source, event.subject) == ("/qualifier", lead_id)
             data = event.data
@@ -108,12 +121,16 @@ class TestSalesLifecycle:
         assert isinstance(contacted, LeadContacted) and contacted.data.first_contact
         assert contacted.data.by == "vera" and contacted.time == T0 + timedelta(hours=0.5)
         assert isinstance(fed_back, LeadFeedback) and fed_back.data.decision == "accepted"
-        moves = [(e.data.previous_stage, e.data.stage) for e in stages
-                 if isinstance(e, LeadStageChanged)]  # fmt: skip
+        moves = [
+            (e.data.previous_stage, e.data.stage) for e in stages if isinstance(e, LeadStageChanged)
+        ]
         assert [(str(a), str(b)) for a, b in moves] == [
-            ("accepted", "sql"), ("sql", "demo_held"), ("demo_held", "proposal_sent"),
-            ("proposal_sent", "contract_sent"), ("contract_sent", "won"),
-        ]  # fmt: skip
+            ("accepted", "sql"),
+            ("sql", "demo_held"),
+            ("demo_held", "proposal_sent"),
+            ("proposal_sent", "contract_sent"),
+            ("contract_sent", "won"),
+        ]
         assert isinstance(paid, LeadPaymentReceived) and isinstance(paid_again, LeadPaymentReceived)
         assert (paid.data.amount, paid.data.currency) == (Decimal("1500.00"), "RUB")
         assert paid_again.data.payment_id == "inv-42"
@@ -204,9 +221,14 @@ class TestImpossibleTransitions:
             assert (await post(q, lead_id, "contact")).status_code == 409
 
     async def test_an_unknown_lead_is_404(self, q: Harness) -> None:
-        for call, body in [("contact", {}), ("feedback", {"decision": "accepted"}),
-                           ("stage", {"stage": "sql"}), ("payments", {"amount": "1"}),
-                           ("brief", {"answers": {"budget": "1"}}), ("nurture", {})]:  # fmt: skip
+        for call, body in [
+            ("contact", {}),
+            ("feedback", {"decision": "accepted"}),
+            ("stage", {"stage": "sql"}),
+            ("payments", {"amount": "1"}),
+            ("brief", {"answers": {"budget": "1"}}),
+            ("nurture", {}),
+        ]:
             r = await post(q, "no-such-lead", call, body)
             assert r.status_code == 404, call
         assert (await q.http.get("/v1/leads/no-such-lead")).status_code == 404
@@ -265,8 +287,9 @@ class TestRetries:
         assert (await post(q, lead_id, "payments", {"amount": "10"}, headers=key)).is_success
         r = await post(q, lead_id, "payments", {"amount": "11"}, headers=key)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == [
-            "header", "Idempotency-Key"
-        ]  # fmt: skip
+            "header",
+            "Idempotency-Key",
+        ]
         assert len(await q.events(lead_id=lead_id, type="lead.payment_received")) == 1
 
     async def test_a_retry_while_the_first_call_is_at_work_answers_409(self, q: Harness) -> None:
@@ -380,8 +403,12 @@ class TestBrief:
         lead_id = await lead_in(q, budget=None, timeframe=None)
         assert (await q.lead(lead_id))["route"] == "processing"
         assert (await post(q, lead_id, "contact", {"at": at(1)})).status_code == 200
-        answers = {"budget": "250 000", "timeframe": "1-3 months", "website": "acme.example",
-                   "fields": {"crm": "amoCRM"}}  # fmt: skip
+        answers = {
+            "budget": "250 000",
+            "timeframe": "1-3 months",
+            "website": "acme.example",
+            "fields": {"crm": "amoCRM"},
+        }
         r = await post(q, lead_id, "brief", {"answers": answers, "at": at(2), "by": "olga"})
         assert r.status_code == 200, r.text
         result = r.json()
@@ -391,9 +418,10 @@ class TestBrief:
         filled, routed = (await q.events(lead_id=lead_id))[-2:]
         assert isinstance(filled, LeadBriefFilled) and isinstance(routed, LeadRouted)
         assert filled.data.answers == {
-            "budget": "250000", "timeframe": "1-3 months",
+            "budget": "250000",
+            "timeframe": "1-3 months",
             "fields": {"crm": "amoCRM", "website": "acme.example"},
-        }  # fmt: skip
+        }
         assert filled.data.dimensions.route == "processing"
         assert routed.id == derived_event_id(filled.id, "routed") == result["event_ids"][1]
         assert routed.time == T0 + timedelta(hours=2)  # the brief's business time

@@ -30,10 +30,12 @@ async def test_revision_0002_goes_up_and_down_and_keeps_existing_history(
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(sa.text(
-                "INSERT INTO stage_history (lead_id, stage, at, event_id) "
-                "VALUES ('lead-1', 'routed', '2026-10-01 10:00:00', 'e-1')"
-            ))  # fmt: skip
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO stage_history (lead_id, stage, at, event_id) "
+                    "VALUES ('lead-1', 'routed', '2026-10-01 10:00:00', 'e-1')"
+                )
+            )
     finally:
         await engine.dispose()
 
@@ -82,11 +84,13 @@ async def test_revision_0003_keeps_no_receivers_answer_and_types_the_deliveries(
     try:
         async with engine.connect() as conn:
             got = (
-                await conn.execute(sa.text(
-                    "SELECT id, event_type, last_outcome, last_error FROM partner_deliveries "
-                    "ORDER BY id"
-                ))
-            ).all()  # fmt: skip
+                await conn.execute(
+                    sa.text(
+                        "SELECT id, event_type, last_outcome, last_error FROM partner_deliveries "
+                        "ORDER BY id"
+                    )
+                )
+            ).all()
     finally:
         await engine.dispose()
     assert [tuple(r) for r in got] == [
