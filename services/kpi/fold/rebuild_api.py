@@ -11,6 +11,7 @@ from services.kpi.schemas import RebuildOut
 from services.kpi.store import generations
 from services.kpi.web import Admin, runtime_of
 from shared.db import utcnow
+from shared.unit_of_work import UnitOfWork
 
 router = APIRouter(tags=["kpi"])
 
@@ -81,11 +82,10 @@ async def get_rebuild(request: Request, rebuild_id: int, _: Admin) -> RebuildOut
 
 
 @router.delete("/v1/admin/rebuilds/{rebuild_id}", response_model=RebuildOut, tags=["admin"])
-async def cancel_rebuild(request: Request, rebuild_id: int, _: Admin) -> RebuildOut:
+async def cancel_rebuild(rebuild_id: int, _: Admin, conn: UnitOfWork) -> RebuildOut:
     """Abandon a running rebuild; its rows are deleted, the active generation stays."""
-    async with runtime_of(request).engine.begin() as conn:
-        cancelled = await generations.cancel(conn, rebuild_id, utcnow())
-        described = await rebuild.describe(conn, rebuild_id)
+    cancelled = await generations.cancel(conn, rebuild_id, utcnow())
+    described = await rebuild.describe(conn, rebuild_id)
     if described is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rebuild {rebuild_id}")
     if not cancelled:

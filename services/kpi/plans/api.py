@@ -21,6 +21,7 @@ from services.kpi.web import (
     runtime_of,
 )
 from shared.db import utcnow
+from shared.unit_of_work import UnitOfWork
 from shared.web import unprocessable
 
 router = APIRouter(tags=["kpi"])
@@ -47,12 +48,11 @@ def _month_bounds(start: str | None, end: str | None) -> tuple[str | None, str |
 
 
 @router.put("/v1/plans/{month}", response_model=PlanOut, tags=["plans and spend"])
-async def put_plan(request: Request, month: MonthPath, body: PlanIn, who: KpiWriter) -> PlanOut:
+async def put_plan(month: MonthPath, body: PlanIn, who: KpiWriter, conn: UnitOfWork) -> PlanOut:
     """Set the month's revenue plan (idempotent: the same body again changes nothing)."""
     key = _month(month, ["path", "month"])
-    async with runtime_of(request).engine.begin() as conn:
-        await plans_store.put_plan(conn, key, body.revenue, who.name, utcnow())
-        (row,) = await plans_store.list_plans(conn, [key])
+    await plans_store.put_plan(conn, key, body.revenue, who.name, utcnow())
+    (row,) = await plans_store.list_plans(conn, [key])
     return PlanOut(month=row[0], revenue=row[1], updated_at=row[2], updated_by=row[3])
 
 
@@ -83,16 +83,15 @@ async def list_plans(
 
 
 @router.put("/v1/spend/{month}", response_model=SpendOut, tags=["plans and spend"])
-async def put_spend(request: Request, month: MonthPath, body: SpendIn, who: KpiWriter) -> SpendOut:
+async def put_spend(month: MonthPath, body: SpendIn, who: KpiWriter, conn: UnitOfWork) -> SpendOut:
     """Set the month's spend on one channel and campaign (idempotent)."""
     key = _month(month, ["path", "month"])
-    async with runtime_of(request).engine.begin() as conn:
-        await plans_store.put_spend(
-            conn, key, body.channel, body.campaign, body.amount, who.name, utcnow()
-        )
-        (row,) = await plans_store.list_spend(
-            conn, [key], {"channel": body.channel, "campaign": body.campaign}
-        )
+    await plans_store.put_spend(
+        conn, key, body.channel, body.campaign, body.amount, who.name, utcnow()
+    )
+    (row,) = await plans_store.list_spend(
+        conn, [key], {"channel": body.channel, "campaign": body.campaign}
+    )
     return SpendOut(
         month=row[0],
         channel=row[1],
