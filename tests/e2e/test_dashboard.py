@@ -85,17 +85,28 @@ async def kpi_service(
         data_dir = tmp_path / "stack"
         port = free_port()
         env = {
-            **os.environ, "PYTHONUNBUFFERED": "1", "LEADFLOW_DATA_DIR": str(data_dir),
-            "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LEADFLOW_TOPIC_PARTITIONS": "3",
-            "LEADFLOW_KPI_PORT": str(port), "LEADFLOW_LOG_LEVEL": "WARNING",
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "LEADFLOW_DATA_DIR": str(data_dir),
+            "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "LEADFLOW_TOPIC_PARTITIONS": "3",
+            "LEADFLOW_KPI_PORT": str(port),
+            "LEADFLOW_LOG_LEVEL": "WARNING",
             "LEADFLOW_KPI_DATABASE_URL": database_url,
-        }  # fmt: skip
+        }
         await asyncio.to_thread(migrate, "kpi", database_url)
         log = (tmp_path / "kpi.log").open("w")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli", "serve", "kpi", env=env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "cli",
+            "serve",
+            "kpi",
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(base_url=url, headers=DEV_AUTH, timeout=10) as http:

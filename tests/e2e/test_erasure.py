@@ -54,8 +54,10 @@ async def test_no_service_keeps_the_person_and_counts_stay(stack: Stack) -> None
     name, email, phone = f"Erasure Zyx{tag}", f"erase.{tag}@acme-corp.example", "+79161234567"
     needles = [name, email, phone, f"Zyx{tag}"]
     async with httpx.AsyncClient(headers=DEV_AUTH, timeout=10) as http:
-        r = await http.post(f"{stack.urls['intake']}/v1/leads",
-                            json=lead_payload(name=name, email=email, phone=phone))  # fmt: skip
+        r = await http.post(
+            f"{stack.urls['intake']}/v1/leads",
+            json=lead_payload(name=name, email=email, phone=phone),
+        )
         assert r.status_code == 202, r.text
         lead_id = r.json()["lead_id"]
         qualifier_lead = f"{stack.urls['qualifier']}/v1/leads/{lead_id}"

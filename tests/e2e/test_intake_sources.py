@@ -23,8 +23,14 @@ async def test_form_bot_and_zoom_leads_reach_the_qualifier(stack: Stack) -> None
     intake = stack.urls["intake"]
     unique = uuid.uuid4().hex[:8]
     person, bot, registrant = (f"{who}.{unique}@acme.example" for who in ("anna", "bot", "vera"))
-    form = {"name": "Анна Петрова", "email": person, "company": "Acme", "consent": "yes",
-            "services": "seo", "website": ""}  # fmt: skip
+    form = {
+        "name": "Анна Петрова",
+        "email": person,
+        "company": "Acme",
+        "consent": "yes",
+        "services": "seo",
+        "website": "",
+    }
     async with httpx.AsyncClient(timeout=10) as http:
         assert (await http.get(f"{intake}/readyz")).status_code == 200
         origin = {"Origin": "http://localhost"}
@@ -43,18 +49,32 @@ async def test_form_bot_and_zoom_leads_reach_the_qualifier(stack: Stack) -> None
             headers=DEV_AUTH,
         )
         assert r.status_code == 200, r.text
-        body = json.dumps({
-            "event": "webinar.registration_created", "event_ts": int(time.time() * 1000),
-            "payload": {"object": {"id": 81234567890, "registrant": {
-                "email": registrant, "first_name": "Vera", "org": "Orlova & Co"}}},
-        }).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "event": "webinar.registration_created",
+                "event_ts": int(time.time() * 1000),
+                "payload": {
+                    "object": {
+                        "id": 81234567890,
+                        "registrant": {
+                            "email": registrant,
+                            "first_name": "Vera",
+                            "org": "Orlova & Co",
+                        },
+                    }
+                },
+            }
+        ).encode()
         ts = str(int(time.time()))
         r = await http.post(
             f"{intake}/v1/webhooks/zoom",
             content=body,
-            headers={"Content-Type": "application/json", "x-zm-request-timestamp": ts,
-                     "x-zm-signature": signature(DEV_ZOOM_SECRET_TOKEN, ts, body)},
-        )  # fmt: skip
+            headers={
+                "Content-Type": "application/json",
+                "x-zm-request-timestamp": ts,
+                "x-zm-signature": signature(DEV_ZOOM_SECRET_TOKEN, ts, body),
+            },
+        )
         assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
 
     emails = {person, bot, registrant}

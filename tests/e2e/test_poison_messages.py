@@ -28,11 +28,17 @@ async def test_poison_is_parked_and_newer_events_still_apply(stack: Stack) -> No
     wire["data"]["lead_score_v2"] = {"model": "next", "value": 0.93}  # from a newer producer
     poison = [
         (TOPIC_RECEIVED, b"this is not json"),
-        (TOPIC_RECEIVED, json.dumps({**wire, "type": "lead.teleported", "id": str(uuid.uuid4())})
-         .encode()),
-        (TOPIC_LIFECYCLE, json.dumps({**wire, "type": "lead.contacted", "id": str(uuid.uuid4()),
-                                      "data": {"lead_id": 42}}).encode()),
-    ]  # fmt: skip
+        (
+            TOPIC_RECEIVED,
+            json.dumps({**wire, "type": "lead.teleported", "id": str(uuid.uuid4())}).encode(),
+        ),
+        (
+            TOPIC_LIFECYCLE,
+            json.dumps(
+                {**wire, "type": "lead.contacted", "id": str(uuid.uuid4()), "data": {"lead_id": 42}}
+            ).encode(),
+        ),
+    ]
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka)
     await producer.start()
     try:
@@ -55,9 +61,12 @@ async def test_poison_is_parked_and_newer_events_still_apply(stack: Stack) -> No
         # The consumers did not stop: a lead posted now is still routed.
         posted = await http.post(
             f"{stack.urls['intake']}/v1/leads",
-            json={"source": "api", "email": f"{uuid.uuid4().hex}@after-poison.example",
-                  "consent": True},
-        )  # fmt: skip
+            json={
+                "source": "api",
+                "email": f"{uuid.uuid4().hex}@after-poison.example",
+                "consent": True,
+            },
+        )
         lead_id = posted.json()["lead_id"]
         for _ in range(150):
             if (await http.get(f"{stack.urls['qualifier']}/v1/leads/{lead_id}")).status_code == 200:

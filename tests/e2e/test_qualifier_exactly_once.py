@@ -81,9 +81,12 @@ def start_qualifier(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> 
         }
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "cli", "serve", "qualifier"], env=env, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [sys.executable, "-m", "cli", "serve", "qualifier"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         started.append(Qualifier(process, log, f"http://127.0.0.1:{port}", group))
         return started[-1]
 
@@ -97,16 +100,21 @@ async def produce(bootstrap: str, events: list[LeadReceived]) -> None:
     await producer.start()
     try:
         for event in events:
-            await producer.send_and_wait(TOPIC_RECEIVED, value=event.model_dump_json().encode(),
-                                         key=event.subject.encode())  # fmt: skip
+            await producer.send_and_wait(
+                TOPIC_RECEIVED, value=event.model_dump_json().encode(), key=event.subject.encode()
+            )
     finally:
         await producer.stop()
 
 
 def probe(bootstrap: str) -> AIOKafkaConsumer:
     """A consumer that only looks (aiokafka's group-less consumer does not stop cleanly)."""
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"probe-{uuid.uuid4().hex}",
-                            enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"probe-{uuid.uuid4().hex}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -134,8 +142,11 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()
-            if tp.topic == topic and meta.offset >= 0}  # fmt: skip
+    return {
+        tp.partition: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == topic and meta.offset >= 0
+    }
 
 
 async def caught_up(bootstrap: str, group: str, targets: dict[str, dict[int, int]]) -> None:

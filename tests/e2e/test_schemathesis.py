@@ -26,18 +26,31 @@ def test_no_5xx_and_every_answer_matches_its_schema(
     st = shutil.which("st") or str(Path(sys.executable).with_name("st"))
     run = subprocess.run(
         [
-            st, "run", f"{stack.urls[service]}/openapi.json",
-            "--checks", CHECKS,
-            "--header", "Authorization: Bearer dev",
-            "--max-examples", "15",
-            "--phases", "examples,coverage,fuzzing",
+            st,
+            "run",
+            f"{stack.urls[service]}/openapi.json",
+            "--checks",
+            CHECKS,
+            "--header",
+            "Authorization: Bearer dev",
+            "--max-examples",
+            "15",
+            "--phases",
+            "examples,coverage,fuzzing",
             "--generation-deterministic",
-            "--request-timeout", "20",
-            "--workers", "1",
-            "--report", "junit", "--report-dir", str(tmp_path),
+            "--request-timeout",
+            "20",
+            "--workers",
+            "1",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
         ],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     summary = run.stdout[-15000:]
     assert run.returncode == 0, f"schemathesis found problems in {service}:\n{summary}"
     assert "No issues found" in run.stdout or " passed" in run.stdout, summary

@@ -68,8 +68,19 @@ class PostgresInstance:
 
     def start(self) -> None:
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
-                  "-t", "60", "start")  # fmt: skip
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
@@ -107,8 +118,10 @@ class Replica:
         out = open(self.log, "ab")  # noqa: SIM115 - the process owns it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", self.service],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         if wait:
             self.wait_up()
 
@@ -164,15 +177,17 @@ class Cluster:
             for index in range(counts.get(service, 1)):
                 port = kafka_broker.free_port()
                 replica_env = {
-                    **os.environ, **env,
+                    **os.environ,
+                    **env,
                     "LEADFLOW_DATA_DIR": str(root),
                     "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                     "LEADFLOW_TOPIC_PARTITIONS": "6",
                     f"LEADFLOW_{service.upper()}_PORT": str(port),
                     f"LEADFLOW_{service.upper()}_DATABASE_URL": postgres.url(service),
-                }  # fmt: skip
-                replica = Replica(service, index, port, replica_env,
-                                  root / f"{service}-{index}.log")  # fmt: skip
+                }
+                replica = Replica(
+                    service, index, port, replica_env, root / f"{service}-{index}.log"
+                )
                 cluster.replicas[service].append(replica)
         for replicas in cluster.replicas.values():
             for replica in replicas:

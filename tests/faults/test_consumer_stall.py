@@ -95,8 +95,13 @@ async def _publish(bootstrap: str, leads: list[LeadReceived]) -> None:
 
 async def _routed_ids_per_lead(bootstrap: str) -> dict[str, set[str]]:
     """Every `lead.routed` event id on the topic, by lead (read to its current end)."""
-    consumer = AIOKafkaConsumer(TOPIC_ROUTED, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        TOPIC_ROUTED,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     records: list[Any] = []
     try:

@@ -61,13 +61,18 @@ READER_TOKEN = "fault-test-reader-" + uuid.uuid4().hex
 
 def _tokens() -> str:
     def spec(name: str, token: str, scopes: list[str]) -> dict[str, Any]:
-        return {"name": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-                "scopes": scopes}  # fmt: skip
+        return {
+            "name": name,
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "scopes": scopes,
+        }
 
-    return json.dumps([
-        spec("load-clients", WRITER_TOKEN, ["intake:write"]),
-        spec("checker", READER_TOKEN, ["leads:read", "kpi:read"]),
-    ])  # fmt: skip
+    return json.dumps(
+        [
+            spec("load-clients", WRITER_TOKEN, ["intake:write"]),
+            spec("checker", READER_TOKEN, ["leads:read", "kpi:read"]),
+        ]
+    )
 
 
 PRODUCTION_ENV = {
@@ -122,8 +127,14 @@ async def _client(cid: int, url: str, count: int, figures: Figures) -> None:
             key = f"client{cid}-lead{i}"
             email = f"fault.{cid}.{i}.{uuid.uuid4().hex[:6]}@faults.example"
             figures.emails.append(email)
-            body = {"source": "api", **_person(cid, i), "email": email, "company": "Acme",
-                    "services": ["seo"], "consent": True}  # fmt: skip
+            body = {
+                "source": "api",
+                **_person(cid, i),
+                "email": email,
+                "company": "Acme",
+                "services": ["seo"],
+                "consent": True,
+            }
             while True:
                 try:
                     r = await http.post("/v1/leads", json=body, headers={"Idempotency-Key": key})
@@ -219,9 +230,17 @@ async def _send_poison(bootstrap: str) -> None:
     person = {k: [v] for k, v in _person(9, 999).items()}
     email = f"poison.{uuid.uuid4().hex[:6]}@faults.example"
     data = {**person, "email": [email], "source": "api"}
-    value = json.dumps({"specversion": "1.0", "type": "lead.received", "id": str(uuid.uuid4()),
-                        "source": "/intake", "time": "2026-01-01T00:00:00Z", "subject": "x",
-                        "data": data})  # fmt: skip
+    value = json.dumps(
+        {
+            "specversion": "1.0",
+            "type": "lead.received",
+            "id": str(uuid.uuid4()),
+            "source": "/intake",
+            "time": "2026-01-01T00:00:00Z",
+            "subject": "x",
+            "data": data,
+        }
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
@@ -233,8 +252,13 @@ async def _send_poison(bootstrap: str) -> None:
 
 async def _read_all(bootstrap: str, topic: str) -> list[Any]:
     """Every record of a topic, from the beginning to its current end."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -315,11 +339,15 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
         return n == len(acked), n
 
     await _until(decided, "a decision for every acknowledged lead")
-    per_lead = await _rows(pg.url("qualifier"), "SELECT lead_id, count(*) FROM decisions "
-                           "GROUP BY lead_id HAVING count(*) > 1")  # fmt: skip
+    per_lead = await _rows(
+        pg.url("qualifier"),
+        "SELECT lead_id, count(*) FROM decisions GROUP BY lead_id HAVING count(*) > 1",
+    )
     kpi = cluster.replicas["kpi"][0].url
-    window = {"from": (started - timedelta(days=1)).date().isoformat(),
-              "to": (started + timedelta(days=2)).date().isoformat()}  # fmt: skip
+    window = {
+        "from": (started - timedelta(days=1)).date().isoformat(),
+        "to": (started + timedelta(days=2)).date().isoformat(),
+    }
 
     async def counted() -> tuple[bool, Any]:
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {READER_TOKEN}"}) as h:
@@ -333,8 +361,11 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
     await asyncio.sleep(2)  # anything in flight that would double-count lands now
     _, kpi_count = await counted()
 
-    received = [r for r in await _read_all(cluster.broker.bootstrap_servers, TOPIC_RECEIVED)
-                if r.key != POISON_KEY]  # fmt: skip
+    received = [
+        r
+        for r in await _read_all(cluster.broker.bootstrap_servers, TOPIC_RECEIVED)
+        if r.key != POISON_KEY
+    ]
     routed = await _read_all(cluster.broker.bootstrap_servers, TOPIC_ROUTED)
     received_ids = Counter(decode_event(r.value).id for r in received)
     routed_events = [decode_event(r.value) for r in routed]
@@ -343,8 +374,11 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
         routed_ids_per_lead.setdefault(event.subject, set()).add(event.id)
     all_ids: set[str] = set()
     for topic in LEAD_TOPICS:
-        all_ids |= {decode_event(r.value).id for r in await _read_all(
-            cluster.broker.bootstrap_servers, topic) if r.key != POISON_KEY}  # fmt: skip
+        all_ids |= {
+            decode_event(r.value).id
+            for r in await _read_all(cluster.broker.bootstrap_servers, topic)
+            if r.key != POISON_KEY
+        }
     kpi_applied = await _scalar(pg.url("kpi"), "SELECT count(*) FROM inbox")
     qualifier_applied = await _scalar(
         pg.url("qualifier"), "SELECT count(*) FROM inbox WHERE event_type = 'lead.received'"
@@ -379,9 +413,11 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
                 async with httpx.AsyncClient() as http:
                     text = (await http.get(f"{replica.url}/metrics", timeout=5)).text
                 consumed = sum(
-                    float(v) for v in re.findall(
-                        r"^leadflow_events_consumed_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-                )  # fmt: skip
+                    float(v)
+                    for v in re.findall(
+                        r"^leadflow_events_consumed_total\{[^}]*\} ([0-9.e+]+)$", text, re.M
+                    )
+                )
                 assert consumed > 0, f"{replica.name} consumed nothing: no partitions?"
 
     logs = cluster.logs()
@@ -390,8 +426,10 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
     leaked = [e for e in figures.emails if e in logs]
     assert not leaked, f"e-mail addresses in the logs: {leaked[:3]}"
     assert figures.writes_caught_in_flight > 0, "the outage caught no write in flight"
-    for text, where in ((figures.logs_after_outage, "the logs of the outage mid-write"),
-                        (logs, "the logs")):  # fmt: skip
+    for text, where in (
+        (figures.logs_after_outage, "the logs of the outage mid-write"),
+        (logs, "the logs"),
+    ):
         found = PERSONAL_DATA.search(text)
         assert found is None, f"personal data in {where}: {_around(text, found)}"
 
