@@ -111,7 +111,21 @@ class TestContact:
         # Domains built to sit on either side of the plain-host-name shortcut's edges:
         # label and domain lengths, hyphens and Punycode, numeric and special-use TLDs.
         rng = random.Random(11)
-        tlds = "com RU io c 123 a1 local test onion invalid arpa localhost example".split()
+        tlds = [
+            "com",
+            "RU",
+            "io",
+            "c",
+            "123",
+            "a1",
+            "local",
+            "test",
+            "onion",
+            "invalid",
+            "arpa",
+            "localhost",
+            "example",
+        ]
         tlds += ["xn--p1ai", "рф"]
 
         def label() -> str:
