@@ -153,6 +153,17 @@ class TestPublishing:
         assert (await q.http.get("/v1/definitions/99")).status_code == 404
         assert (await q.http.post("/v1/definitions/99/backtest", json={})).status_code == 404
 
+    async def test_a_version_past_postgresql_integers_is_422_not_500(self, q: Harness) -> None:
+        huge = 2**31
+        calls = [
+            q.http.get(f"/v1/definitions/{huge}"),
+            q.http.get(f"/v1/definitions/1/diff?against={huge}"),
+            q.http.post(f"/v1/definitions/{huge}/publish"),
+            q.http.post(f"/v1/definitions/{huge}/backtest", json={}),
+        ]
+        for answer in await asyncio.gather(*calls):
+            assert answer.status_code == 422, answer.text
+
     async def test_concurrent_publishes_leave_exactly_one_active(self, q: Harness) -> None:
         versions = [await draft(q, definition_text(*STRICTER)) for _ in range(4)]
         answers = await asyncio.gather(

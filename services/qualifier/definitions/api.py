@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
 from services.qualifier.definitions import repository, service
 from services.qualifier.definitions.backtest import BacktestRefused, Bounds
@@ -47,6 +47,12 @@ def _refusal(problems: Iterable[tuple[Sequence[str | int], str, str]]) -> HTTPEx
         status.HTTP_422_UNPROCESSABLE_CONTENT,
         detail=[item for loc, msg, kind in problems for item in problem_detail(loc, msg, kind)],
     )
+
+
+# Versions are PostgreSQL integers: a larger number is no version, refused as 422 before
+# the database would refuse it (an out-of-range parameter is a DataError there).
+MAX_VERSION = 2**31 - 1
+Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A definition version")]
 
 
 @router.post(
@@ -95,7 +101,7 @@ async def list_definitions(request: Request, _: Reader) -> list[DefinitionSummar
 
 
 @router.get("/definitions/{version}", response_model=DefinitionView, responses={404: {}})
-async def get_definition(request: Request, version: int, _: Reader) -> DefinitionView:
+async def get_definition(request: Request, version: Version, _: Reader) -> DefinitionView:
     async with runtime(request).engine.connect() as conn:
         row = await repository.get_definition(conn, version)
     if row is None:
@@ -106,9 +112,11 @@ async def get_definition(request: Request, version: int, _: Reader) -> Definitio
 @router.get("/definitions/{version}/diff", response_model=DefinitionDiffView, responses={404: {}})
 async def diff_definition(
     request: Request,
-    version: int,
+    version: Version,
     _: Reader,
-    against: Annotated[int | None, Query(description="Default: the active version")] = None,
+    against: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="Default: the active version")
+    ] = None,
 ) -> DefinitionDiffView:
     """What changed from `against` (default the active version) to `version`."""
     async with runtime(request).engine.connect() as conn:
@@ -140,7 +148,7 @@ async def diff_definition(
     },
 )
 async def publish_definition(
-    version: int, principal: Admin, settings: Settings, conn: UnitOfWork
+    version: Version, principal: Admin, settings: Settings, conn: UnitOfWork
 ) -> DefinitionView:
     """Make this version the active one, atomically; every later decision names it."""
     try:
@@ -186,7 +194,7 @@ async def publish_definition(
 )
 async def backtest_definition(
     request: Request,
-    version: int,
+    version: Version,
     _: Admin,
     settings: Settings,
     body: BacktestIn = Body(default_factory=BacktestIn),
