@@ -10,8 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events import (
     TOPIC_RECEIVED,
@@ -118,6 +122,46 @@ async def read_topic(
     finally:
         await consumer.stop()
     return found
+
+
+async def read_to_end(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic, from the beginning to its end as it is when read."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        while not consumer.assignment():
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def schema_differences(
+    conn: AsyncConnection, service: str, metadata: sa.MetaData
+) -> list[object]:
+    """What a migrated database and a service's tables disagree on (tables, columns, types,
+    nullability, indexes; Alembic does not compare a partial index's condition)."""
+
+    def compare(sync_conn: sa.Connection) -> list[object]:
+        context = MigrationContext.configure(
+            sync_conn, opts={"compare_type": True, "version_table": f"alembic_version_{service}"}
+        )
+        return list(compare_metadata(context, metadata))
+
+    return await conn.run_sync(compare)
 
 
 def event_of(record: ConsumerRecord[bytes, bytes]) -> Event:

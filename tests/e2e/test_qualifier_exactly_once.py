@@ -22,17 +22,17 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from cli.kafka_broker import free_port
+from cli.kafka.ports import free_port
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.tables import decisions, outbox
 from shared.db import create_engine
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED, TOPIC_ROUTED, LeadReceived
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
-from tests.support import event_of, received
+from tests.support import event_of, read_to_end, received
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -160,25 +160,6 @@ async def caught_up(bootstrap: str, group: str, targets: dict[str, dict[int, int
             if done:
                 return
             await asyncio.sleep(0.3)
-
-
-async def read_to_end(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Everything on the topic up to its current end."""
-    ends = await end_offsets(bootstrap, topic)
-    consumer = probe(bootstrap)
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(60):
-            while [tp for tp in partitions if await consumer.position(tp) < ends[tp.partition]]:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def decisions_by_lead(database_url: str) -> dict[str, list[int]]:

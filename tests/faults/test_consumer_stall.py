@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from shared.db import create_engine
 from shared.events import TOPIC_RECEIVED, TOPIC_ROUTED, LeadReceived, decode_event, encode_event
 from tests.faults.cluster import Cluster, Replica, postgres_bin
-from tests.support import received
+from tests.support import read_to_end, received
 
 pytestmark = [
     pytest.mark.faults,
@@ -95,26 +95,7 @@ async def _publish(bootstrap: str, leads: list[LeadReceived]) -> None:
 
 async def _routed_ids_per_lead(bootstrap: str) -> dict[str, set[str]]:
     """Every `lead.routed` event id on the topic, by lead (read to its current end)."""
-    consumer = AIOKafkaConsumer(
-        TOPIC_ROUTED,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        while not consumer.assignment():
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
+    records = await read_to_end(bootstrap, TOPIC_ROUTED)
     found: dict[str, set[str]] = {}
     for record in records:
         event = decode_event(record.value or b"")

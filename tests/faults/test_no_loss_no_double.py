@@ -31,9 +31,9 @@ import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from cli import kafka_broker
+from cli.kafka import process as kafka_process
 from shared.db import create_engine
 from shared.events import (
     CONTENT_TYPE,
@@ -44,6 +44,7 @@ from shared.events import (
     decode_event,
 )
 from tests.faults.cluster import Cluster, postgres_bin
+from tests.support import read_to_end
 
 pytestmark = [
     pytest.mark.faults,
@@ -169,10 +170,10 @@ async def _inject_faults(cluster: Cluster, figures: Figures, replicated: bool) -
         steps.insert(3, ("kpi-1", lambda: crash_and_restart("kpi", 1)))
 
     def kafka_outage() -> None:
-        kafka_broker.stop(cluster.broker)
+        kafka_process.stop(cluster.broker)
         figures.faults.append("Kafka stopped and restarted")
         time.sleep(2)
-        kafka_broker.start(cluster.broker)
+        kafka_process.start(cluster.broker)
 
     def database_outage() -> None:
         cluster.postgres.stop()
@@ -248,31 +249,6 @@ async def _send_poison(bootstrap: str) -> None:
         await producer.send_and_wait(TOPIC_RECEIVED, value.encode(), POISON_KEY, headers=headers)
     finally:
         await producer.stop()
-
-
-async def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of a topic, from the beginning to its current end."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        while not consumer.assignment():
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 async def _scalar(url: str, sql: str) -> Any:
@@ -363,10 +339,10 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
 
     received = [
         r
-        for r in await _read_all(cluster.broker.bootstrap_servers, TOPIC_RECEIVED)
+        for r in await read_to_end(cluster.broker.bootstrap_servers, TOPIC_RECEIVED)
         if r.key != POISON_KEY
     ]
-    routed = await _read_all(cluster.broker.bootstrap_servers, TOPIC_ROUTED)
+    routed = await read_to_end(cluster.broker.bootstrap_servers, TOPIC_ROUTED)
     received_ids = Counter(decode_event(r.value).id for r in received)
     routed_events = [decode_event(r.value) for r in routed]
     routed_ids_per_lead: dict[str, set[str]] = {}
@@ -376,7 +352,7 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
     for topic in LEAD_TOPICS:
         all_ids |= {
             decode_event(r.value).id
-            for r in await _read_all(cluster.broker.bootstrap_servers, topic)
+            for r in await read_to_end(cluster.broker.bootstrap_servers, topic)
             if r.key != POISON_KEY
         }
     kpi_applied = await _scalar(pg.url("kpi"), "SELECT count(*) FROM inbox")
@@ -433,7 +409,7 @@ async def test_nothing_is_lost_or_doubled_under_faults(cluster: Cluster) -> None
         found = PERSONAL_DATA.search(text)
         assert found is None, f"personal data in {where}: {_around(text, found)}"
 
-    parked = await _read_all(cluster.broker.bootstrap_servers, TOPIC_DEADLETTER)
+    parked = await read_to_end(cluster.broker.bootstrap_servers, TOPIC_DEADLETTER)
     assert any(r.key == POISON_KEY for r in parked), "the poison message was not parked"
     headers = "\n".join(f"{k}: {v.decode(errors='replace')}" for r in parked for k, v in r.headers)
     found = PERSONAL_DATA.search(headers)

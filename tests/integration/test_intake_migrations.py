@@ -7,29 +7,18 @@ import asyncio
 
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from services.intake.tables import metadata
 from shared.db import create_engine
 from shared.migrations import alembic_config, migrate
+from tests.support import schema_differences
 
 
 async def differences(database_url: str) -> list[object]:
-    """What the database and the tables' metadata disagree on: tables, columns, types,
-    nullability, indexes, constraints (not a partial index's condition: Alembic does not
-    compare those; test_intake_dedupe_lookup checks the identity indexes')."""
-
-    def compare(sync_conn: sa.Connection) -> list[object]:
-        context = MigrationContext.configure(
-            sync_conn, opts={"compare_type": True, "version_table": "alembic_version_intake"}
-        )
-        return list(compare_metadata(context, metadata))
-
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(compare)
+            return await schema_differences(conn, "intake", metadata)
     finally:
         await engine.dispose()
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from services.kpi.reads import sql
 from services.kpi.store import tables
 from tests.fixtures.kpi.harness import Harness
+from tests.support import schema_differences
 
 T = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -50,11 +49,5 @@ async def test_the_migrations_make_the_schema_the_tables_describe(kpi: Harness) 
     # services/kpi/tables.py is what the code reads and writes; the migrations are what a
     # database gets. Alembic's comparison finds any table, column, column type or index one
     # has and the other lacks.
-    def differences(sync_conn: sa.Connection) -> list[object]:
-        context = MigrationContext.configure(
-            sync_conn, opts={"compare_type": True, "version_table": "alembic_version_kpi"}
-        )
-        return list(compare_metadata(context, tables.metadata))
-
     async with kpi.runtime.engine.connect() as conn:
-        assert await conn.run_sync(differences) == []
+        assert await schema_differences(conn, "kpi", tables.metadata) == []

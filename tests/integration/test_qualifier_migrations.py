@@ -6,12 +6,11 @@ import asyncio
 
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from services.qualifier.tables import metadata
 from shared.db import create_engine
 from shared.migrations import alembic_config, migrate
+from tests.support import schema_differences
 
 
 async def _tables(url: str) -> set[str]:
@@ -102,20 +101,11 @@ async def test_revision_0003_keeps_no_receivers_answer_and_types_the_deliveries(
     await asyncio.to_thread(migrate, "qualifier", database_url, "head")
 
 
-async def _differences(url: str) -> list[object]:
-    """What the database and `services/qualifier/tables.py` disagree on (tables, columns,
-    types, nullability, indexes)."""
-
-    def compare(sync_conn: sa.Connection) -> list[object]:
-        context = MigrationContext.configure(
-            sync_conn, opts={"compare_type": True, "version_table": "alembic_version_qualifier"}
-        )
-        return list(compare_metadata(context, metadata))
-
-    engine = create_engine(url)
+async def _differences(database_url: str) -> list[object]:
+    engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(compare)
+            return await schema_differences(conn, "qualifier", metadata)
     finally:
         await engine.dispose()
 
