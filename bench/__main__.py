@@ -31,7 +31,7 @@ from bench import e2e_probe
 from bench import events as synthetic
 from bench.load import run_wrk
 from bench.stack import Stack, close_stack, new_stack, wait_ready
-from cli.kafka_broker import free_port
+from cli.kafka.ports import free_port
 from shared.db import create_engine
 from shared.events import encode_event, kafka_headers
 from shared.kafka import ensure_topics

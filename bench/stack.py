@@ -19,7 +19,10 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from cli import kafka_broker, postgres_server
+from cli import postgres_server
+from cli.kafka import config as kafka_config
+from cli.kafka import ports as kafka_ports
+from cli.kafka import process as kafka_process
 from shared.migrations import SERVICES, migrate
 
 # A server of your own instead of the embedded one (each run creates and drops its databases).
@@ -59,7 +62,7 @@ class Stack:
     """Everything one benchmark phase runs against; `env` is what each service process gets."""
 
     data_dir: Path
-    broker: kafka_broker.BrokerConfig
+    broker: kafka_config.BrokerConfig
     database: str  # "postgresql (embedded)" or "postgresql (external)"
     db_urls: dict[str, str]
     ports: dict[str, int]
@@ -138,11 +141,11 @@ async def new_stack(root: Path, label: str) -> Stack:
     LEADFLOW_BENCH_POSTGRES_URL's server when set."""
     data_dir = root / label
     data_dir.mkdir(parents=True)
-    kafka_port, controller_port, *service_ports = kafka_broker.free_ports(2 + len(SERVICES))
-    broker = kafka_broker.BrokerConfig(
+    kafka_port, controller_port, *service_ports = kafka_ports.free_ports(2 + len(SERVICES))
+    broker = kafka_config.BrokerConfig(
         data_dir=data_dir, port=kafka_port, controller_port=controller_port, heap_mb=512
     )
-    await asyncio.to_thread(kafka_broker.start, broker)
+    await asyncio.to_thread(kafka_process.start, broker)
     ports = dict(zip(SERVICES, service_ports, strict=True))
     admin = os.environ.get(EXTERNAL_POSTGRES_ENV)
     if admin:
@@ -172,7 +175,7 @@ async def new_stack(root: Path, label: str) -> Stack:
 async def close_stack(stack: Stack) -> None:
     for name in list(stack.processes):
         stack.stop_service(name)
-    await asyncio.to_thread(kafka_broker.stop, stack.broker)
+    await asyncio.to_thread(kafka_process.stop, stack.broker)
     if stack.embedded:
         await asyncio.to_thread(postgres_server.stop, stack.embedded)
         # As an external server's databases are dropped: a full run's KPI store is gigabytes.

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
-from cli import kafka_broker, postgres_server, stack
+from cli import postgres_server, stack
+from cli.kafka import jars as kafka_jars
+from cli.kafka import process as kafka_process
 from shared.migrations import SERVICES, migrate
 from shared.settings import CommonSettings
 
@@ -102,14 +104,14 @@ def asyncapi(
 def kafka_fetch() -> None:
     """Fetch the broker jars from Maven Central into the cache (no-op when cached)."""
     cfg = stack.broker_config(CommonSettings())
-    typer.echo(f"jars in {kafka_broker.fetch_jars(cfg)}")
+    typer.echo(f"jars in {kafka_jars.fetch_jars(cfg)}")
 
 
 @kafka_app.command("start")
 def kafka_start() -> None:
     """Start the broker in the background; returns once it answers."""
     cfg = stack.broker_config(CommonSettings())
-    pid = kafka_broker.start(cfg)
+    pid = kafka_process.start(cfg)
     typer.echo(f"kafka running on {cfg.bootstrap_servers} (pid {pid})")
 
 
@@ -117,13 +119,13 @@ def kafka_start() -> None:
 def kafka_stop() -> None:
     """Stop the broker; returns once it is gone."""
     cfg = stack.broker_config(CommonSettings())
-    typer.echo("kafka stopped" if kafka_broker.stop(cfg) else "kafka was not running")
+    typer.echo("kafka stopped" if kafka_process.stop(cfg) else "kafka was not running")
 
 
 @kafka_app.command("status")
 def kafka_status() -> None:
     """Say whether the broker of this data dir runs; exit 1 when it does not."""
-    st = kafka_broker.status(stack.broker_config(CommonSettings()))
+    st = kafka_process.status(stack.broker_config(CommonSettings()))
     typer.echo(
         f"running={st.running} pid={st.pid} port_open={st.port_open} "
         f"bootstrap={st.bootstrap_servers} data_dir={st.data_dir}"

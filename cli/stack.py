@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from cli import kafka_broker, postgres_server
+from cli import postgres_server
+from cli.kafka import config as kafka_config
+from cli.kafka import process as kafka_process
 from shared.kafka import ensure_topics
 from shared.migrations import SERVICES, migrate
 from shared.settings import CommonSettings, ServiceSettings
@@ -46,12 +48,12 @@ def service_settings(name: str) -> ServiceSettings:
     raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
 
 
-def broker_config(common: CommonSettings) -> kafka_broker.BrokerConfig:
+def broker_config(common: CommonSettings) -> kafka_config.BrokerConfig:
     """The dev broker listens where the services are told Kafka is."""
     host_port = common.kafka_bootstrap_servers.split(",")[0]
     port = int(host_port.rsplit(":", 1)[1])
     controller = int(os.environ.get("LEADFLOW_KAFKA_CONTROLLER_PORT", port + 1))
-    return kafka_broker.BrokerConfig(
+    return kafka_config.BrokerConfig(
         data_dir=common.data_dir, port=port, controller_port=controller
     )
 
@@ -108,7 +110,7 @@ def up(print_fn: Callable[[str], None] = print) -> int:
     pg = postgres_config(common)
     # What was running before is left running, as it was found.
     pg_was_running = pg is not None and postgres_server.status(pg).running
-    was_running = kafka_broker.status(cfg).running
+    was_running = kafka_process.status(cfg).running
     stopping = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -127,7 +129,7 @@ def up(print_fn: Callable[[str], None] = print) -> int:
                     print_fn(f"starting PostgreSQL in {pg.pg_dir}...")
                 pg_started = pool.submit(postgres_server.start, pg)
             print_fn(f"starting Kafka on {cfg.bootstrap_servers} (first run fetches the jars)...")
-            kafka_broker.start(cfg)
+            kafka_process.start(cfg)
             if pg_started is not None:
                 pg_started.result()
         signal.signal(signal.SIGTERM, on_signal)
@@ -150,7 +152,7 @@ def up(print_fn: Callable[[str], None] = print) -> int:
         stop_children(children)
         if not was_running:
             print_fn("stopping Kafka...")
-            kafka_broker.stop(cfg)
+            kafka_process.stop(cfg)
         if pg is not None and not pg_was_running:
             print_fn("stopping PostgreSQL...")
             postgres_server.stop(pg)

@@ -21,7 +21,10 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from cli import kafka_broker, postgres_server
+from cli import postgres_server
+from cli.kafka import config as kafka_config
+from cli.kafka import ports as kafka_ports
+from cli.kafka import process as kafka_process
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL")
 
@@ -32,15 +35,15 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if existing:
         yield existing
         return
-    port, controller_port = kafka_broker.free_ports(2)
-    cfg = kafka_broker.BrokerConfig(
+    port, controller_port = kafka_ports.free_ports(2)
+    cfg = kafka_config.BrokerConfig(
         data_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port
     )
-    kafka_broker.start(cfg)
+    kafka_process.start(cfg)
     try:
         yield cfg.bootstrap_servers
     finally:
-        kafka_broker.stop(cfg)
+        kafka_process.stop(cfg)
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from cli import kafka_broker, postgres_server
-from cli.kafka_broker import free_ports
+from cli import postgres_server
+from cli.kafka import config as kafka_config
+from cli.kafka import process as kafka_process
+from cli.kafka.ports import free_ports
 from cli.postgres_server import ServerConfig
 
 
@@ -95,6 +97,6 @@ def stack() -> Iterator[Stack]:
             except subprocess.TimeoutExpired:
                 process.kill()
         # Whatever happened (a test checks that Ctrl-C stopped them), leave none running.
-        kafka_broker.stop(kafka_broker.BrokerConfig(data_dir, kafka_port, controller_port))
+        kafka_process.stop(kafka_config.BrokerConfig(data_dir, kafka_port, controller_port))
         postgres_server.stop(stack.postgres)
         shutil.rmtree(data_dir, ignore_errors=True)

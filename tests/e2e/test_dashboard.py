@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from cli.kafka_broker import free_port
+from cli.kafka.ports import free_port
 from shared.migrations import migrate
 from tests.conftest import fresh_database
 from tests.fixtures.kpi import oracle as expected

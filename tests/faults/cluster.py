@@ -21,7 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from cli import kafka_broker, postgres_server
+from cli import postgres_server
+from cli.kafka import config as kafka_config
+from cli.kafka import ports as kafka_ports
+from cli.kafka import process as kafka_process
 from shared.migrations import SERVICES, migrate
 
 
@@ -43,7 +46,7 @@ class PostgresInstance:
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries are not installed")
         self.bindir = bindir
-        self.port = kafka_broker.free_port()
+        self.port = kafka_ports.free_port()
         # /tmp itself, not pytest's 0700 tmp dir: the server runs as another user.
         self.root = Path(tempfile.mkdtemp(prefix="leadflow-faults-pg-"))
         self.data = self.root / "data"
@@ -157,25 +160,25 @@ class Replica:
 class Cluster:
     root: Path
     postgres: PostgresInstance
-    broker: kafka_broker.BrokerConfig
+    broker: kafka_config.BrokerConfig
     replicas: dict[str, list[Replica]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, root: Path, env: dict[str, str], counts: dict[str, int]) -> Cluster:
         postgres = PostgresInstance()
         postgres.init(SERVICES)
-        port, controller_port = kafka_broker.free_ports(2)
-        broker = kafka_broker.BrokerConfig(
+        port, controller_port = kafka_ports.free_ports(2)
+        broker = kafka_config.BrokerConfig(
             data_dir=root, port=port, controller_port=controller_port
         )
-        kafka_broker.start(broker)
+        kafka_process.start(broker)
         cluster = cls(root, postgres, broker)
         for service in SERVICES:
             migrate(service, postgres.url(service))
         for service in SERVICES:
             cluster.replicas[service] = []
             for index in range(counts.get(service, 1)):
-                port = kafka_broker.free_port()
+                port = kafka_ports.free_port()
                 replica_env = {
                     **os.environ,
                     **env,
@@ -203,5 +206,5 @@ class Cluster:
         for replicas in self.replicas.values():
             for replica in replicas:
                 replica.terminate()
-        kafka_broker.stop(self.broker)
+        kafka_process.stop(self.broker)
         self.postgres.destroy()

@@ -1,4 +1,4 @@
-"""Integration tests for cli.kafka_broker: a real Kafka broker, started, used, stopped, restarted.
+"""Integration tests for cli.kafka: a real Kafka broker, started, used, stopped, restarted.
 
 One broker start / stop / start cycle on free ports in a temp dir (first run also fetches the
 jars from Maven Central into ~/.cache/leadflow, about 45 MB).
@@ -17,7 +17,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from cli import kafka_broker as kb
+from cli.kafka import config as kafka_config
+from cli.kafka import ports as kafka_ports
+from cli.kafka import process as kafka_process
 
 pytestmark = pytest.mark.kafka
 
@@ -34,20 +36,20 @@ def test_free_ports_picked_together_differ() -> None:
     # One free_port() after another may return the same port (a broker's two listeners
     # then clashed in CI); ports picked together never do.
     for _ in range(50):
-        ports = kb.free_ports(5)
+        ports = kafka_ports.free_ports(5)
         assert len(set(ports)) == 5 and all(0 < p < 65536 for p in ports)
 
 
 @pytest.fixture(scope="module")
-def broker_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kb.BrokerConfig]:
-    port, controller_port = kb.free_ports(2)
-    cfg = kb.BrokerConfig(
+def broker_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_config.BrokerConfig]:
+    port, controller_port = kafka_ports.free_ports(2)
+    cfg = kafka_config.BrokerConfig(
         data_dir=tmp_path_factory.mktemp("stack"), port=port, controller_port=controller_port
     )
     try:
         yield cfg
     finally:
-        kb.stop(cfg)  # whatever happened, leave no broker behind
+        kafka_process.stop(cfg)  # whatever happened, leave no broker behind
 
 
 async def _create_topic(bootstrap: str, topic: str) -> None:
@@ -98,9 +100,9 @@ async def _consume(
         await consumer.stop()
 
 
-def _check_running(cfg: kb.BrokerConfig, pid: int) -> str:
+def _check_running(cfg: kafka_config.BrokerConfig, pid: int) -> str:
     """Assert the broker runs as ``pid``; return its meta.properties (cluster id etc.)."""
-    st = kb.status(cfg)
+    st = kafka_process.status(cfg)
     assert st.running and st.pid == pid and st.port_open
     assert st.bootstrap_servers == cfg.bootstrap_servers == f"127.0.0.1:{cfg.port}"
     assert st.data_dir == Path(cfg.data_dir).resolve()
@@ -110,17 +112,19 @@ def _check_running(cfg: kb.BrokerConfig, pid: int) -> str:
     return (cfg.log_dir / "meta.properties").read_text()
 
 
-async def test_start_produce_consume_stop_restart_keeps_data(broker_cfg: kb.BrokerConfig) -> None:
+async def test_start_produce_consume_stop_restart_keeps_data(
+    broker_cfg: kafka_config.BrokerConfig,
+) -> None:
     cfg = broker_cfg
     bootstrap = cfg.bootstrap_servers
     topic = f"leadflow.test.{uuid.uuid4().hex[:8]}"
     group = f"leadflow-test-{uuid.uuid4().hex[:8]}"
 
     # --- cold start: fetch (if needed), format, start
-    pid = await asyncio.to_thread(kb.start, cfg)
+    pid = await asyncio.to_thread(kafka_process.start, cfg)
     meta = _check_running(cfg, pid)
     # Already running for this data dir: same pid, no second JVM.
-    assert await asyncio.to_thread(kb.start, cfg) == pid
+    assert await asyncio.to_thread(kafka_process.start, cfg) == pid
 
     # --- produce and consume back (auto-create is off: create the topic first)
     await _create_topic(bootstrap, topic)
@@ -128,15 +132,15 @@ async def test_start_produce_consume_stop_restart_keeps_data(broker_cfg: kb.Brok
     assert await _consume(bootstrap, topic, 1, group_id=group) == [(b"lead-1", b"first", 0)]
 
     # --- stop: process gone, port closed, pid file removed
-    assert await asyncio.to_thread(kb.stop, cfg) is True
-    st = kb.status(cfg)
+    assert await asyncio.to_thread(kafka_process.stop, cfg) is True
+    st = kafka_process.status(cfg)
     assert not st.running and st.pid is None and not st.port_open
     assert not _port_open(cfg.port) and not _port_open(cfg.controller_port)
     assert not cfg.pid_file.exists()
-    assert await asyncio.to_thread(kb.stop, cfg) is False  # nothing left to stop
+    assert await asyncio.to_thread(kafka_process.stop, cfg) is False  # nothing left to stop
 
     # --- warm start on the same data dir: not re-formatted, data and committed offsets kept
-    pid2 = await asyncio.to_thread(kb.start, cfg)
+    pid2 = await asyncio.to_thread(kafka_process.start, cfg)
     assert _check_running(cfg, pid2) == meta
     assert await _consume(bootstrap, topic, 1) == [(b"lead-1", b"first", 0)]
     assert await _produce(bootstrap, topic, b"lead-2", b"second") == 1
@@ -151,7 +155,7 @@ async def test_start_produce_consume_stop_restart_keeps_data(broker_cfg: kb.Brok
     finally:
         await consumer.stop()
 
-    assert await asyncio.to_thread(kb.stop, cfg) is True
+    assert await asyncio.to_thread(kafka_process.stop, cfg) is True
     assert not _port_open(cfg.port)
 
 
@@ -160,22 +164,24 @@ def test_start_refuses_a_port_taken_by_something_else(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        cfg = kb.BrokerConfig(data_dir=tmp_path, port=taken, controller_port=kb.free_port())
-        with pytest.raises(kb.BrokerError, match="already in use"):
-            kb.start(cfg, timeout=10)
-    assert not kb.status(cfg).running
-    assert kb.stop(cfg) is False
+        cfg = kafka_config.BrokerConfig(
+            data_dir=tmp_path, port=taken, controller_port=kafka_ports.free_port()
+        )
+        with pytest.raises(kafka_config.BrokerError, match="already in use"):
+            kafka_process.start(cfg, timeout=10)
+    assert not kafka_process.status(cfg).running
+    assert kafka_process.stop(cfg) is False
 
 
 def test_config_paths_and_validation(tmp_path: Path) -> None:
-    cfg = kb.BrokerConfig(data_dir=tmp_path, port=19092, controller_port=19093)
+    cfg = kafka_config.BrokerConfig(data_dir=tmp_path, port=19092, controller_port=19093)
     assert cfg.bootstrap_servers == "127.0.0.1:19092"
     assert cfg.kafka_dir == tmp_path.resolve() / "kafka"
     assert cfg.log_dir == cfg.kafka_dir / "data"
     assert cfg.pid_file == cfg.kafka_dir / "broker.pid"
-    custom = kb.BrokerConfig(data_dir=tmp_path, cache_dir=tmp_path / "cache")
+    custom = kafka_config.BrokerConfig(data_dir=tmp_path, cache_dir=tmp_path / "cache")
     assert custom.libs_dir == (tmp_path / "cache" / "libs").resolve()
     with pytest.raises(ValueError):
-        kb.BrokerConfig(data_dir=tmp_path, port=9092, controller_port=9092)
-    status = kb.status(cfg)
+        kafka_config.BrokerConfig(data_dir=tmp_path, port=9092, controller_port=9092)
+    status = kafka_process.status(cfg)
     assert not status.running and status.pid is None

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 
-from cli.kafka_broker import free_port
+from cli.kafka.ports import free_port
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.main import create_app
 from services.qualifier.tables import outbox, partner_deliveries
