@@ -18,37 +18,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Gauge, Histogram
-from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from prometheus_client import Counter, Histogram
 
-from shared.db import error_kind, is_unavailable
-from shared.events import (
-    TOPIC_DEADLETTER,
-    Event,
-    UndecodableEvent,
-    decode_event,
-    encode_event,
-    kafka_headers,
+from shared.consumer_liveness import ConsumerLiveness, export_liveness
+from shared.db import error_kind
+from shared.deadletter import DeadLetters, undecodable_reason
+from shared.delivery import (
+    BatchHandler,
+    Delivered,
+    HandlerTimedOut,
+    TransientFailure,
+    is_transient,
 )
+from shared.events import UndecodableEvent, decode_event
 from shared.kafka import ProducerHolder, as_holder
 
 log = logging.getLogger(__name__)
 
 EVENTS_APPLIED = Counter(
     "leadflow_events_consumed_total", "Events handed to the service's handler", ["service", "topic"]
-)
-EVENTS_PARKED = Counter(
-    "leadflow_events_deadlettered_total", "Messages parked on the dead-letter topic", ["service"]
 )
 BATCH_SECONDS = Histogram(
     "leadflow_consumer_batch_seconds",
@@ -64,20 +58,6 @@ CONSUMER_RESTARTS = Counter(
     "Times the consumer loop started again, with a fresh Kafka consumer, after a crash",
     ["service"],
 )
-SECONDS_SINCE_POLL = Gauge(
-    "leadflow_consumer_seconds_since_poll",
-    "Seconds since the consumer last polled with success (found nothing new, or applied "
-    "what it fetched); a consumer retrying a batch is not polling",
-    ["service"],
-)
-PARTITIONS_ASSIGNED = Gauge(
-    "leadflow_consumer_partitions_assigned", "Partitions assigned to the consumer", ["service"]
-)
-CONSUMER_LAG = Gauge(
-    "leadflow_consumer_lag",
-    "Records on the assigned partitions not yet applied (NaN while unknown)",
-    ["service"],
-)
 
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -85,100 +65,6 @@ Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 TOP_UP_AFTER_MS = 20
 # How long the database gets to answer when an event alone has outlasted the batch bound.
 HEALTH_PROBE_SECONDS = 5.0
-
-
-class TransientFailure(Exception):
-    """The database or Kafka cannot serve now: retry the same batch later."""
-
-
-class HandlerTimedOut(Exception):
-    """The handler did not apply `batch` within the bound. Not transient: an event that
-    hangs its handler hangs it again, so it is found and parked."""
-
-    def __init__(self, batch: Sequence[Delivered], seconds: float) -> None:
-        super().__init__(f"a batch of {len(batch)} events not applied in {seconds:g}s")
-        self.batch = batch
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures that say "try again later", not "this event is bad"."""
-    if isinstance(exc, HandlerTimedOut):
-        return False
-    return isinstance(exc, KafkaError | TransientFailure) or is_unavailable(exc)
-
-
-def _undecodable(exc: UndecodableEvent) -> str:
-    """Where and how a message fails the schema, without the values (pydantic's own text
-    quotes them: a person's e-mail)."""
-    cause = exc.__cause__
-    if not isinstance(cause, ValidationError):
-        return f"undecodable: {error_kind(cause or exc)}"
-    errors = cause.errors(include_url=False, include_context=False, include_input=False)
-    parts = [f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['type']}" for e in errors[:5]]
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return f"undecodable: {'; '.join(parts)}{more}"
-
-
-@dataclass(frozen=True)
-class ConsumerLiveness:
-    """How a consumer is doing, for /readyz and /metrics."""
-
-    name: str
-    # Since it last polled with success: found nothing new, or applied what it fetched.
-    seconds_since_poll: float
-    partitions_assigned: int
-    # Records on its partitions not yet applied, where Kafka told it their end (None: unknown).
-    lag: int | None
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """A decoded event with where it came from."""
-
-    event: Event
-    topic: str
-    partition: int
-    offset: int
-
-
-BatchHandler = Callable[[Sequence[Delivered]], Awaitable[None]]
-
-
-class HeldConnection:
-    """One database connection kept for a consumer's transactions, one batch at a time.
-
-    A pool checkout pings the connection first (on asyncpg three round trips: BEGIN, a
-    query, ROLLBACK); batches apply one after another, so their handler keeps one
-    connection instead. A transaction that fails drops it, so a connection the database
-    closed is replaced when the batch is retried.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._conn: AsyncConnection | None = None
-        self._lock = asyncio.Lock()
-
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the kept connection: committed on exit, rolled back on error."""
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await self._engine.connect()
-            conn = self._conn
-            try:
-                async with conn.begin():
-                    yield conn
-            except BaseException:
-                self._conn = None
-                with contextlib.suppress(Exception):
-                    await conn.close()
-                raise
-
-    async def close(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                await conn.close()
 
 
 class EventConsumer:
@@ -205,8 +91,7 @@ class EventConsumer:
         self._new_consumer = consumer_factory
         self._consumer = consumer_factory()
         self._runs = 0
-        # For the dead-letter topic; a holder replaces a producer that failed.
-        self._producer = as_holder(producer, service)
+        self._deadletters = DeadLetters(service, as_holder(producer, service))
         self._handle_batch = handle_batch
         self._max_records = max_records
         self._batch_timeout = batch_timeout
@@ -221,7 +106,7 @@ class EventConsumer:
         self._last_poll = time.monotonic()
         self._rewound: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
-        _export_liveness(self)
+        export_liveness(service, self)
 
     def liveness(self) -> ConsumerLiveness:
         assigned = self._assignment()
@@ -461,7 +346,7 @@ class EventConsumer:
                 try:
                     event = decode_event(record.value or b"")
                 except UndecodableEvent as exc:
-                    await self._park(record, _undecodable(exc))
+                    await self._deadletters.park_record(record, undecodable_reason(exc))
                     continue
                 delivered.append(Delivered(event, record.topic, record.partition, record.offset))
         if not delivered:
@@ -495,7 +380,7 @@ class EventConsumer:
             try:
                 await self._bounded([item])
             except Exception as item_exc:
-                await self._park_delivered(item, await self._park_reason(item_exc))
+                await self._deadletters.park_delivered(item, await self._park_reason(item_exc))
 
     async def _park_reason(self, exc: Exception) -> str:
         """Why an event applied alone is parked; raises TransientFailure when the failure
@@ -529,80 +414,3 @@ class EventConsumer:
                 return await self._healthy()
         except Exception:
             return False
-
-    async def _park(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        # The record as it came, with the content-type it claimed (what its value is meant
-        # to be) and no other header: their values could be anything, a person's e-mail.
-        claimed = [(k, v) for k, v in record.headers if k.lower() == "content-type"][:1]
-        await self._send_deadletter(
-            record.value or b"",
-            record.key,
-            claimed,
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-        )
-
-    async def _park_delivered(self, item: Delivered, reason: str) -> None:
-        # Re-encoded: a structured CloudEvent, with the headers a published one has.
-        await self._send_deadletter(
-            encode_event(item.event),
-            item.event.subject.encode(),
-            kafka_headers(item.event),
-            item.topic,
-            item.partition,
-            item.offset,
-            reason,
-        )
-
-    async def _send_deadletter(
-        self,
-        value: bytes,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        topic: str,
-        partition: int,
-        offset: int,
-        reason: str,
-    ) -> None:
-        EVENTS_PARKED.labels(self._service).inc()
-        log.error(
-            "%s consumer: parked %s[%d]@%d: %s",
-            self._service,
-            topic,
-            partition,
-            offset,
-            reason[:500],
-        )
-        await self._producer.send_and_wait(
-            TOPIC_DEADLETTER,
-            value=value,
-            key=key,
-            headers=[
-                *headers,
-                ("dlq_reason", reason[:1000].encode()),
-                ("dlq_service", self._service.encode()),
-                ("dlq_topic", topic.encode()),
-                ("dlq_partition", str(partition).encode()),
-                ("dlq_offset", str(offset).encode()),
-            ],
-        )
-
-
-def _export_liveness(loop: EventConsumer) -> None:
-    """The loop's liveness as gauges of its service, read when /metrics is scraped (the last
-    loop made for a service; a weak reference, so a stopped service's loop can go)."""
-    ref = weakref.ref(loop)
-
-    def read(field: Callable[[ConsumerLiveness], float | None]) -> Callable[[], float]:
-        def value() -> float:
-            current = ref()
-            found = field(current.liveness()) if current is not None else None
-            return math.nan if found is None else float(found)
-
-        return value
-
-    SECONDS_SINCE_POLL.labels(loop._service).set_function(read(lambda c: c.seconds_since_poll))
-    PARTITIONS_ASSIGNED.labels(loop._service).set_function(read(lambda c: c.partitions_assigned))
-    CONSUMER_LAG.labels(loop._service).set_function(read(lambda c: c.lag))

@@ -25,8 +25,11 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Authenticator
-from shared.consumer import BatchHandler, ConsumerLiveness, EventConsumer, HeldConnection
+from shared.consumer import EventConsumer
+from shared.consumer_liveness import ConsumerLiveness
 from shared.db import create_engine, error_kind, ping
+from shared.delivery import BatchHandler
+from shared.held_connection import HeldConnection
 from shared.kafka import (
     FetchPolicy,
     ProducerHolder,

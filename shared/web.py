@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.commit_outcome import outcome_unknown, track_commits
-from shared.consumer import ConsumerLiveness
+from shared.consumer_liveness import ConsumerLiveness
 from shared.db import error_kind, is_unavailable
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from services.qualifier.leads.erasure import erase_lead
 from services.qualifier.routing.service import qualify_leads, record_webinar_attendance
 from services.qualifier.tables import inbox
-from shared.consumer import BatchHandler, Delivered
 from shared.db import utcnow
+from shared.delivery import BatchHandler, Delivered
 from shared.events import Decision, LeadErased, LeadReceived, LeadWebinarAttended
 from shared.inbox import claim_events
 from shared.runtime import Runtime

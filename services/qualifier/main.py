@@ -19,8 +19,8 @@ from services.qualifier.partners.deliveries import PartnerDeliverer
 from services.qualifier.sla import api as sla_api
 from services.qualifier.sla.watch import watch as sla_watch
 from services.qualifier.tables import idempotency_keys, outbox
-from shared.consumer import BatchHandler
 from shared.db import utcnow
+from shared.delivery import BatchHandler
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED
 from shared.idempotency import purge_job
 from shared.runtime import Runtime, create_service_app

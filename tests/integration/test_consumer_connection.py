@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from services.qualifier.tables import metadata, round_robin
-from shared.consumer import HeldConnection
 from shared.db import create_engine
+from shared.held_connection import HeldConnection
 
 
 async def test_batches_share_one_connection_and_a_failure_replaces_it(database_url: str) -> None:

@@ -27,8 +27,9 @@ from services.qualifier.config import DEFAULT_DEFINITION, QualifierSettings
 from services.qualifier.consumer import make_handler
 from services.qualifier.definitions import service
 from services.qualifier.tables import decisions, outbox
-from shared.consumer import BatchHandler, Delivered, EventConsumer, TransientFailure
+from shared.consumer import EventConsumer
 from shared.db import create_engine, utcnow
+from shared.delivery import BatchHandler, Delivered, TransientFailure
 from shared.events import CONTENT_TYPE, TOPIC_DEADLETTER, LeadReceived, encode_event
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.migrations import migrate

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from shared.consumer import Delivered, EventConsumer
+from shared.consumer import EventConsumer
+from shared.delivery import Delivered
 from shared.events import encode_event
 from shared.kafka import FetchPolicy, ensure_topics, make_consumer
 from tests.support import received

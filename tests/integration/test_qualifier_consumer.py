@@ -24,8 +24,8 @@ from services.qualifier.tables import (
     partner_deliveries,
     stage_history,
 )
-from shared.consumer import Delivered
 from shared.db import utcnow
+from shared.delivery import Delivered
 from shared.events import (
     LeadErased,
     LeadErasedData,

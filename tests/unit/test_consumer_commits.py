@@ -8,7 +8,8 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
-from shared.consumer import BatchHandler, Delivered, EventConsumer
+from shared.consumer import EventConsumer
+from shared.delivery import BatchHandler, Delivered
 from shared.events import TOPIC_RECEIVED
 from tests.support import ReceivedRecord
 

@@ -9,7 +9,8 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
-from shared.consumer import Delivered, EventConsumer, TransientFailure
+from shared.consumer import EventConsumer
+from shared.delivery import Delivered, TransientFailure
 from shared.events import TOPIC_RECEIVED
 from tests.support import ReceivedRecord
 

@@ -3,7 +3,7 @@
 A pool checkout pings the connection first (with asyncpg three round trips: BEGIN, a
 query, ROLLBACK) before the batch's own BEGIN, statements and COMMIT; batches commit one
 after another, so the writer keeps one connection instead (as consumers do, see
-`shared.consumer.HeldConnection`). What the ping used to hide is handled here: a kept
+`shared.held_connection.HeldConnection`). What the ping used to hide is handled here: a kept
 connection the server has closed meanwhile (a restart, an idle timeout) fails before its
 COMMIT is sent, nothing was committed, and `StaleConnection` tells the writer to run the
 batch again on a fresh checkout. A failure once COMMIT was sent is raised marked as a

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.kpi.config import KpiSettings
 from services.kpi.fold.apply import apply_live, check_foldable
 from services.kpi.store import writes
-from shared.consumer import BatchHandler, Delivered, TransientFailure
+from shared.delivery import BatchHandler, Delivered, TransientFailure
 from shared.events import Event
 from shared.runtime import Runtime
 

@@ -36,8 +36,8 @@ from services.kpi.config import KpiSettings
 from services.kpi.fold import apply
 from services.kpi.fold.consumer import in_transaction
 from services.kpi.store import generations
-from shared.consumer import is_transient
 from shared.db import error_summary, utcnow
+from shared.delivery import is_transient
 from shared.events import LEAD_TOPICS, Event, UndecodableEvent, decode_event
 from shared.runtime import Runtime
 
