@@ -11,10 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.leads import repository as leads_repository
 from services.qualifier.lifecycle import repository, stages
-from services.qualifier.lifecycle.service import Call, check_time, dimensions_of, new_id, open_lead
-from services.qualifier.tables import outbox
-from shared.events import SOURCE_QUALIFIER, LeadPaymentReceived, LeadPaymentReceivedData, Stage
-from shared.outbox import add_to_outbox
+from services.qualifier.lifecycle.service import (
+    Call,
+    check_time,
+    lifecycle_event,
+    new_id,
+    open_lead,
+    record,
+)
+from shared.events import LeadPaymentReceived, LeadPaymentReceivedData, Stage
 
 
 class PaymentConflict(Exception):
@@ -59,20 +64,15 @@ async def record_payment(
     stages.payment(state)
     check_time(row, call)
     payment_id = payment_id or new_id()
-    event = LeadPaymentReceived(
-        id=derived_event_id(f"payment/{payment_id}", "received"),
-        source=SOURCE_QUALIFIER,
-        time=call.at,
-        subject=call.lead_id,
-        data=LeadPaymentReceivedData(
-            lead_id=call.lead_id,
-            at=call.at,
-            by=call.by,
-            dimensions=dimensions_of(row),
-            payment_id=payment_id,
-            amount=amount,
-            currency=currency,
-        ),
+    event = lifecycle_event(
+        LeadPaymentReceived,
+        LeadPaymentReceivedData,
+        call,
+        row,
+        event_id=derived_event_id(f"payment/{payment_id}", "received"),
+        payment_id=payment_id,
+        amount=amount,
+        currency=currency,
     )
     await repository.insert_payment(
         conn,
@@ -85,16 +85,6 @@ async def record_payment(
         event_id=event.id,
         now=call.now,
     )
-    await leads_repository.add_history(
-        conn,
-        lead_id=call.lead_id,
-        stage=Stage.won,
-        at=call.at,
-        by=call.by,
-        event_id=event.id,
-        event_type=event.type,
-        reason=f"payment {amount} {currency}",
-    )
+    await record(conn, call, event, stage=Stage.won, reason=f"payment {amount} {currency}")
     await leads_repository.update_lead(conn, call.lead_id, updated_at=call.now)
-    await add_to_outbox(conn, outbox, [event])
     return Payment(payment_id, call.lead_id, amount, currency, call.at, call.by, event.id, True)

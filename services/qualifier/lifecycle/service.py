@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier.leads import repository as leads_repository
@@ -26,6 +27,7 @@ from shared.events import (
     SOURCE_QUALIFIER,
     Decision,
     Dimensions,
+    Event,
     LeadBriefFilled,
     LeadBriefFilledData,
     LeadContacted,
@@ -37,6 +39,7 @@ from shared.events import (
     LeadSnapshot,
     LeadStageChanged,
     LeadStageChangedData,
+    LifecycleData,
     Route,
     Stage,
 )
@@ -94,6 +97,54 @@ def dimensions_of(row: AnyRow) -> Dimensions:
     )
 
 
+E = TypeVar("E", bound=BaseModel)
+
+
+def lifecycle_event(
+    event_type: type[E],
+    data_type: type[LifecycleData],
+    call: Call,
+    row: AnyRow,
+    *,
+    event_id: str | None = None,
+    **data: Any,
+) -> E:
+    """A `leads.lifecycle` event of this call: its envelope and the fields every one has."""
+    return event_type(
+        id=event_id or new_id(),
+        source=SOURCE_QUALIFIER,
+        time=call.at,
+        subject=call.lead_id,
+        data=data_type(
+            lead_id=call.lead_id, at=call.at, by=call.by, dimensions=dimensions_of(row), **data
+        ),
+    )
+
+
+async def record(
+    conn: AsyncConnection,
+    call: Call,
+    event: Event,
+    *,
+    stage: Stage,
+    reason: str,
+    note: str | None = None,
+) -> None:
+    """The call's history entry and the event it owes, in the call's transaction."""
+    await leads_repository.add_history(
+        conn,
+        lead_id=call.lead_id,
+        stage=stage,
+        at=call.at,
+        by=call.by,
+        event_id=event.id,
+        event_type=event.type,
+        reason=reason,
+        note=note,
+    )
+    await add_to_outbox(conn, outbox, [event])
+
+
 def _unchanged(row: AnyRow) -> Outcome:
     return Outcome(row.lead_id, Route(row.route), Stage(row.stage), changed=False)
 
@@ -106,34 +157,15 @@ async def contact(conn: AsyncConnection, call: Call) -> Outcome:
     row, state = await open_lead(conn, call)
     step = stages.contact(state)
     check_time(row, call)
-    event = LeadContacted(
-        id=new_id(),
-        source=SOURCE_QUALIFIER,
-        time=call.at,
-        subject=call.lead_id,
-        data=LeadContactedData(
-            lead_id=call.lead_id,
-            at=call.at,
-            by=call.by,
-            dimensions=dimensions_of(row),
-            first_contact=step.first_contact,
-        ),
+    event = lifecycle_event(
+        LeadContacted, LeadContactedData, call, row, first_contact=step.first_contact
     )
     values: dict[str, Any] = {"stage": step.stage.value, "updated_at": call.now}
     if step.first_contact:
         values["first_contacted_at"] = call.at
     await leads_repository.update_lead(conn, call.lead_id, **values)
-    await leads_repository.add_history(
-        conn,
-        lead_id=call.lead_id,
-        stage=step.stage,
-        at=call.at,
-        by=call.by,
-        event_id=event.id,
-        event_type=event.type,
-        reason="first contact" if step.first_contact else "contact",
-    )
-    await add_to_outbox(conn, outbox, [event])
+    reason = "first contact" if step.first_contact else "contact"
+    await record(conn, call, event, stage=step.stage, reason=reason)
     return Outcome(call.lead_id, state.route, step.stage, True, [event.id])
 
 
@@ -145,30 +177,8 @@ async def brief(conn: AsyncConnection, call: Call, answers: dict[str, Any]) -> O
         raise Refused(state, "the person's data was erased; a brief would collect it again")
     check_time(row, call)
     lead = merge_answers(LeadSnapshot.model_validate(row.snapshot), answers)
-    filled = LeadBriefFilled(
-        id=new_id(),
-        source=SOURCE_QUALIFIER,
-        time=call.at,
-        subject=call.lead_id,
-        data=LeadBriefFilledData(
-            lead_id=call.lead_id,
-            at=call.at,
-            by=call.by,
-            dimensions=dimensions_of(row),
-            answers=answers,
-        ),
-    )
-    await leads_repository.add_history(
-        conn,
-        lead_id=call.lead_id,
-        stage=Stage.contacted,
-        at=call.at,
-        by=call.by,
-        event_id=filled.id,
-        event_type=filled.type,
-        reason=summarize_answers(answers),
-    )
-    await add_to_outbox(conn, outbox, [filled])
+    filled = lifecycle_event(LeadBriefFilled, LeadBriefFilledData, call, row, answers=answers)
+    await record(conn, call, filled, stage=Stage.contacted, reason=summarize_answers(answers))
     cause = routing.Cause(lead, filled.id, call.at, stored=True, contacted=True)
     [(decision, routed)] = await routing.decide(conn, [cause], now=call.now)
     await leads_repository.update_lead(
@@ -186,19 +196,8 @@ async def feedback(
     if not step.changed:
         return _unchanged(row)
     check_time(row, call)
-    event = LeadFeedback(
-        id=new_id(),
-        source=SOURCE_QUALIFIER,
-        time=call.at,
-        subject=call.lead_id,
-        data=LeadFeedbackData(
-            lead_id=call.lead_id,
-            at=call.at,
-            by=call.by,
-            dimensions=dimensions_of(row),
-            decision=decision.value,
-            reason=reason,
-        ),
+    event = lifecycle_event(
+        LeadFeedback, LeadFeedbackData, call, row, decision=decision.value, reason=reason
     )
     await leads_repository.update_lead(
         conn,
@@ -208,18 +207,9 @@ async def feedback(
         feedback_at=call.at,
         updated_at=call.now,
     )
-    await leads_repository.add_history(
-        conn,
-        lead_id=call.lead_id,
-        stage=step.stage,
-        at=call.at,
-        by=call.by,
-        event_id=event.id,
-        event_type=event.type,
-        reason=f"sales {decision.value} the lead",
-        note=reason,
+    await record(
+        conn, call, event, stage=step.stage, reason=f"sales {decision.value} the lead", note=reason
     )
-    await add_to_outbox(conn, outbox, [event])
     return Outcome(call.lead_id, state.route, step.stage, True, [event.id])
 
 
@@ -231,36 +221,20 @@ async def change_stage(
     if not step.changed:
         return _unchanged(row)
     check_time(row, call)
-    event = LeadStageChanged(
-        id=new_id(),
-        source=SOURCE_QUALIFIER,
-        time=call.at,
-        subject=call.lead_id,
-        data=LeadStageChangedData(
-            lead_id=call.lead_id,
-            at=call.at,
-            by=call.by,
-            dimensions=dimensions_of(row),
-            stage=step.stage,
-            previous_stage=state.stage,
-            reason=reason,
-        ),
+    event = lifecycle_event(
+        LeadStageChanged,
+        LeadStageChangedData,
+        call,
+        row,
+        stage=step.stage,
+        previous_stage=state.stage,
+        reason=reason,
     )
     await leads_repository.update_lead(
         conn, call.lead_id, stage=step.stage.value, updated_at=call.now
     )
-    await leads_repository.add_history(
-        conn,
-        lead_id=call.lead_id,
-        stage=step.stage,
-        at=call.at,
-        by=call.by,
-        event_id=event.id,
-        event_type=event.type,
-        reason=f"{state.stage.value} → {step.stage.value}",
-        note=reason,
-    )
-    await add_to_outbox(conn, outbox, [event])
+    transition = f"{state.stage.value} → {step.stage.value}"
+    await record(conn, call, event, stage=step.stage, reason=transition, note=reason)
     return Outcome(call.lead_id, state.route, step.stage, True, [event.id])
 
 
@@ -307,16 +281,5 @@ async def back_to_nurture(conn: AsyncConnection, call: Call, reason: str | None)
         cause_event_id=routed.id,
         now=call.now,
     )
-    await leads_repository.add_history(
-        conn,
-        lead_id=call.lead_id,
-        stage=Stage.routed,
-        at=call.at,
-        by=call.by,
-        event_id=routed.id,
-        event_type=routed.type,
-        reason=why,
-        note=reason,
-    )
-    await add_to_outbox(conn, outbox, [routed])
+    await record(conn, call, routed, stage=Stage.routed, reason=why, note=reason)
     return Outcome(call.lead_id, Route.nurture, Stage.routed, True, [routed.id], decision)
