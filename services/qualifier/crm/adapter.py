@@ -51,11 +51,13 @@ class CrmRecord:
     """A record read back from the CRM: its stage, and what a lifecycle event needs."""
 
     crm_id: str
-    # The CRM's own stage id (Bitrix24 STAGE_ID; Kommo `"{pipeline_id}:{status_id}"`;
-    # HubSpot `dealstage`), matched against the connector's stage mapping.
+    # The CRM's own stage id (Bitrix24 STAGE_ID; Kommo `status_id`; HubSpot `dealstage`),
+    # matched against the connector's stage mapping (with `pipeline` where a rule has one).
     stage: str
     semantic: Semantic
     modified_at: datetime
+    # The pipeline (funnel) the record is in, where stage ids repeat across pipelines.
+    pipeline: str | None = None
     amount: Decimal | None = None
     currency: str | None = None
     loss_reason: str | None = None
