@@ -19,9 +19,9 @@ from services.qualifier.leads import repository as leads_repository
 from services.qualifier.leads.snapshot import combine_answers, merge_answers, summarize_answers
 from services.qualifier.lifecycle import stages
 from services.qualifier.lifecycle.stages import LeadState, Refused
+from services.qualifier.outbound import publish
 from services.qualifier.routing import repository as routing_repository
 from services.qualifier.routing import service as routing
-from services.qualifier.tables import outbox
 from shared.db import AnyRow
 from shared.events import (
     SOURCE_QUALIFIER,
@@ -43,7 +43,6 @@ from shared.events import (
     Route,
     Stage,
 )
-from shared.outbox import add_to_outbox
 
 
 class LeadNotFound(LookupError):
@@ -142,7 +141,7 @@ async def record(
         reason=reason,
         note=note,
     )
-    await add_to_outbox(conn, outbox, [event])
+    await publish(conn, [event], now=call.now)
 
 
 def _unchanged(row: AnyRow) -> Outcome:

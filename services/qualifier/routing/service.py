@@ -19,11 +19,11 @@ from services.qualifier.definitions.service import active
 from services.qualifier.event_ids import QUALIFIER, derived_event_id
 from services.qualifier.leads import repository as leads_repository
 from services.qualifier.leads.snapshot import erase_person, merge_answers
+from services.qualifier.outbound import publish
 from services.qualifier.partners import repository as partners_repository
 from services.qualifier.routing import repository
 from services.qualifier.routing.evaluator import AssignmentState, evaluate
 from services.qualifier.sla import repository as sla_repository
-from services.qualifier.tables import outbox
 from shared.events import (
     SOURCE_QUALIFIER,
     Decision,
@@ -36,7 +36,6 @@ from shared.events import (
     Stage,
     encode_event,
 )
-from shared.outbox import add_to_outbox
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ async def decide(
             team, next_index = result.round_robin_advance
             writes.round_robin[team] = next_index
         decided.append((decision, writes.add(cause, decision, definition, now=now)))
-    await writes.flush(conn)
+    await writes.flush(conn, now=now)
     return decided
 
 
@@ -201,14 +200,14 @@ class _Writes:
             )
         return routed
 
-    async def flush(self, conn: AsyncConnection) -> None:
+    async def flush(self, conn: AsyncConnection, *, now: datetime) -> None:
         for team, next_index in self.round_robin.items():
             await repository.set_round_robin(conn, team, next_index)
         for row in self.stored_leads:
             await leads_repository.update_lead(conn, **row)
         await repository.insert_decided(conn, self.new_leads, self.decisions, self.history)
         await partners_repository.insert_deliveries(conn, self.deliveries)
-        await add_to_outbox(conn, outbox, self.events)
+        await publish(conn, self.events, now=now)
 
 
 def _routed(

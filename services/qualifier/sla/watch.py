@@ -21,14 +21,13 @@ from services.qualifier.definitions import service as definitions
 from services.qualifier.event_ids import QUALIFIER, derived_event_id
 from services.qualifier.leads import repository as leads_repository
 from services.qualifier.lifecycle.service import dimensions_of
+from services.qualifier.outbound import publish
 from services.qualifier.routing import repository as routing_repository
 from services.qualifier.routing.evaluator import reassign
 from services.qualifier.routing.service import assignment_state
 from services.qualifier.sla import repository
-from services.qualifier.tables import outbox
 from shared.db import error_summary, utcnow
 from shared.events import SOURCE_QUALIFIER, LeadSlaBreached, LeadSlaBreachedData, Stage
-from shared.outbox import add_to_outbox
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ async def breach(conn: AsyncConnection, lead_id: str, *, now: datetime) -> LeadS
         reason=f"No answer from {who} by {missed.isoformat()}; {then}, answer by "
         f"{moved.sla_due_at.isoformat()}.",
     )
-    await add_to_outbox(conn, outbox, [event])
+    await publish(conn, [event], now=now)
     SLA_BREACHES.labels(team.team).inc()
     return event
 
