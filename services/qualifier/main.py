@@ -12,10 +12,12 @@ from services.qualifier.config import QualifierSettings
 from services.qualifier.consumer import make_handler
 from services.qualifier.definitions import api as definitions_api
 from services.qualifier.definitions import service as definitions
+from services.qualifier.deliveries import api as deliveries_api
+from services.qualifier.deliveries.deliverer import Deliverer
 from services.qualifier.leads import api as leads_api
 from services.qualifier.lifecycle import api as lifecycle_api
 from services.qualifier.partners import api as partners_api
-from services.qualifier.partners.deliveries import PartnerDeliverer
+from services.qualifier.partners.sender import PartnerSender
 from services.qualifier.sla import api as sla_api
 from services.qualifier.sla.watch import watch as sla_watch
 from services.qualifier.tables import idempotency_keys, outbox
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: QualifierSettings | None = None) -> FastAPI:
     settings = settings or QualifierSettings()
-    deliverer = PartnerDeliverer(settings)
+    deliverer = Deliverer(settings, {"partner": PartnerSender(settings)})
     # check_secure() refuses the fault outside dev mode; this makes sure it stays inert there.
     kill_after = settings.fault_kill_after_commit if settings.common.dev else None
 
@@ -48,7 +50,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             relay_poll_seconds=settings.relay_poll_seconds,
             background=[
                 ("SLA watch", functools.partial(sla_watch, interval=settings.sla_check_seconds)),
-                ("partner deliveries", deliverer.run),
+                ("deliveries", deliverer.run),
                 (
                     "idempotency keys",
                     purge_job(
@@ -59,8 +61,9 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
                 ),
             ],
         )
-        # A request's commit may owe partner deliveries (a brief routing to a partner, a
-        # retried delivery): the unit of work wakes the deliverer with the relay.
+        # A request's commit may owe deliveries (a brief routing to a partner, a retried
+        # delivery, an event a webhook subscription wants): the unit of work wakes the
+        # deliverer with the relay.
         rt.wake_after_commit.append(deliverer.wake)
         return rt
 
@@ -104,6 +107,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             sla_api.router,
             definitions_api.router,
             partners_api.router,
+            deliveries_api.router,
         ],
         on_startup=start,
     )

@@ -1,5 +1,6 @@
 """The qualifier database: definitions, leads with their decisions and history, payments,
-partner deliveries, sales absences, erasures, idempotency keys, inbox and outbox."""
+deliveries (partners, webhooks, CRMs), sales absences, erasures, idempotency keys, inbox
+and outbox."""
 
 from __future__ import annotations
 
@@ -102,17 +103,23 @@ payments = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
 
-partner_deliveries = sa.Table(
-    "partner_deliveries",
+deliveries = sa.Table(
+    "deliveries",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("lead_id", sa.String(36), nullable=False, index=True),
-    sa.Column("partner_id", sa.String(200), nullable=False),
-    # The event delivered: one delivery per routing, whatever is retried; and after an
+    # What is called: partner (its webhook), webhook (a subscription), crm (a connector).
+    sa.Column("kind", sa.String(20), nullable=False, server_default="partner"),
+    # The partner id, the subscription id or the connector id.
+    sa.Column("target_id", sa.String(200), nullable=False),
+    # For crm: push or erase; None for the others.
+    sa.Column("operation", sa.String(20), nullable=True),
+    # The event delivered: one delivery per (event, target), whatever is retried; after an
     # erasure, one `lead.erased` per partner that may have received the lead.
-    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("event_type", sa.String(100), nullable=False, server_default="lead.routed"),
-    sa.Column("url", sa.Text, nullable=False),
+    # None where the sender knows where to call (a CRM push: several calls of its API).
+    sa.Column("url", sa.Text, nullable=True),
     # The exact body sent (and signed); dropped when the person is erased.
     sa.Column("payload", sa.LargeBinary, nullable=True),
     # pending -> delivered | failed (parked); cancelled when the person was erased first.
@@ -122,14 +129,35 @@ partner_deliveries = sa.Table(
     # The deliverer that leased the row for its current attempt.
     sa.Column("claim_token", sa.String(36), nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
-    # The last attempt's outcome (webhooks.Outcome: http_2xx, timeout, refused_address...)
+    # The last attempt's outcome (http_2xx, timeout, refused_address, crm_unavailable...)
     # and, when it failed, what happened in our words: nothing the receiver sent is kept.
     sa.Column("last_outcome", sa.String(30), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("delivered_at", UtcDateTime, nullable=True),
-    sa.Index("ix_partner_deliveries_due", "status", "next_attempt_at"),
+    sa.UniqueConstraint("kind", "target_id", "event_id", name="uq_deliveries_event_target"),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_target", "kind", "target_id", "status"),
+)
+
+webhook_subscriptions = sa.Table(
+    "webhook_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # The event types sent (shared.events' types), a JSON list.
+    sa.Column("event_types", Json, nullable=False),
+    # `whsec_` + base64: what signs; shown once, when made or rotated.
+    sa.Column("secret", sa.String(200), nullable=False),
+    # After a rotation the old secret signs too (a second signature) until the overlap ends.
+    sa.Column("previous_secret", sa.String(200), nullable=True),
+    sa.Column("previous_valid_until", UtcDateTime, nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("disabled_at", UtcDateTime, nullable=True),
 )
 
 sales_members = sa.Table(

@@ -18,10 +18,10 @@ from services.qualifier.definitions import service
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.tables import (
     decisions,
+    deliveries,
     inbox,
     leads,
     outbox,
-    partner_deliveries,
     stage_history,
 )
 from shared.db import utcnow
@@ -329,7 +329,7 @@ class TestOneDecidePath:
         assert isinstance(routed, LeadRouted)
         assert routed.id == derived_event_id(decided.cause_event_id, "routed")
         history = await q.rows(stage_history, stage_history.c.lead_id == lead_id)
-        deliveries = await q.rows(partner_deliveries, partner_deliveries.c.lead_id == lead_id)
+        owed = await q.rows(deliveries, deliveries.c.lead_id == lead_id)
         differ = {"lead_id", "decided_at"}  # from lead to lead, from run to run
         return {
             "lead": [row.route, row.stage, row.team, row.assignee, row.definition_version],
@@ -346,7 +346,7 @@ class TestOneDecidePath:
             == row.snapshot | {"lead_id": lead_id},
             "event_decision": routed.data.decision.model_dump(mode="json") == row.decision,
             "deliveries": [
-                [d.partner_id, d.url, d.event_type, d.status, d.payload == encode_event(routed)]
-                for d in deliveries
+                [d.target_id, d.url, d.event_type, d.status, d.payload == encode_event(routed)]
+                for d in owed
             ],
         }

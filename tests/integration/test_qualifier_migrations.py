@@ -38,7 +38,8 @@ async def test_revision_0002_goes_up_and_down_and_keeps_existing_history(
     finally:
         await engine.dispose()
 
-    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+    # Up to 0004: 0005 renames partner_deliveries.
+    await asyncio.to_thread(migrate, "qualifier", database_url, "0004")
     new = {"payments", "partner_deliveries", "sales_members", "erasures", "idempotency_keys"}
     assert new <= await _tables(database_url)
     engine = create_engine(database_url)
@@ -51,8 +52,9 @@ async def test_revision_0002_goes_up_and_down_and_keeps_existing_history(
 
     await asyncio.to_thread(command.downgrade, alembic_config("qualifier", database_url), "0001")
     assert not new & await _tables(database_url)
-    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+    await asyncio.to_thread(migrate, "qualifier", database_url, "0004")
     assert new <= await _tables(database_url)
+    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
 
 
 async def test_revision_0003_keeps_no_receivers_answer_and_types_the_deliveries(
@@ -78,7 +80,7 @@ async def test_revision_0003_keeps_no_receivers_answer_and_types_the_deliveries(
     finally:
         await engine.dispose()
 
-    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+    await asyncio.to_thread(migrate, "qualifier", database_url, "0004")
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
@@ -147,3 +149,64 @@ async def test_revision_0004_keeps_stored_answers_and_makes_keys_claimable(
             assert [tuple(r) for r in await conn.execute(keys)] == [("k-1", 200, {"changed": True})]
     finally:
         await engine.dispose()
+
+
+async def test_revision_0005_keeps_partner_deliveries_as_deliveries_of_kind_partner(
+    database_url: str,
+) -> None:
+    await asyncio.to_thread(migrate, "qualifier", database_url, "0004")
+    engine = create_engine(database_url)
+    columns = "id, lead_id, target_id, kind, operation, event_id, url, status, attempts"
+    delivery = sa.text(
+        "INSERT INTO deliveries (id, lead_id, kind, target_id, operation, event_id, url, "
+        "status, attempts, next_attempt_at, created_at, updated_at) VALUES (:id, 'lead-1', "
+        ":kind, :target, :operation, 'e-1', :url, 'pending', 0, now(), now(), now())"
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO partner_deliveries (id, lead_id, partner_id, event_id, url, "
+                    "status, attempts, next_attempt_at, created_at, updated_at) VALUES ('d-1', "
+                    "'lead-1', 'webstudio', 'e-1', 'https://p.example/', 'failed', 3, now(), "
+                    "now(), now())"
+                )
+            )
+        await asyncio.to_thread(migrate, "qualifier", database_url, "0005")
+        async with engine.begin() as conn:
+            # One event now goes to several targets; a CRM push has no single URL.
+            for id_, kind, target, operation, url in [
+                ("d-2", "webhook", "sub-1", None, "https://w.example/"),
+                ("d-3", "crm", "kommo", "push", None),
+            ]:
+                row = {"id": id_, "kind": kind, "target": target, "operation": operation}
+                await conn.execute(delivery, row | {"url": url})
+        async with engine.connect() as conn:
+            got = (
+                await conn.execute(sa.text(f"SELECT {columns} FROM deliveries ORDER BY id"))
+            ).all()
+        assert [tuple(r) for r in got] == [
+            (
+                "d-1",
+                "lead-1",
+                "webstudio",
+                "partner",
+                None,
+                "e-1",
+                "https://p.example/",
+                "failed",
+                3,
+            ),
+            ("d-2", "lead-1", "sub-1", "webhook", None, "e-1", "https://w.example/", "pending", 0),
+            ("d-3", "lead-1", "kommo", "crm", "push", "e-1", None, "pending", 0),
+        ]
+        await asyncio.to_thread(
+            command.downgrade, alembic_config("qualifier", database_url), "0004"
+        )
+        async with engine.connect() as conn:
+            kept = await conn.execute(sa.text("SELECT id, partner_id FROM partner_deliveries"))
+            assert [tuple(r) for r in kept] == [("d-1", "webstudio")]
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(migrate, "qualifier", database_url, "head")
+    assert await _differences(database_url) == []

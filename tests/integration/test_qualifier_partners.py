@@ -21,7 +21,7 @@ import uvicorn
 from cli.kafka.ports import free_port
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.main import create_app
-from services.qualifier.tables import outbox, partner_deliveries
+from services.qualifier.tables import deliveries, outbox
 from shared.auth import Scope
 from shared.events import LeadErased, LeadErasedData, LeadRouted, decode_event
 from shared.migrations import migrate
@@ -184,7 +184,7 @@ class TestDelivery:
         lead = received(services=["design"], country="KZ")
         await q.receive(lead)
         await q.receive(lead)  # redelivered
-        rows = await q.rows(partner_deliveries, partner_deliveries.c.lead_id == lead.subject)
+        rows = await q.rows(deliveries, deliveries.c.lead_id == lead.subject)
         assert len(rows) == 1
         async with q.runtime.engine.connect() as conn:
             published = await conn.scalar(
@@ -200,7 +200,7 @@ class TestDelivery:
     async def test_a_partner_without_a_webhook_gets_no_delivery(self, q: Harness) -> None:
         lead = received(services=["smm"])
         await q.receive(lead)
-        assert await q.rows(partner_deliveries) == []
+        assert await q.rows(deliveries) == []
 
 
 class TestParking:
@@ -291,12 +291,12 @@ class TestErasure:
         )
         delivery = await delivery_of(q, lead_id)
         assert delivery["status"] == "cancelled"
-        (row,) = await q.rows(partner_deliveries, partner_deliveries.c.lead_id == lead_id)
+        (row,) = await q.rows(deliveries, deliveries.c.lead_id == lead_id)
         assert row.payload is None
         r = await q.http.post(f"/v1/partners/deliveries/{delivery['id']}/retry")
         assert r.status_code == 409
         # It was never sent: the partner does not have the lead, so it is told nothing.
-        assert len(await q.rows(partner_deliveries)) == 1
+        assert len(await q.rows(deliveries)) == 1
 
     async def test_a_partner_that_got_the_lead_is_told_of_the_erasure(self, q: Harness) -> None:
         receiver = Receiver()
@@ -330,7 +330,7 @@ class TestErasure:
             ("lead.routed", "delivered", "http_2xx"),
         ]
         # The routed body that held the person is gone; the erasure's holds nobody.
-        bodies = {r.event_type: r.payload for r in await q.rows(partner_deliveries)}
+        bodies = {r.event_type: r.payload for r in await q.rows(deliveries)}
         assert bodies["lead.routed"] is None and b"@" not in bodies["lead.erased"]
 
 

@@ -26,10 +26,11 @@ from typing import Any
 
 import pytest
 
-from services.qualifier.partners import repository
-from services.qualifier.partners.deliveries import PartnerDeliverer
+from services.qualifier.deliveries import repository
+from services.qualifier.deliveries.deliverer import Deliverer
+from services.qualifier.partners.sender import PartnerSender
 from services.qualifier.partners.transport import webhook_client
-from services.qualifier.tables import partner_deliveries
+from services.qualifier.tables import deliveries
 from shared.auth import Scope
 from shared.db import utcnow
 from shared.settings import CommonSettings, Mode
@@ -224,7 +225,7 @@ async def owe(q: Harness, url: str) -> str:
         row = repository.delivery_row(
             delivery_id=delivery_id,
             lead_id=str(uuid.uuid4()),
-            partner_id="webstudio",
+            target_id="webstudio",
             event_id=str(uuid.uuid4()),
             url=url,
             payload=b'{"type":"lead.routed"}',
@@ -238,13 +239,16 @@ async def attempt(q: Harness, tls: ssl.SSLContext | None = None) -> None:
     """One pass of the real deliverer over what is due."""
     async with webhook_client(q.settings, tls=tls) as client:
         attempted = await asyncio.wait_for(
-            PartnerDeliverer(q.settings).deliver_due(q.runtime.engine, client), 60
+            Deliverer(q.settings, {"partner": PartnerSender(q.settings, client)}).deliver_due(
+                q.runtime.engine
+            ),
+            60,
         )
     assert attempted == 1
 
 
 async def row(q: Harness, delivery_id: str) -> Any:
-    (found,) = await q.rows(partner_deliveries, partner_deliveries.c.id == delivery_id)
+    (found,) = await q.rows(deliveries, deliveries.c.id == delivery_id)
     return found
 
 
@@ -413,9 +417,7 @@ class TestWhatIsLoggedOfAnAnswer:
             root.setLevel(level)
         logged = "\n".join(logging.Formatter().format(r) for r in records)
         assert said.decode() not in logged
-        parked = (
-            f"delivery {delivery_id} to webstudio parked after 1 attempt(s): http_4xx (HTTP 400)"
-        )
+        parked = f"delivery {delivery_id} (partner) to webstudio parked after 1 attempt(s): http_4xx (HTTP 400)"
         assert parked in [r.getMessage() for r in records]
 
 

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier.definitions.service import NoActiveDefinition, active
+from services.qualifier.deliveries import repository as deliveries_repository
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.leads import repository
 from services.qualifier.leads.snapshot import erase_person
-from services.qualifier.partners import repository as partners_repository
 from shared.events import (
     SOURCE_QUALIFIER,
     Event,
@@ -50,8 +50,12 @@ async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime)
         )
         owed = await _erasure_webhooks(conn, cause, now=now)
     await repository.erase_history_text(conn, lead_id)
-    await partners_repository.cancel_deliveries_of(conn, lead_id, now)
-    await partners_repository.insert_deliveries(conn, owed)
+    # Every kind: partner and webhook bodies with the person, CRM pushes (their erase rows,
+    # which hold nothing of the person, stay).
+    await deliveries_repository.cancel_deliveries_of(conn, lead_id, now)
+    # CRM connectors: the erase rows each connector that has the lead is owed go here
+    # (services.qualifier.crm), like the partners' `lead.erased` webhooks below.
+    await deliveries_repository.insert_deliveries(conn, owed)
     # Events of the lead still waiting for Kafka go out without the person, too.
     for pending in await repository.pending_events_of(conn, lead_id):
         scrubbed = _without_person(decode_event(pending.payload))
@@ -67,7 +71,7 @@ async def _erasure_webhooks(
     active definition, else where the lead was sent. It is due once any attempt under way
     to send the lead has had its time, so the erasure does not overtake the lead."""
     lead_id = cause.data.lead_id
-    sent = await partners_repository.partners_that_may_have_the_lead(conn, lead_id)
+    sent = await deliveries_repository.partners_that_may_have_the_lead(conn, lead_id)
     if not sent:
         return []
     try:
@@ -88,10 +92,10 @@ async def _erasure_webhooks(
             data=LeadErasedData(lead_id=lead_id, at=cause.data.at),
         )
         rows.append(
-            partners_repository.delivery_row(
+            deliveries_repository.delivery_row(
                 delivery_id=derived_event_id(event.id, "delivery"),
                 lead_id=lead_id,
-                partner_id=partner_id,
+                target_id=partner_id,
                 event_id=event.id,
                 event_type=event.type,
                 url=current.get(partner_id, last_url),

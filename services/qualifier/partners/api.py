@@ -1,61 +1,67 @@
-"""Partner delivery endpoints: what was sent where, and sending a parked one again."""
+"""Partner delivery endpoints, as they were: deprecated for `/v1/deliveries?kind=partner`
+(same rows, `target_id` for `partner_id`), kept for one release."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from services.qualifier.deps import Admin, conflict, runtime
-from services.qualifier.partners import deliveries, repository
-from services.qualifier.partners.schemas import DeliveryView
-from shared.db import utcnow
+from services.qualifier.deliveries import repository
+from services.qualifier.deliveries.api import requeue
+from services.qualifier.deliveries.repository import Status
+from services.qualifier.deliveries.schemas import PartnerDeliveryView, partner_view
+from services.qualifier.deps import Admin, runtime
 from shared.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1", tags=["partners"])
 
-DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
 
-
-@router.get("/partners/deliveries", response_model=list[DeliveryView])
+@router.get("/partners/deliveries", response_model=list[PartnerDeliveryView], deprecated=True)
 async def list_deliveries(
     request: Request,
     _: Admin,
-    status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
     partner: str | None = None,
     lead_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[DeliveryView]:
+) -> list[PartnerDeliveryView]:
     """Deliveries to partners, newest first; `status=failed` lists the parked ones."""
     async with runtime(request).engine.connect() as conn:
         rows = await repository.list_deliveries(
-            conn, status=status_, partner_id=partner, lead_id=lead_id, limit=limit
+            conn, kind="partner", status=status_, target_id=partner, lead_id=lead_id, limit=limit
         )
-    return [DeliveryView.model_validate(r, from_attributes=True) for r in rows]
+    return [partner_view(r) for r in rows]
 
 
-@router.get("/partners/deliveries/{delivery_id}", response_model=DeliveryView, responses={404: {}})
-async def get_delivery(request: Request, delivery_id: str, _: Admin) -> DeliveryView:
+async def _partner_delivery(request: Request, delivery_id: str) -> PartnerDeliveryView:
     async with runtime(request).engine.connect() as conn:
         row = await repository.get_delivery(conn, delivery_id)
-    if row is None:
+    if row is None or row.kind != "partner":
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no delivery {delivery_id!r}")
-    return DeliveryView.model_validate(row, from_attributes=True)
+    return partner_view(row)
+
+
+@router.get(
+    "/partners/deliveries/{delivery_id}",
+    response_model=PartnerDeliveryView,
+    responses={404: {}},
+    deprecated=True,
+)
+async def get_delivery(request: Request, delivery_id: str, _: Admin) -> PartnerDeliveryView:
+    return await _partner_delivery(request, delivery_id)
 
 
 @router.post(
     "/partners/deliveries/{delivery_id}/retry",
-    response_model=DeliveryView,
+    response_model=PartnerDeliveryView,
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {}, 409: {"description": "pending already, or the person was erased"}},
+    deprecated=True,
 )
-async def retry_delivery(delivery_id: str, _: Admin, conn: UnitOfWork) -> DeliveryView:
+async def retry_delivery(delivery_id: str, _: Admin, conn: UnitOfWork) -> PartnerDeliveryView:
     """Send a parked (or delivered) delivery again, with a fresh count of attempts."""
-    try:
-        await deliveries.retry(conn, delivery_id, now=utcnow())
-    except deliveries.DeliveryNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
-    except deliveries.NotRetriable as exc:
-        raise conflict(str(exc)) from exc
     row = await repository.get_delivery(conn, delivery_id)
-    return DeliveryView.model_validate(row, from_attributes=True)
+    if row is None or row.kind != "partner":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no delivery {delivery_id!r}")
+    return partner_view(await requeue(conn, delivery_id))

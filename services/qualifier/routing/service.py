@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.qualifier.definitions.model import Assignment, LeadDefinition
 from services.qualifier.definitions.service import active
+from services.qualifier.deliveries import repository as deliveries_repository
 from services.qualifier.event_ids import QUALIFIER, derived_event_id
 from services.qualifier.leads import repository as leads_repository
 from services.qualifier.leads.snapshot import erase_person, merge_answers
 from services.qualifier.outbound import publish
-from services.qualifier.partners import repository as partners_repository
 from services.qualifier.routing import repository
 from services.qualifier.routing.evaluator import AssignmentState, evaluate
 from services.qualifier.sla import repository as sla_repository
@@ -188,10 +188,10 @@ class _Writes:
         partner = definition.partner(decision.partner) if decision.partner else None
         if partner is not None and partner.webhook_url and not erased:
             self.deliveries.append(
-                partners_repository.delivery_row(
+                deliveries_repository.delivery_row(
                     delivery_id=derived_event_id(routed.id, "delivery"),
                     lead_id=lead.lead_id,
-                    partner_id=partner.id,
+                    target_id=partner.id,
                     event_id=routed.id,
                     url=partner.webhook_url,
                     payload=encode_event(routed),
@@ -206,7 +206,7 @@ class _Writes:
         for row in self.stored_leads:
             await leads_repository.update_lead(conn, **row)
         await repository.insert_decided(conn, self.new_leads, self.decisions, self.history)
-        await partners_repository.insert_deliveries(conn, self.deliveries)
+        await deliveries_repository.insert_deliveries(conn, self.deliveries)
         await publish(conn, self.events, now=now)
 
 
