@@ -152,6 +152,24 @@ class KommoConnector(_Connector):
     pipeline_id: int = Field(ge=1)
     # The status new leads get in `pipeline_id`; None: the pipeline's first.
     status_id: int | None = Field(default=None, ge=1)
+    # The leads' custom field (text) holding Leadflow's lead id, by id or by the code given
+    # to it (the id wins): how a record whose create answer was lost is found again.
+    lead_id_field_id: int | None = Field(default=None, ge=1)
+    lead_id_field_code: str | None = Field(default="LEADFLOW_ID", pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
+    # Leadflow's UTM keys -> codes of the leads' tracking_data fields (Kommo's UTM_* codes).
+    utm_field_codes: dict[str, str] = Field(
+        default_factory=lambda: {
+            k: k.upper()
+            for k in ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+        },
+        max_length=20,
+    )
+
+    @model_validator(mode="after")
+    def _lead_id_field(self) -> KommoConnector:
+        if self.lead_id_field_id is None and self.lead_id_field_code is None:
+            raise ValueError("lead_id_field_id or lead_id_field_code names the lead id field")
+        return self
 
     def secret_names(self) -> dict[str, str]:
         c = self.credentials
