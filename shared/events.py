@@ -360,6 +360,14 @@ def decode_event(raw: bytes | str) -> Event:
         raise UndecodableEvent(str(exc)) from exc
 
 
+def validate_event(doc: object) -> Event:
+    """`decode_event` for JSON already parsed (an event whose sealed fields were opened)."""
+    try:
+        return _EVENT_ADAPTER.validate_python(doc)
+    except ValueError as exc:
+        raise UndecodableEvent(str(exc)) from exc
+
+
 def encode_event(event: _Envelope, *, data_json: str | None = None) -> bytes:
     """The event as JSON. `data_json`: its `data` already serialized (`model_dump_json`), as
     a writer that stores the same snapshot has it; spliced in, the same bytes, made once."""
