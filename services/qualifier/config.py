@@ -44,6 +44,14 @@ class QualifierSettings(ServiceSettings):
     backtest_max_days: int = Field(default=366, ge=1)
     backtest_max_leads: int = Field(default=100_000, ge=1)
     backtest_budget_seconds: float = Field(default=30, gt=0)
+    # Suggested edits (POST /v1/definitions/{v}/suggest), bounded like back-tests: no
+    # suggestion from fewer older outcomes than this; a criterion needs this many leads on
+    # each side; this share of the newest outcomes is held out to judge the suggestion;
+    # the threshold sends to sales the leads at least this likely to be accepted.
+    suggest_min_outcomes: int = Field(default=300, ge=20)
+    suggest_min_support: int = Field(default=30, ge=5)
+    suggest_held_out_share: float = Field(default=0.3, gt=0, lt=1)
+    suggest_sales_min_acceptance: float = Field(default=0.5, gt=0, lt=1)
 
     # SLA watch: how often overdue sales leads are looked for.
     sla_check_seconds: float = Field(default=30, gt=0)
