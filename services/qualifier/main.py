@@ -18,6 +18,7 @@ from services.qualifier.leads import api as leads_api
 from services.qualifier.lifecycle import api as lifecycle_api
 from services.qualifier.partners import api as partners_api
 from services.qualifier.partners.sender import PartnerSender
+from services.qualifier.review import api as review_api
 from services.qualifier.sla import api as sla_api
 from services.qualifier.sla.watch import watch as sla_watch
 from services.qualifier.tables import idempotency_keys, outbox
@@ -108,6 +109,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             definitions_api.router,
             partners_api.router,
             deliveries_api.router,
+            review_api.router,
         ],
         on_startup=start,
     )
