@@ -24,6 +24,8 @@ class Scope(StrEnum):
     kpi_read = "kpi:read"
     # Plans and spend: entered by finance and marketing, who need no admin rights.
     kpi_write = "kpi:write"
+    # CRM connectors: their configuration (not their secrets, which live in the environment).
+    crm_admin = "crm:admin"
 
 
 ALL_SCOPES: tuple[Scope, ...] = tuple(Scope)

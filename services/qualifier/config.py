@@ -67,6 +67,12 @@ class QualifierSettings(ServiceSettings):
     partner_lease_seconds: float = Field(default=120, gt=0)
     partner_concurrency: int = Field(default=8, ge=1)
 
+    # CRM connectors: how often the CRM job looks for pulls owed and reconciliation rounds
+    # due (a notification wakes it at once).
+    crm_poll_seconds: float = Field(default=5.0, gt=0)
+    # A notification's body above this answers 413 (a HubSpot batch is at most 100 events).
+    crm_notification_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+
     # Fault injection for the exactly-once test, dev mode only: SIGKILL the process right
     # after the N-th consumer batch is committed to the database, before its Kafka offsets.
     fault_kill_after_commit: int | None = Field(default=None, ge=1)

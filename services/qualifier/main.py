@@ -10,6 +10,10 @@ from fastapi import FastAPI
 
 from services.qualifier.config import QualifierSettings
 from services.qualifier.consumer import make_handler
+from services.qualifier.crm import api as crm_api
+from services.qualifier.crm.clients import CrmClients
+from services.qualifier.crm.pushes import CrmSender
+from services.qualifier.crm.sync import CrmSync
 from services.qualifier.definitions import api as definitions_api
 from services.qualifier.definitions import service as definitions
 from services.qualifier.deliveries import api as deliveries_api
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: QualifierSettings | None = None) -> FastAPI:
     settings = settings or QualifierSettings()
     deliverer = Deliverer(settings, {"partner": PartnerSender(settings)})
+    crm_clients = CrmClients()
+    crm_sync = CrmSync(settings, crm_clients)
     # check_secure() refuses the fault outside dev mode; this makes sure it stays inert there.
     kill_after = settings.fault_kill_after_commit if settings.common.dev else None
 
@@ -52,6 +58,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             background=[
                 ("SLA watch", functools.partial(sla_watch, interval=settings.sla_check_seconds)),
                 ("deliveries", deliverer.run),
+                ("CRM sync", crm_sync.run),
                 (
                     "idempotency keys",
                     purge_job(
@@ -71,6 +78,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
     initial_definition = settings.initial_definition.read_text(encoding="utf-8")
 
     async def start(rt: Runtime) -> None:
+        deliverer.register("crm", CrmSender(rt.engine, crm_clients))
         async with rt.engine.begin() as conn:
             await definitions.ensure_initial_definition(conn, initial_definition, utcnow())
             _, definition = await definitions.active(conn)
@@ -109,11 +117,13 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             definitions_api.router,
             partners_api.router,
             deliveries_api.router,
+            crm_api.router,
             review_api.router,
         ],
         on_startup=start,
     )
     app.state.deliverer = deliverer
+    app.state.crm_sync = crm_sync
     # A 503 after a COMMIT of unknown outcome says what a retry without a key does here.
     app.state.retry_without_key = (
         "Without a key, a retry may record the call a second time: a contact counts as a "

@@ -10,6 +10,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.qualifier.crm import pushes as crm_pushes
+from services.qualifier.subscriptions import service as subscriptions
 from services.qualifier.tables import outbox
 from shared.events import Event
 from shared.outbox import add_to_outbox
@@ -19,3 +21,5 @@ async def publish(conn: AsyncConnection, events: Sequence[Event], *, now: dateti
     if not events:
         return
     await add_to_outbox(conn, outbox, events)
+    await subscriptions.owe(conn, events, now=now)
+    await crm_pushes.owe(conn, events, now=now)

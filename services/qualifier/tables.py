@@ -191,5 +191,65 @@ round_robin = sa.Table(
     sa.Column("next_index", sa.Integer, nullable=False),
 )
 
+crm_connectors = sa.Table(
+    "crm_connectors",
+    metadata,
+    sa.Column("id", sa.String(63), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    # The validated configuration (crm.config.Connector) and the text as it was written.
+    # Secrets are never here: the configuration names the environment variables.
+    sa.Column("document", Json, nullable=False),
+    sa.Column("source_text", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=True),
+    # Reconciliation: records modified up to here have been read back (the CRM's clock).
+    sa.Column("synced_until", UtcDateTime, nullable=True),
+    sa.Column("last_sync_at", UtcDateTime, nullable=True),
+    # The last failure of a sync or pull, in our words (never the CRM's answer).
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_error_at", UtcDateTime, nullable=True),
+)
+
+crm_records = sa.Table(
+    "crm_records",
+    metadata,
+    # Leadflow's lead -> the CRM's record, per connector: a lead is created once.
+    sa.Column("connector_id", sa.String(63), primary_key=True),
+    sa.Column("lead_id", sa.String(36), primary_key=True),
+    sa.Column("crm_id", sa.String(100), nullable=False),
+    # The CRM stage last applied, and the last change that could not be (skipped, why).
+    sa.Column("stage", sa.String(100), nullable=True),
+    sa.Column("skipped", sa.Text, nullable=True),
+    sa.Column("pushed_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("erased_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("connector_id", "crm_id", name="uq_crm_records_crm_id"),
+)
+
+crm_pulls = sa.Table(
+    "crm_pulls",
+    metadata,
+    # A record a notification named, to be read back and applied: notifications are
+    # answered as soon as this row commits, and several for one record make one pull.
+    sa.Column("connector_id", sa.String(63), primary_key=True),
+    sa.Column("crm_id", sa.String(100), primary_key=True),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("claim_token", sa.String(36), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_crm_pulls_due", "next_attempt_at"),
+)
+
+crm_notices = sa.Table(
+    "crm_notices",
+    metadata,
+    # Vendor event ids already taken (HubSpot's eventId): a redelivery changes nothing.
+    sa.Column("connector_id", sa.String(63), primary_key=True),
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("received_at", UtcDateTime, nullable=False, index=True),
+)
+
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)

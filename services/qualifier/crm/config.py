@@ -128,6 +128,12 @@ class Bitrix24Connector(_Connector):
     category_id: int = Field(default=0, ge=0)
     # A user field holding the loss reason (none is built in); else the stage's name.
     lost_reason_field: str | None = Field(default=None, pattern=r"^UF_CRM_[A-Z0-9_]{1,50}$")
+    # The portal's `auth[member_id]`: when set, a notification naming another is refused.
+    member_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,64}$")
+    # When set, a notification whose `ts` is further than this from now is refused. Off by
+    # default: events reach the receiver through a queue and may be late, and a replayed
+    # one only makes Leadflow read the deal again.
+    max_event_age_seconds: float | None = Field(default=None, ge=30, le=86_400)
 
     def secret_names(self) -> dict[str, str]:
         c = self.credentials

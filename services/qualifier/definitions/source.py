@@ -255,3 +255,20 @@ def _node_at(root: yaml.Node | None, loc: Path) -> yaml.Node | None:
         else:
             return node
     return node
+
+
+def parse_document(text: str) -> tuple[yaml.Node | None, Any]:
+    """YAML or JSON under the same bounds as a definition (no anchors or aliases, nesting
+    at most MAX_NESTING), with duplicate keys refused: for other documents sales operations
+    writes (CRM connectors). Raises DefinitionInvalid."""
+    root, raw = _parse(text)
+    if root is not None:
+        duplicates = list(_duplicate_keys(root, ()))
+        if duplicates:
+            raise DefinitionInvalid(duplicates)
+    return root, raw
+
+
+def validation_problems(exc: ValidationError, root: yaml.Node | None) -> list[Problem]:
+    """A pydantic error as problems naming each field (and its line, from `root`)."""
+    return [_problem(err, root) for err in exc.errors()]

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.qualifier.crm import pushes as crm_pushes
 from services.qualifier.definitions.service import NoActiveDefinition, active
 from services.qualifier.deliveries import repository as deliveries_repository
 from services.qualifier.event_ids import derived_event_id
@@ -53,8 +54,8 @@ async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime)
     # Every kind: partner and webhook bodies with the person, CRM pushes (their erase rows,
     # which hold nothing of the person, stay).
     await deliveries_repository.cancel_deliveries_of(conn, lead_id, now)
-    # CRM connectors: the erase rows each connector that has the lead is owed go here
-    # (services.qualifier.crm), like the partners' `lead.erased` webhooks below.
+    # Each CRM that has the lead's record is owed an erase of its personal fields.
+    await crm_pushes.owe_erasures(conn, lead_id, cause_id=cause.id, now=now)
     await deliveries_repository.insert_deliveries(conn, owed)
     # Events of the lead still waiting for Kafka go out without the person, too.
     for pending in await repository.pending_events_of(conn, lead_id):

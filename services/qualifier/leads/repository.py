@@ -20,9 +20,10 @@ async def get_lead(conn: AsyncConnection, lead_id: str) -> AnyRow | None:
     return (await conn.execute(sa.select(leads).where(leads.c.lead_id == lead_id))).first()
 
 
-async def lock_lead(conn: AsyncConnection, lead_id: str) -> AnyRow | None:
-    """The lead, locked for this transaction: two calls on one lead apply one after the other."""
-    stmt = sa.select(leads).where(leads.c.lead_id == lead_id).with_for_update()
+async def lock_lead(conn: AsyncConnection, lead_id: str, *, share: bool = False) -> AnyRow | None:
+    """The lead, locked for this transaction: two calls on one lead apply one after the other.
+    `share`: only against a change (an erasure) committing meanwhile; readers still read."""
+    stmt = sa.select(leads).where(leads.c.lead_id == lead_id).with_for_update(read=share)
     return (await conn.execute(stmt)).first()
 
 
