@@ -25,6 +25,7 @@ from services.qualifier.partners.sender import PartnerSender
 from services.qualifier.review import api as review_api
 from services.qualifier.sla import api as sla_api
 from services.qualifier.sla.watch import watch as sla_watch
+from services.qualifier.suggest import api as suggest_api
 from services.qualifier.tables import idempotency_keys, outbox
 from shared.db import utcnow
 from shared.delivery import BatchHandler
@@ -115,6 +116,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             lifecycle_api.router,
             sla_api.router,
             definitions_api.router,
+            suggest_api.router,
             partners_api.router,
             deliveries_api.router,
             crm_api.router,

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Literal
 
 from shared.events import LeadSnapshot
 
@@ -63,7 +64,7 @@ SERVICES = ("seo", "ppc", "analytics")
 class SyntheticLead:
     snapshot: LeadSnapshot
     p_accept: float  # the true model's probability that sales accepts the lead
-    feedback: str | None  # accepted | rejected | None (sales said nothing)
+    feedback: Literal["accepted", "rejected"] | None  # None: sales said nothing
     won: bool
     revenue: Decimal
 

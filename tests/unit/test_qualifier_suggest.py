@@ -105,7 +105,7 @@ class TestSuggestion:
         draft = load_definition(draft_text(suggestion, version=1, outcomes=1)).definition
         side = SideBySide(Judged(draft, 2), Judged(ACTIVE.definition, 1))
         for lead in newer:
-            side.add(lead.snapshot, lead.feedback, lead.won, lead.revenue)  # type: ignore[arg-type]
+            side.add(lead.snapshot, lead.feedback, lead.won, lead.revenue)
         ours, active = side.suggested_tally.acceptance_rate, side.active_tally.acceptance_rate
         answered = [x for x in newer if x.feedback is not None and x.p_accept >= 0.5]
         truth = sum(x.feedback == "accepted" for x in answered) / len(answered)
