@@ -79,7 +79,6 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
     initial_definition = settings.initial_definition.read_text(encoding="utf-8")
 
     async def start(rt: Runtime) -> None:
-        deliverer.register("crm", CrmSender(rt.engine, crm_clients))
         async with rt.engine.begin() as conn:
             await definitions.ensure_initial_definition(conn, initial_definition, utcnow())
             _, definition = await definitions.active(conn)
@@ -126,6 +125,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
     )
     app.state.deliverer = deliverer
     app.state.crm_sync = crm_sync
+    deliverer.register("crm", CrmSender(lambda: app.state.runtime.engine, crm_clients))
     # A 503 after a COMMIT of unknown outcome says what a retry without a key does here.
     app.state.retry_without_key = (
         "Without a key, a retry may record the call a second time: a contact counts as a "

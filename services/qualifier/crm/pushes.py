@@ -15,7 +15,7 @@ upsert finds a record it created before its answer was lost (by the lead id it c
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -111,12 +111,13 @@ async def owe_erasures(
 class CrmSender:
     """The deliverer's sender for kind `crm`."""
 
-    def __init__(self, engine: AsyncEngine, clients: CrmClients) -> None:
+    def __init__(self, engine: Callable[[], AsyncEngine], clients: CrmClients) -> None:
+        # The runtime's engine, read when a push is sent (the app makes it at start-up).
         self._engine = engine
         self._clients = clients
 
     async def __call__(self, row: AnyRow) -> AttemptResult:
-        async with self._engine.begin() as conn:
+        async with self._engine().begin() as conn:
             locked = await conn.scalar(
                 sa.select(
                     sa.func.pg_try_advisory_xact_lock(
