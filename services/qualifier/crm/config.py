@@ -5,6 +5,7 @@ id: bitrix-main            # names the connector in URLs and metrics
 kind: bitrix24             # bitrix24 | kommo | hubspot
 base_url: https://example.bitrix24.ru
 push_routes: [sales]       # which routes become CRM records (sales, processing)
+teams: [smb]               # only these sales teams' leads (omit: every team)
 members:                   # the definition's member ids -> CRM user ids
   anna: "12"
 default_owner: "1"         # for a member with no mapping
@@ -84,6 +85,8 @@ class _Connector(_Strict):
     id: Slug
     base_url: HttpUrl
     push_routes: list[Route] = Field(default_factory=lambda: [Route.sales], max_length=5)
+    # Only leads of these sales teams (None: every team); teams may work in different CRMs.
+    teams: list[str] | None = Field(default=None, max_length=100)
     members: dict[str, CrmId] = Field(default_factory=dict, max_length=1000)
     default_owner: CrmId | None = None
     stages: list[StageRule] = Field(default_factory=list, max_length=200)

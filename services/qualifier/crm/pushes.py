@@ -80,8 +80,12 @@ async def owe(conn: AsyncConnection, events: Sequence[Event], *, now: datetime) 
 
 
 async def _must_see(conn: AsyncConnection, connector: AnyConnector, event: Event) -> bool:
-    if isinstance(event, LeadRouted) and event.data.decision.route in connector.push_routes:
-        return True
+    if isinstance(event, LeadRouted):
+        decision = event.data.decision
+        if decision.route in connector.push_routes and (
+            connector.teams is None or decision.team in connector.teams
+        ):
+            return True
     # A lead the CRM has: its re-route (to nurture, say) or new owner is news there too.
     return await repository.record_of_lead(conn, connector.id, event.data.lead_id) is not None
 
