@@ -82,7 +82,10 @@ def migrate_command(
 def topics() -> None:
     """Create the project's topics on the configured Kafka (existing ones are kept)."""
     common = CommonSettings()
-    asyncio.run(stack.ensure_topics(common.kafka_bootstrap_servers, common.topic_partitions))
+    common.check_secure()
+    asyncio.run(
+        stack.ensure_topics(common.kafka(), common.topic_partitions, durability=common.durability())
+    )
     typer.echo("topics ready")
 
 

@@ -134,7 +134,9 @@ def up(print_fn: Callable[[str], None] = print) -> int:
                 pg_started.result()
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        asyncio.run(ensure_topics(common.kafka_bootstrap_servers, common.topic_partitions))
+        asyncio.run(
+            ensure_topics(common.kafka(), common.topic_partitions, durability=common.durability())
+        )
         for name in SERVICES:
             migrate(name, service_settings(name).db_url)
         children = [start_service(name) for name in SERVICES]

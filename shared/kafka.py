@@ -1,5 +1,6 @@
 """Kafka plumbing: the idempotent producer (and its replacement after a fatal error),
-manual-commit consumers, topics, and reachability."""
+manual-commit consumers and reachability. Topics: shared.topics; how clients connect
+(SASL, TLS): shared.kafka_security."""
 
 from __future__ import annotations
 
@@ -11,27 +12,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
-    TopicAlreadyExistsError,
     UnknownProducerId,
 )
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter
 
 from shared.db import error_kind
-from shared.events import LEAD_TOPICS, TOPIC_DEADLETTER
+from shared.kafka_security import Kafka, client_kwargs
 from shared.partitioner import KeyPartitioner
+from shared.topics import ensure_topics as ensure_topics
 
 log = logging.getLogger(__name__)
-
-# The lead topics are the history the KPI service rebuilds from: never expire them.
-TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 # The bytes a produce batch (one partition's records in one request) may hold. The
 # broker's work is mostly per batch: with aiokafka's 16 KiB a batch held about fifteen
@@ -73,10 +70,11 @@ class ProducerFailed(KafkaError):
         return f"{reason} ({type(cause).__name__})" if cause is not None else reason
 
 
-def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
-    """Idempotent, acks=all: an acknowledged send is on every in-sync replica, once."""
+def make_producer(kafka: Kafka, client_id: str) -> AIOKafkaProducer:
+    """Idempotent, acks=all: an acknowledged send is on every in-sync replica, once
+    (at least min.insync.replicas of them, or the send is refused)."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+        **client_kwargs(kafka),
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
@@ -336,7 +334,7 @@ class FetchPolicy:
 
 
 def make_consumer(
-    bootstrap_servers: str,
+    kafka: Kafka,
     group_id: str,
     topics: Iterable[str],
     client_id: str,
@@ -345,7 +343,7 @@ def make_consumer(
     """Auto-commit off: offsets are committed only after the database transaction."""
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap_servers,
+        **client_kwargs(kafka),
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
@@ -362,41 +360,6 @@ def make_consumer(
         heartbeat_interval_ms=2000,
         retry_backoff_ms=200,
     )
-
-
-async def ensure_topics(
-    bootstrap_servers: str,
-    partitions: int,
-    topics: Iterable[str] = (*LEAD_TOPICS, TOPIC_DEADLETTER),
-    wait_seconds: float = 30.0,
-) -> None:
-    """Create the topics the project uses (broker auto-create is off); existing ones are kept."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
-    deadline = asyncio.get_running_loop().time() + wait_seconds
-    while True:
-        try:
-            await admin.start()
-            break
-        except KafkaError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name=t, num_partitions=partitions, replication_factor=1, topic_configs=TOPIC_CONFIG
-            )
-            for t in topics
-            if t not in existing
-        ]
-        if wanted:
-            # Another process may have created one first: that is fine.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
-            log.info("created topics %s", [t.name for t in wanted])
-    finally:
-        await admin.close()
 
 
 async def kafka_reachable(producer: AIOKafkaProducer, wait_seconds: float = 2.0) -> bool:

@@ -41,6 +41,7 @@ from shared.kafka import (
 from shared.observability import configure_logging, instrument
 from shared.outbox import OutboxRelay
 from shared.settings import DEV_TOKEN, ServiceSettings
+from shared.topics import TopicsUnderReplicated
 from shared.web import (
     BodyLimits,
     BodySizeLimit,
@@ -99,9 +100,7 @@ class Runtime:
         # The relay and the consumer (its dead-letter topic) take the holder's current
         # producer for each send: after a fatal error it is a new one.
         self.producers = ProducerHolder(
-            functools.partial(
-                make_producer, common.kafka_bootstrap_servers, f"leadflow-{self.name}"
-            ),
+            functools.partial(make_producer, common.kafka(), f"leadflow-{self.name}"),
             service=self.name,
         )
         self.relay = (
@@ -122,7 +121,7 @@ class Runtime:
                 # A new Kafka consumer for each run of the loop (see EventConsumer.run).
                 consumer_factory=functools.partial(
                     make_consumer,
-                    common.kafka_bootstrap_servers,
+                    common.kafka(),
                     group_id=settings.group_id,
                     topics=tuple(consume),
                     client_id=f"leadflow-{self.name}",
@@ -228,9 +227,17 @@ class Runtime:
         backoff = 0.5
         while True:
             try:
-                await ensure_topics(common.kafka_bootstrap_servers, common.topic_partitions)
+                await ensure_topics(
+                    common.kafka(), common.topic_partitions, durability=common.durability()
+                )
                 await self.producers.ready()
                 break
+            except TopicsUnderReplicated as exc:
+                # Production: no event goes to topics that could lose it; /readyz says
+                # Kafka is not ready until an operator raises their replication.
+                log.error("%s: %s; checking again in 30s", self.name, exc)
+                if await self.sleep_unless_stopping(30.0):
+                    return
             except (KafkaError, OSError) as exc:
                 log.warning("%s: Kafka not reachable yet (%s); retrying", self.name, exc)
                 if await self.sleep_unless_stopping(backoff):

@@ -7,15 +7,24 @@ what all three share is read once here under `LEADFLOW_`. Nothing else reads os.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cli.postgres_server import ServerConfig
 from shared.auth import ALL_SCOPES, Scope
+from shared.kafka_security import (
+    CLEARTEXT,
+    Durability,
+    KafkaConnection,
+    KafkaSettingsError,
+    SaslMechanism,
+    SecurityProtocol,
+)
 
 DEV_TOKEN = "dev"
 
@@ -43,6 +52,25 @@ class CommonSettings(BaseSettings):
     mode: Mode = Mode.dev
     data_dir: Path = Path("var")
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # How every Kafka client connects (shared.kafka_security); docs/kafka.md step by step.
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # Production refuses PLAINTEXT and SASL_PLAINTEXT unless Kafka is on a private network
+    # that only Leadflow reaches, and whoever deploys says so here.
+    kafka_plaintext_allowed: bool = False
+    # Replication of the topics the services create, and what existing topics must have:
+    # unset, 3 and 2 in production, 1 and 1 in dev (one broker).
+    kafka_replication_factor: int | None = Field(default=None, ge=1, le=32)
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+    # Dev mode binds loopback only, since the token `dev` holds every scope; a container
+    # (docker-compose.yml, which publishes the ports on the host's loopback) says so here.
+    dev_public_bind: bool = False
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     # JSON list of {"name", "token_sha256", "scopes"}; hashes, so the env never holds a token.
     auth_tokens: list[TokenSpec] = Field(default_factory=list)
@@ -82,10 +110,47 @@ class CommonSettings(BaseSettings):
             tokens.append(TokenSpec(name="dev", token_sha256=dev_hash, scopes=list(ALL_SCOPES)))
         return tokens
 
+    def kafka(self) -> KafkaConnection:
+        """How this process's Kafka clients connect; raises KafkaSettingsError when the
+        settings are incomplete (SASL without a password, a certificate without its key)."""
+        return KafkaConnection(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+        )
+
+    def durability(self) -> Durability:
+        """What the lead topics must have: enforced in production, warned about in dev."""
+        return Durability(
+            replication_factor=self.kafka_replication_factor or (1 if self.dev else 3),
+            min_insync_replicas=self.kafka_min_insync_replicas or (1 if self.dev else 2),
+            strict=not self.dev,
+        )
+
     def check_secure(self) -> None:
-        """Raise unless production mode has real secrets; dev mode passes."""
+        """Raise unless production mode has real secrets and encrypted Kafka; dev mode
+        checks only that the Kafka settings are complete."""
+        try:
+            kafka = self.kafka()
+            self.durability()
+        except KafkaSettingsError as exc:
+            raise InsecureSettings(str(exc)) from None
         if self.dev:
             return
+        if kafka.security_protocol in CLEARTEXT and not self.kafka_plaintext_allowed:
+            raise InsecureSettings(
+                f"production mode refuses LEADFLOW_KAFKA_SECURITY_PROTOCOL="
+                f"{kafka.security_protocol}: whoever reaches the brokers reads every lead and "
+                "can inject events. Use SASL_SSL (or SSL), see docs/kafka.md; only if Kafka is "
+                "on a private network that nothing else reaches, set "
+                "LEADFLOW_KAFKA_PLAINTEXT_ALLOWED=true"
+            )
         if not self.auth_tokens:
             raise InsecureSettings(
                 "production mode needs LEADFLOW_AUTH_TOKENS "
@@ -125,3 +190,20 @@ class ServiceSettings(BaseSettings):
     def check_secure(self) -> None:
         """Services with secrets of their own extend this."""
         self.common.check_secure()
+        if self.common.dev and not self.common.dev_public_bind and not _loopback(self.host):
+            raise InsecureSettings(
+                f"dev mode binds loopback only (the token `dev` holds every scope), not "
+                f"{self.host!r}: set LEADFLOW_MODE=production with real tokens, or "
+                "LEADFLOW_DEV_PUBLIC_BIND=true where only you reach it (a container whose "
+                "port is published on the host's loopback)"
+            )
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is a loopback address or `localhost` (names are not resolved)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

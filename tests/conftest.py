@@ -28,6 +28,14 @@ from cli.kafka import process as kafka_process
 
 POSTGRES_URL = os.environ.get("LEADFLOW_TEST_POSTGRES_URL")
 
+# The suite's Kafka is one PLAINTEXT broker on loopback: the private network that
+# LEADFLOW_KAFKA_PLAINTEXT_ALLOWED is for, with the replication one broker can give.
+# Production-mode tests and the processes the fault tests start inherit these; the tests
+# of the refusals, and tests/cluster (SASL_SSL, three brokers), set their own.
+os.environ.setdefault("LEADFLOW_KAFKA_PLAINTEXT_ALLOWED", "true")
+os.environ.setdefault("LEADFLOW_KAFKA_REPLICATION_FACTOR", "1")
+os.environ.setdefault("LEADFLOW_KAFKA_MIN_INSYNC_REPLICAS", "1")
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

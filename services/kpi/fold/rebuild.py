@@ -39,6 +39,7 @@ from services.kpi.store import generations
 from shared.db import error_summary, utcnow
 from shared.delivery import is_transient
 from shared.events import LEAD_TOPICS, Event, UndecodableEvent, decode_event
+from shared.kafka_security import Kafka, client_kwargs
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ class TopicsNotReady(KafkaError):
     """A lead topic has no partitions yet: targets observed now would say "caught up" at once."""
 
 
-async def _partitions(bootstrap_servers: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+async def _partitions(kafka: Kafka) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka), request_timeout_ms=10000)
     await admin.start()
     try:
         described = await admin.describe_topics(list(LEAD_TOPICS))
@@ -100,11 +101,11 @@ async def _partitions(bootstrap_servers: str) -> list[TopicPartition]:
     return found
 
 
-async def observe_targets(bootstrap_servers: str) -> Targets:
+async def observe_targets(kafka: Kafka) -> Targets:
     """The end offset of every partition of the lead topics, now."""
-    partitions = await _partitions(bootstrap_servers)
+    partitions = await _partitions(kafka)
     probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **client_kwargs(kafka),
         enable_auto_commit=False,
         isolation_level="read_committed",
         client_id="leadflow-kpi-rebuild-probe",
@@ -198,7 +199,7 @@ class Rebuilder:
         if found.targets is not None:
             return found.targets
         # Observed only now, after the building generation was committed (see step 2).
-        observed = await observe_targets(self.settings.common.kafka_bootstrap_servers)
+        observed = await observe_targets(self.settings.common.kafka())
         async with self.runtime.engine.begin() as conn:
             await generations.set_targets(conn, generation, observed)
             again = await generations.get_generation(conn, generation)
@@ -211,7 +212,7 @@ class Rebuilder:
         log.info("rebuilding KPI generation %d from the start of the topics", generation)
         common = self.settings.common
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=common.kafka_bootstrap_servers,
+            **common.kafka().client_kwargs(),
             group_id=f"{self.settings.group_id}-rebuild-{generation}",
             client_id=f"leadflow-kpi-rebuild-{generation}",
             enable_auto_commit=False,
