@@ -294,3 +294,35 @@ async def test_notifications_not_to_be_believed_are_refused(
         assert owed == 0
         r = await q.http.post("/v1/crm/connectors/nobody/notifications", data=body)
         assert r.status_code == 404
+
+
+async def test_a_re_route_updates_the_same_record(q: Harness, kommo: str) -> None:
+    async with running(q) as app_url:
+        await setup(q, kommo, app_url)
+        lead = received()
+        await q.receive(lead)
+        crm = await pushed(q, kommo, lead.subject)
+        await sim(
+            kommo,
+            "POST",
+            f"/_sim/leads/{crm['id']}/move",
+            json={"status_id": LOST, "loss_reason_id": 1},
+        )
+
+        async def rejected() -> bool:
+            return (await q.lead(lead.subject))["stage"] == "rejected"
+
+        await until(rejected)
+        r = await q.http.post(f"/v1/leads/{lead.subject}/nurture", json={"reason": "not now"})
+        assert r.status_code == 200, r.text
+
+        async def updated() -> bool:
+            rows = await q.rows(
+                deliveries, deliveries.c.lead_id == lead.subject, deliveries.c.kind == "crm"
+            )
+            return len(rows) == 2 and all(r.status == "delivered" for r in rows)
+
+        await until(updated)
+        assert (await sim(kommo, "GET", f"/_sim/leads/by-lead-id/{lead.subject}"))["count"] == 1
+        (again,) = [x for x in await sim(kommo, "GET", "/_sim/leads") if x["id"] == crm["id"]]
+        assert any("nurture" in n["params"]["text"] for n in again["notes"])

@@ -31,6 +31,8 @@ from services.qualifier.deliveries import repository as deliveries
 from services.qualifier.deliveries.deliverer import AttemptResult
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.leads import repository as leads_repository
+from services.qualifier.tables import crm_records
+from services.qualifier.tables import deliveries as deliveries_table
 from shared.db import AnyRow, utcnow
 from shared.events import Decision, Event, LeadRouted, LeadSlaBreached, LeadSnapshot, Route
 
@@ -55,12 +57,15 @@ async def owe(conn: AsyncConnection, events: Sequence[Event], *, now: datetime) 
     configured = [c for c in await connector_configs.load_all(conn) if c.enabled]
     if not configured:
         return 0
+    known = await _known(conn, {e.data.lead_id for e in relevant})
     rows = []
     for event in relevant:
         lead_id = event.data.lead_id
         for connector in configured:
-            if not await _must_see(conn, connector, event):
+            # A lead the CRM has (or is being sent): its re-route or new owner is news there.
+            if not (pushable(connector, event) or (connector.id, lead_id) in known):
                 continue
+            known.add((connector.id, lead_id))
             rows.append(
                 deliveries.delivery_row(
                     delivery_id=derived_event_id(event.id, f"crm/{connector.id}"),
@@ -79,15 +84,27 @@ async def owe(conn: AsyncConnection, events: Sequence[Event], *, now: datetime) 
     return len(rows)
 
 
-async def _must_see(conn: AsyncConnection, connector: AnyConnector, event: Event) -> bool:
-    if isinstance(event, LeadRouted):
-        decision = event.data.decision
-        if decision.route in connector.push_routes and (
-            connector.teams is None or decision.team in connector.teams
-        ):
-            return True
-    # A lead the CRM has: its re-route (to nurture, say) or new owner is news there too.
-    return await repository.record_of_lead(conn, connector.id, event.data.lead_id) is not None
+def pushable(connector: AnyConnector, event: Event) -> bool:
+    """A routing this connector creates records for: its routes, and its teams if any."""
+    if not isinstance(event, LeadRouted):
+        return False
+    decision = event.data.decision
+    return creates(connector, decision.route, decision.team)
+
+
+def creates(connector: AnyConnector, route: str, team: str | None) -> bool:
+    return route in connector.push_routes and (connector.teams is None or team in connector.teams)
+
+
+async def _known(conn: AsyncConnection, lead_ids: set[str]) -> set[tuple[str, str]]:
+    """(connector, lead) pairs with a CRM record, or a push owed that will make one."""
+    r, d = crm_records, deliveries_table
+    has_record = sa.select(r.c.connector_id, r.c.lead_id).where(r.c.lead_id.in_(lead_ids))
+    push_owed = sa.select(d.c.target_id, d.c.lead_id).where(
+        d.c.lead_id.in_(lead_ids), d.c.kind == "crm", d.c.operation == "push"
+    )
+    found = await conn.execute(sa.union(has_record, push_owed))
+    return {(c, lead) for c, lead in found}
 
 
 async def owe_erasures(
@@ -161,6 +178,10 @@ class CrmSender:
         if lead.erased_at is not None:
             return _parked("erased", "the person was erased; there is nothing to send")
         known = await repository.record_of_lead(conn, connector.id, row.lead_id)
+        if known is None and not creates(connector, lead.route, lead.team):
+            # Re-routed (to nurture, say) before its first push went out: nothing to create.
+            PUSHES.labels(connector.id, "not_needed").inc()
+            return AttemptResult("crm_not_needed", None, None, False)
         crm_id = await client.upsert(push_lead(lead, connector), known.crm_id if known else None)
         now = utcnow()
         # An erasure that committed while the CRM was being called found no record to
