@@ -75,7 +75,10 @@ class StageRule(_Strict):
 
 
 class RateLimit(_Strict):
-    """A per-account leaky bucket: `requests` at once, refilled over `per_seconds`."""
+    """A per-account leaky bucket (aiolimiter): up to `requests` at once, refilled at
+    `requests / per_seconds` a second. In any window of W seconds it lets through up to
+    `requests + W * requests / per_seconds` calls: to stay within "N per W", space calls
+    (`requests: 1, per_seconds: W / N`, a little more for margin)."""
 
     requests: int = Field(ge=1, le=10_000)
     per_seconds: float = Field(gt=0, le=3600)

@@ -15,8 +15,10 @@ from services.qualifier.crm.hubspot.notifications import parse_notification
 
 # Private apps, Free/Starter: 100 requests per 10 s (developers.hubspot.com/docs/
 # developer-tooling/platform/usage-guidelines; Professional/Enterprise 190: set
-# `rate_limit` on the connector).
-DEFAULT_RATE_LIMIT = (100, 10.0)
+# `rate_limit` on the connector). The budget is a leaky bucket (aiolimiter): a bucket of 100
+# refilled over 10 s would let 100 through at once and 100 more within the same 10 s, so
+# calls are spaced instead: one every 0.105 s, at most 96 in any 10 s.
+DEFAULT_RATE_LIMIT = (1, 0.105)
 
 
 def make_client(
