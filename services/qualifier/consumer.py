@@ -33,9 +33,8 @@ def make_handler(
     after_commit: Callable[[], None] | None = None,
     kill_after_commit: int | None = None,
 ) -> BatchHandler:
-    """`after_commit` runs once a batch's transaction has committed a decision for a
-    partner or an erasure that owes partners a webhook (to wake the deliverer; most
-    batches owe it nothing).
+    """`after_commit` runs once a batch's transaction has committed a decision or an
+    erasure that owes deliveries (to wake the deliverer).
 
     `kill_after_commit=N` is the exactly-once test's fault (dev mode only, refused in
     production by the settings): the process SIGKILLs itself right after the N-th batch's
@@ -82,8 +81,9 @@ def make_handler(
                 )
                 os.kill(os.getpid(), signal.SIGKILL)
         runtime.wake_relay()
-        partnered = any(d is not None and d.partner for d in decided)
-        if after_commit is not None and (owes_webhooks or partnered):
+        # A decision may owe a partner's webhook, a subscription's or a CRM push; waking
+        # the deliverer for nothing costs it one query.
+        if after_commit is not None and (owes_webhooks or any(d is not None for d in decided)):
             after_commit()
 
     return handle

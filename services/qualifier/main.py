@@ -17,7 +17,7 @@ from services.qualifier.crm.sync import CrmSync
 from services.qualifier.definitions import api as definitions_api
 from services.qualifier.definitions import service as definitions
 from services.qualifier.deliveries import api as deliveries_api
-from services.qualifier.deliveries.deliverer import Deliverer
+from services.qualifier.deliveries.deliverer import Deliverer, Sender
 from services.qualifier.leads import api as leads_api
 from services.qualifier.lifecycle import api as lifecycle_api
 from services.qualifier.partners import api as partners_api
@@ -25,6 +25,8 @@ from services.qualifier.partners.sender import PartnerSender
 from services.qualifier.review import api as review_api
 from services.qualifier.sla import api as sla_api
 from services.qualifier.sla.watch import watch as sla_watch
+from services.qualifier.subscriptions import api as subscriptions_api
+from services.qualifier.subscriptions.sender import SubscriptionSender
 from services.qualifier.suggest import api as suggest_api
 from services.qualifier.tables import idempotency_keys, outbox
 from shared.db import utcnow
@@ -39,7 +41,13 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: QualifierSettings | None = None) -> FastAPI:
     settings = settings or QualifierSettings()
-    deliverer = Deliverer(settings, {"partner": PartnerSender(settings)})
+    senders: dict[str, Sender] = {
+        "partner": PartnerSender(settings),
+        # The engine is the runtime's, there once the app runs (the sender reads the
+        # subscription's secrets at each attempt).
+        "webhook": SubscriptionSender(settings, lambda: app.state.runtime.engine),
+    }
+    deliverer = Deliverer(settings, senders)
     crm_clients = CrmClients()
     crm_sync = CrmSync(settings, crm_clients)
     # check_secure() refuses the fault outside dev mode; this makes sure it stays inert there.
@@ -118,6 +126,7 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             suggest_api.router,
             partners_api.router,
             deliveries_api.router,
+            subscriptions_api.router,
             crm_api.router,
             review_api.router,
         ],

@@ -417,7 +417,10 @@ class TestWhatIsLoggedOfAnAnswer:
             root.setLevel(level)
         logged = "\n".join(logging.Formatter().format(r) for r in records)
         assert said.decode() not in logged
-        parked = f"delivery {delivery_id} (partner) to webstudio parked after 1 attempt(s): http_4xx (HTTP 400)"
+        parked = (
+            f"delivery {delivery_id} (partner) to webstudio parked after 1 attempt(s): "
+            "http_4xx (HTTP 400)"
+        )
         assert parked in [r.getMessage() for r in records]
 
 

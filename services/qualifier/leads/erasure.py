@@ -13,6 +13,7 @@ from services.qualifier.deliveries import repository as deliveries_repository
 from services.qualifier.event_ids import derived_event_id
 from services.qualifier.leads import repository
 from services.qualifier.leads.snapshot import erase_person
+from services.qualifier.subscriptions import service as subscriptions
 from shared.events import (
     SOURCE_QUALIFIER,
     Event,
@@ -40,6 +41,7 @@ async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime)
     if row is None:
         return False  # the tombstone erases it on arrival
     owed: list[dict[str, Any]] = []
+    notified = 0
     if row.erased_at is None:
         await repository.update_lead(
             conn,
@@ -50,6 +52,8 @@ async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime)
             updated_at=now,
         )
         owed = await _erasure_webhooks(conn, cause, now=now)
+        # Subscriptions wanting `lead.erased` get the erasure itself (it holds no person).
+        notified = await subscriptions.owe(conn, [cause], now=now)
     await repository.erase_history_text(conn, lead_id)
     # Every kind: partner and webhook bodies with the person, CRM pushes (their erase rows,
     # which hold nothing of the person, stay).
@@ -62,7 +66,7 @@ async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime)
         scrubbed = _without_person(decode_event(pending.payload))
         if scrubbed is not None:
             await repository.replace_pending_payload(conn, pending.id, encode_event(scrubbed))
-    return bool(owed)
+    return bool(owed) or notified > 0
 
 
 async def _erasure_webhooks(

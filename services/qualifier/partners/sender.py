@@ -1,5 +1,6 @@
-"""The partner sender: a delivery of kind `partner` is its webhook, signed with the
-partner's secret and POSTed through the pinned transport."""
+"""Webhook senders: an HTTP POST through the pinned transport, as the deliverer takes it.
+`PartnerSender` sends a delivery of kind `partner`: its webhook, signed with the partner's
+secret (Standard Webhooks headers, and the legacy `X-Leadflow-*` ones for one release)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import httpx
 
 from services.qualifier.config import QualifierSettings
 from services.qualifier.deliveries.deliverer import AttemptResult
-from services.qualifier.partners.transport import send, webhook_client
+from services.qualifier.partners.transport import Sent, send, webhook_client
 from services.qualifier.partners.webhooks import (
     OUTCOME_MESSAGES,
     PERMANENT_OUTCOMES,
@@ -21,30 +22,35 @@ from services.qualifier.partners.webhooks import (
 from shared.db import AnyRow
 
 
-def attempt_result(outcome: Outcome, status_code: int | None) -> AttemptResult:
+def attempt_result(sent: Sent) -> AttemptResult:
     """An HTTP attempt's outcome as the deliverer takes it: a 2xx delivers; a status says
     whether to retry; without one, the outcome does (in our words)."""
-    if status_code is not None:
-        if outcome == "http_2xx":
-            return AttemptResult(outcome, status_code, None, permanent=False)
+    code = sent.status_code
+    if code is not None:
+        if sent.outcome == "http_2xx":
+            return AttemptResult(sent.outcome, code, None, permanent=False)
         return AttemptResult(
-            outcome, status_code, f"HTTP {status_code}", permanent=not retriable(status_code)
+            sent.outcome, code, f"HTTP {code}", not retriable(code), sent.retry_after
         )
     return AttemptResult(
-        outcome, None, OUTCOME_MESSAGES[outcome], permanent=outcome in PERMANENT_OUTCOMES
+        sent.outcome, None, OUTCOME_MESSAGES[sent.outcome], sent.outcome in PERMANENT_OUTCOMES
     )
 
 
-class PartnerSender:
-    """Entered for as long as the deliverer runs (it holds the HTTP client), unless given a
-    client (tests: one trusting their own certificates)."""
+def refused(outcome: Outcome) -> AttemptResult:
+    return attempt_result(Sent(outcome))
+
+
+class WebhookSender:
+    """What every webhook sender shares: the HTTP client, held for as long as the deliverer
+    runs (it enters its senders), unless given one (tests: one trusting their certificates)."""
 
     def __init__(self, settings: QualifierSettings, client: httpx.AsyncClient | None = None):
         self._settings = settings
         self._client = client
         self._owned: httpx.AsyncClient | None = None
 
-    async def __aenter__(self) -> PartnerSender:
+    async def __aenter__(self) -> WebhookSender:
         if self._client is None:
             self._owned = self._client = webhook_client(self._settings)
         return self
@@ -59,16 +65,29 @@ class PartnerSender:
             await self._owned.aclose()
             self._owned = self._client = None
 
-    async def __call__(self, row: AnyRow) -> AttemptResult:
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
+        if self._client is None:
+            raise RuntimeError("a webhook sender is used outside its context")
         s = self._settings
-        secret = s.partner_secret(row.target_id)
+        sent = await send(
+            self._client,
+            url,
+            body,
+            headers,
+            production=not s.common.dev,
+            total_seconds=s.partner_timeout_seconds,
+        )
+        return attempt_result(sent)
+
+
+class PartnerSender(WebhookSender):
+    async def __call__(self, row: AnyRow) -> AttemptResult:
+        secret = self._settings.partner_secret(row.target_id)
         if secret is None:
             # Never send a lead unsigned: the partner could not tell it from a forgery.
-            return attempt_result("no_secret", None)
+            return refused("no_secret")
         if row.payload is None:
-            return attempt_result("erased", None)
-        if self._client is None:
-            raise RuntimeError("the partner sender is used outside its context")
+            return refused("erased")
         body: bytes = row.payload
         headers = signed_headers(
             secret=secret,
@@ -77,12 +96,4 @@ class PartnerSender:
             delivery_id=row.id,
             event_id=row.event_id,
         )
-        outcome, status_code = await send(
-            self._client,
-            row.url,
-            body,
-            headers,
-            production=not s.common.dev,
-            total_seconds=s.partner_timeout_seconds,
-        )
-        return attempt_result(outcome, status_code)
+        return await self.post(row.url, body, headers)

@@ -11,10 +11,13 @@ said leaves this module.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import ipaddress
 import socket
 import ssl
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import certifi
@@ -136,6 +139,30 @@ def _tls_failure(exc: BaseException) -> bool:
     return False
 
 
+class Sent(NamedTuple):
+    outcome: Outcome
+    status_code: int | None = None
+    # Seconds the receiver asked us to wait (Retry-After of a 429 or 503), if it did.
+    retry_after: float | None = None
+
+
+def retry_after(response: httpx.Response, *, now: datetime | None = None) -> float | None:
+    """A 429's or 503's Retry-After in seconds (delta-seconds or an HTTP date), else None."""
+    value = response.headers.get("Retry-After")
+    if response.status_code not in (429, 503) or value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
 async def send(
     client: httpx.AsyncClient,
     url: str,
@@ -144,10 +171,10 @@ async def send(
     *,
     production: bool,
     total_seconds: float,
-) -> tuple[Outcome, int | None]:
+) -> Sent:
     """POST one attempt; its outcome and the status code, if an answer came."""
     if production and urlsplit(url).scheme != "https":
-        return "refused_scheme", None
+        return Sent("refused_scheme")
     try:
         # The whole attempt, not each read: a receiver sending a byte a second would
         # otherwise hold the deliverer for as long as it likes.
@@ -158,14 +185,15 @@ async def send(
                     read += len(chunk)
                     if read >= ANSWER_READ_LIMIT:
                         break  # leaving the block closes the connection, the rest unread
-                return http_outcome(response.status_code), response.status_code
+                code = response.status_code
+                return Sent(http_outcome(code), code, retry_after(response))
     except RefusedAddress:
-        return "refused_address", None
+        return Sent("refused_address")
     except (TimeoutError, httpx.TimeoutException):
-        return "timeout", None
+        return Sent("timeout")
     except httpx.HTTPError as exc:
         if _tls_failure(exc):
-            return "tls_error", None
+            return Sent("tls_error")
         if isinstance(exc, httpx.ConnectError):
-            return "connect_error", None
-        return "protocol_error", None
+            return Sent("connect_error")
+        return Sent("protocol_error")

@@ -2,7 +2,9 @@
 webhook may go and what an attempt came to. Pure.
 
 A delivery is `POST <webhook_url>` with the `lead.routed` CloudEvent (or, after an erasure,
-`lead.erased`) as its JSON body and:
+`lead.erased`) as its JSON body, the Standard Webhooks headers (`standard`: `webhook-id`,
+`webhook-timestamp`, `webhook-signature`) and, deprecated and kept for one release (until
+Leadflow 2.0; docs/webhooks.md):
 
 - `X-Leadflow-Delivery-Id`: the delivery's id, the same on every attempt (de-duplicate on it);
 - `X-Leadflow-Event-Id`: the CloudEvent id;
@@ -27,6 +29,8 @@ import random
 from collections.abc import Callable
 from typing import Literal
 from urllib.parse import urlsplit
+
+from services.qualifier.partners.standard import signing_key, standard_headers
 
 HEADER_DELIVERY = "X-Leadflow-Delivery-Id"
 HEADER_EVENT = "X-Leadflow-Event-Id"
@@ -88,7 +92,9 @@ def signed_headers(
         HEADER_EVENT: event_id,
         HEADER_TIMESTAMP: str(timestamp),
         HEADER_SIGNATURE: signature(secret, timestamp, body),
-    }
+    } | standard_headers(
+        msg_id=delivery_id, timestamp=timestamp, body=body, keys=[signing_key(secret)]
+    )
 
 
 def verify(

@@ -116,7 +116,7 @@ async def watch(runtime: Runtime, interval: float) -> None:
     while not runtime.stopping.is_set():
         try:
             while await breach_overdue(runtime.engine, now=utcnow()):
-                runtime.wake_relay()
+                runtime.committed()  # the relay, and the deliverer: breaches owe webhooks
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             log.warning("SLA watch: %s; trying again in %.0fs", error_summary(exc), interval)
         if await runtime.sleep_unless_stopping(interval):
