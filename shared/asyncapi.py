@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from shared.crypto import ALG, SEALED_FIELDS
 from shared.events import (
     CONTENT_TYPE,
     EVENT_TYPES,
@@ -13,6 +14,47 @@ from shared.events import (
     TOPIC_DEADLETTER,
     TOPIC_OF_TYPE,
 )
+
+SEALED_VALUE_SCHEMA: dict[str, Any] = {
+    "title": "SealedValue",
+    "type": "object",
+    "description": "A personal field sealed under its lead's own key (crypto-shredding, "
+    "docs/crypto-shredding.md): AES-256-GCM of the field's JSON value; associated data "
+    "`leadflow/1|{event id}|{lead id}|{field name}`; iv and ct (ciphertext then 16-byte tag) "
+    "in base64url without padding. The key: intake's POST /v1/keys:batch with a token "
+    "holding keys:read. Once the lead is erased its key is destroyed and no one can open it; "
+    "a field left out of an event was sealed for a lead already erased when it was sent.",
+    "properties": {
+        "alg": {"type": "string", "const": ALG},
+        "kid": {"type": "string", "description": "the lead key's id"},
+        "iv": {"type": "string", "description": "96-bit nonce, base64url"},
+        "ct": {"type": "string", "description": "ciphertext and tag, base64url"},
+    },
+    "required": ["alg", "kid", "iv", "ct"],
+}
+
+
+def _mark_sealed(schemas: dict[str, Any]) -> None:
+    """On the wire each personal field is a SealedValue (shared.crypto.SEALED_FIELDS)."""
+    schemas["SealedValue"] = SEALED_VALUE_SCHEMA
+    for event_type, fields in SEALED_FIELDS.items():
+        data_model = EVENT_TYPES[event_type].model_fields["data"].annotation
+        properties = schemas[getattr(data_model, "__name__", "")]["properties"]
+        for field in fields:
+            prop = properties[field]
+            if prop.get("x-leadflow-sealed"):
+                continue
+            properties[field] = {
+                "title": prop.get("title", field),
+                "description": "Sealed on the topics (personal data); opened, it is: "
+                + str(prop.get("description") or prop.get("title") or field),
+                "x-leadflow-sealed": True,
+                "oneOf": [
+                    {"$ref": "#/components/schemas/SealedValue"},
+                    {k: v for k, v in prop.items() if k not in ("title", "default")},
+                ],
+            }
+
 
 _PRODUCERS = {
     "leads.received": "intake",
@@ -27,6 +69,7 @@ def asyncapi_document() -> dict[str, Any]:
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
     )
     schemas = schema.get("$defs", {})
+    _mark_sealed(schemas)
     messages: dict[str, Any] = {}
     for event_type, model in EVENT_TYPES.items():
         name = event_type.replace(".", "_")
@@ -65,7 +108,8 @@ def asyncapi_document() -> dict[str, Any]:
         "address": TOPIC_DEADLETTER,
         "description": "Messages a consumer could not apply, with headers dlq_reason, "
         "dlq_service, dlq_topic, dlq_partition, dlq_offset. An event the handler refused is "
-        "re-encoded, a structured CloudEvent with its content-type, ce_type and ce_id headers; "
+        "kept as it was read (its personal fields sealed), a structured CloudEvent with its "
+        "content-type, ce_type and ce_id headers; "
         "a message that is no event is kept verbatim, with its content-type header if it had "
         "one and no other header of its own.",
     }

@@ -24,6 +24,9 @@ class Scope(StrEnum):
     kpi_read = "kpi:read"
     # Plans and spend: entered by finance and marketing, who need no admin rights.
     kpi_write = "kpi:write"
+    # Leads' data keys (intake's `POST /v1/keys:batch`): the qualifier and subscribers that
+    # read personal fields off the topics (docs/crypto-shredding.md).
+    keys_read = "keys:read"
     # CRM connectors: their configuration (not their secrets, which live in the environment).
     crm_admin = "crm:admin"
 

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from shared.consumer_liveness import ConsumerLiveness, export_liveness
+from shared.crypto import open_event
 from shared.db import error_kind
 from shared.deadletter import DeadLetters, undecodable_reason
 from shared.delivery import (
@@ -36,8 +37,9 @@ from shared.delivery import (
     TransientFailure,
     is_transient,
 )
-from shared.events import UndecodableEvent, decode_event
+from shared.events import UndecodableEvent
 from shared.kafka import ProducerHolder, as_holder
+from shared.keys import KeySource, keys_for_records
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +82,16 @@ class EventConsumer:
         in_flight: int = 1,
         batch_timeout: float = 30.0,
         healthy: Callable[[], Awaitable[bool]] | None = None,
+        keys: KeySource | None = None,
+        keyed_types: Sequence[str] = (),
     ) -> None:
         """`consumer_factory` makes the Kafka consumer of each run. `batch_timeout` bounds
         the handler's time for a batch, and then for each of its events alone. `healthy`
         (the database answers) is asked before an event that outlasted it is parked: when
-        it says no, the outage is to blame and the batch is retried instead."""
+        it says no, the outage is to blame and the batch is retried instead. Sealed fields
+        of `keyed_types` events are opened with `keys`; any other's are left out."""
         self._service = service
+        self._keys, self._keyed_types = keys, keyed_types
         self._top_up_wait_ms = top_up_wait_ms
         self._in_flight = max(1, in_flight)
         self._new_consumer = consumer_factory
@@ -341,14 +347,18 @@ class EventConsumer:
 
     async def _apply(self, batches: Records) -> None:
         delivered: list[Delivered] = []
+        every = [r for records in batches.values() for r in records]
+        keys = await keys_for_records(self._keys, every, self._keyed_types)
         for records in batches.values():
             for record in records:
                 try:
-                    event = decode_event(record.value or b"")
+                    event = open_event(record.value or b"", keys)
                 except UndecodableEvent as exc:
                     await self._deadletters.park_record(record, undecodable_reason(exc))
                     continue
-                delivered.append(Delivered(event, record.topic, record.partition, record.offset))
+                delivered.append(
+                    Delivered(event, record.topic, record.partition, record.offset, record.value)
+                )
         if not delivered:
             return
         try:

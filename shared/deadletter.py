@@ -12,6 +12,7 @@ from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from shared.crypto import seal_payload
 from shared.db import error_kind
 from shared.delivery import Delivered
 from shared.events import TOPIC_DEADLETTER, UndecodableEvent, encode_event, kafka_headers
@@ -59,9 +60,10 @@ class DeadLetters:
         )
 
     async def park_delivered(self, item: Delivered, reason: str) -> None:
-        # Re-encoded: a structured CloudEvent, with the headers a published one has.
+        # As it was read, sealed fields and all, with the headers a published one has; one
+        # handed over without its bytes is re-encoded with its personal fields left out.
         await self._send(
-            encode_event(item.event),
+            item.raw if item.raw is not None else seal_payload(encode_event(item.event), None),
             item.event.subject.encode(),
             kafka_headers(item.event),
             item.topic,

@@ -18,12 +18,14 @@ from shared.events import Event
 
 @dataclass(frozen=True)
 class Delivered:
-    """A decoded event with where it came from."""
+    """A decoded event with where it came from, and its record's value as read (its
+    personal fields sealed), which is what a dead-letter parking keeps."""
 
     event: Event
     topic: str
     partition: int
     offset: int
+    raw: bytes | None = None
 
 
 BatchHandler = Callable[[Sequence[Delivered]], Awaitable[None]]

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.db import BigIntPK, UtcDateTime, error_summary, utcnow
 from shared.events import _Envelope, encode_event, record_headers
 from shared.kafka import Outgoing, ProducerFailed, ProducerHolder, as_holder, send_all
+from shared.keys import KeySource, KeysUnavailable, seal_rows
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,15 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         before_send: Callable[[], Awaitable[None]] | None = None,
+        keys: KeySource | None = None,
     ) -> None:
         """`producer`: a holder replaces a producer that failed (a bare producer is never
         replaced). `before_send`: a test's hook, awaited between reading a batch and
-        sending it."""
+        sending it. `keys`: where leads' keys come from; the outbox keeps events in clear
+        (the service's own database), their personal fields are sealed as they are sent,
+        and left out for a lead without a key (see shared.crypto)."""
         self._service = service
+        self._keys = keys
         self._before_send = before_send
         self._engine = engine
         self._producers = as_holder(producer, service)
@@ -154,7 +159,7 @@ class OutboxRelay:
                         while await self.publish_batch() == self._batch_size:
                             pass
                     backoff = 0.2
-                except (KafkaError, OSError, sa.exc.SQLAlchemyError) as exc:
+                except (KafkaError, OSError, sa.exc.SQLAlchemyError, KeysUnavailable) as exc:
                     OUTBOX_ERRORS.labels(self._service).inc()
                     log.warning("outbox relay: %s; retrying in %.1fs", error_summary(exc), backoff)
                     await self._drop_leadership()
@@ -204,6 +209,7 @@ class OutboxRelay:
     async def _send(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> None:
         if self._before_send is not None:
             await self._before_send()
+        payloads = await seal_rows(self._keys, rows)
         try:
             await send_all(
                 producer,
@@ -211,10 +217,10 @@ class OutboxRelay:
                     Outgoing(
                         r.topic,
                         r.key.encode(),
-                        r.payload,
+                        payload,
                         record_headers(r.event_type, r.event_id),
                     )
-                    for r in rows
+                    for r, payload in zip(rows, payloads, strict=True)
                 ],
             )
         except ProducerFailed as exc:

@@ -38,6 +38,7 @@ from shared.kafka import (
     make_consumer,
     make_producer,
 )
+from shared.keys import KeySource
 from shared.observability import configure_logging, instrument
 from shared.outbox import OutboxRelay
 from shared.settings import DEV_TOKEN, ServiceSettings
@@ -92,10 +93,16 @@ class Runtime:
         consumer_fetch: FetchPolicy = FetchPolicy(),
         background: Sequence[tuple[str, Callable[[Runtime], Awaitable[None]]]] = (),
         write_strategy: Callable[[Runtime], WriteStrategy] | None = None,
+        keys: Callable[[Runtime], KeySource] | None = None,
+        keyed_types: Sequence[str] = (),
     ) -> None:
+        """`keys`: where leads' keys come from, to seal what the relay publishes and to open
+        what the consumer reads of `keyed_types` (shared.keys); without it personal fields
+        are left out of both."""
         self.settings = settings
         self.name = settings.service_name
         self.engine: AsyncEngine = create_engine(settings.db_url)
+        self.keys = keys(self) if keys is not None else None
         common = settings.common
         # The relay and the consumer (its dead-letter topic) take the holder's current
         # producer for each send: after a fatal error it is a new one.
@@ -111,6 +118,7 @@ class Runtime:
                 producer=self.producers,
                 batch_size=relay_batch_size,
                 poll_interval=relay_poll_seconds,
+                keys=self.keys,
             )
             if outbox is not None
             else None
@@ -134,6 +142,8 @@ class Runtime:
                 top_up_wait_ms=consumer_fetch.top_up_wait_ms,
                 batch_timeout=common.consumer_batch_timeout_seconds,
                 healthy=self.database_ready,
+                keys=self.keys,
+                keyed_types=keyed_types,
             )
             if consume and handler is not None
             else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,14 +17,15 @@ from alembic.migration import MigrationContext
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.crypto import LeadKey, open_event
 from shared.events import (
     TOPIC_RECEIVED,
     Event,
     LeadReceived,
     LeadSnapshot,
-    decode_event,
     encode_event,
 )
+from shared.kafka_security import Kafka, client_kwargs
 
 DEV_AUTH = {"Authorization": "Bearer dev"}
 
@@ -124,11 +125,12 @@ async def read_topic(
     return found
 
 
-async def read_to_end(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of a topic, from the beginning to its end as it is when read."""
+async def read_to_end(bootstrap: Kafka, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic, from the beginning to its end as it is when read
+    (`bootstrap`: the servers, or a KafkaConnection for a secured cluster)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -164,8 +166,25 @@ async def schema_differences(
     return await conn.run_sync(compare)
 
 
-def event_of(record: ConsumerRecord[bytes, bytes]) -> Event:
-    return decode_event(record.value or b"")
+def event_of(
+    record: ConsumerRecord[bytes, bytes], keys: Mapping[str, LeadKey] | None = None
+) -> Event:
+    """A record's event, its sealed fields opened with `keys` (left out without them)."""
+    return open_event(record.value or b"", keys or {})
+
+
+class StaticKeys:
+    """A `shared.keys.KeySource` holding a test's own keys (for a relay alone on a topic;
+    whole services use intake's key store)."""
+
+    def __init__(self, keys: Mapping[str, LeadKey]) -> None:
+        self.keys = dict(keys)
+
+    async def fetch(self, lead_ids: Collection[str]) -> dict[str, LeadKey]:
+        return {i: self.keys[i] for i in lead_ids if i in self.keys}
+
+    def forget(self, lead_id: str) -> None:
+        self.keys.pop(lead_id, None)
 
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.intake.keys.ring import DEV_MASTER_KEY, DEV_MASTER_KEY_ID, KeyRing, decode_master
 from shared.settings import InsecureSettings, ServiceSettings
 
 # What dev mode verifies Zoom signatures with when no secret is configured; documented in
@@ -46,6 +47,17 @@ class IntakeSettings(ServiceSettings):
     group_commit_writers: int = Field(default=2, ge=1, le=8)
     relay_batch_size: int = 500
     relay_poll_seconds: float = 1.0
+    # Master keys wrapping each lead's data key (crypto-shredding): JSON map id -> 32 bytes
+    # in base64url; new keys are wrapped by `master_key_id` (rotation: add one, point this
+    # at it). Unset: dev mode uses the documented dev key, production refuses to start.
+    master_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    master_key_id: str | None = None
+
+    def key_ring(self) -> KeyRing:
+        if not self.master_keys:
+            return KeyRing({DEV_MASTER_KEY_ID: decode_master(DEV_MASTER_KEY)}, DEV_MASTER_KEY_ID)
+        masters = {k: decode_master(v.get_secret_value()) for k, v in self.master_keys.items()}
+        return KeyRing(masters, self.master_key_id or sorted(masters)[-1])
 
     def zoom_secret(self) -> str | None:
         """The secret Zoom signatures are checked with, or None when Zoom is not configured."""
@@ -57,6 +69,11 @@ class IntakeSettings(ServiceSettings):
         super().check_secure()
         if self.common.dev:
             return
+        if not self.master_keys:
+            raise InsecureSettings(
+                "production mode needs LEADFLOW_INTAKE_MASTER_KEYS (the dev master key is public)"
+            )
+        self.key_ring()  # a malformed key or an unknown current id refuses to start
         if self.zoom_secret() == DEV_ZOOM_SECRET_TOKEN:
             raise InsecureSettings(
                 "production mode refuses the dev Zoom secret in LEADFLOW_INTAKE_ZOOM_SECRET_TOKEN"

@@ -16,6 +16,9 @@ from services.intake.deps import FormLimits
 from services.intake.erasure import api as erasure_api
 from services.intake.hot_path.front import ServiceApp, install_front
 from services.intake.hot_path.group_commit import group_commit
+from services.intake.keys import api as keys_api
+from services.intake.keys import ring as keys_ring
+from services.intake.keys.source import StoreKeySource
 from services.intake.leads import api as leads_api
 from services.intake.leads.schemas import WebinarPersonIn
 from services.intake.sources import attendee_import, forms_api, json_api, webinars_api, zoom_api
@@ -31,6 +34,8 @@ PURGE_EVERY_SECONDS = 600.0
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
+    # New leads' keys are wrapped by the process's ring (leads.repository.insert_leads).
+    keys_ring.use(settings.key_ring())
 
     purge_idempotency_keys = purge_job(
         idempotency_keys,
@@ -48,6 +53,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             else None,
             relay_poll_seconds=settings.relay_poll_seconds,
             background=[("idempotency-purge", purge_idempotency_keys)],
+            keys=lambda rt: StoreKeySource(rt.engine),
         )
 
     async def on_startup(runtime: Runtime) -> None:
@@ -80,6 +86,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             json_api.router,
             leads_api.router,
             erasure_api.router,
+            keys_api.router,
             webinars_api.router,
             attendee_import.router,
             forms_api.router,

@@ -39,6 +39,19 @@ for _identity in (leads.c.email, leads.c.phone):
         postgresql_where=_identity.isnot(None),
     )
 
+# Each lead's data key (shared.crypto), wrapped by a master key (keys.ring); erasure
+# overwrites `wrapped` with NULL: the lead's sealed fields on every topic become noise.
+lead_keys = sa.Table(
+    "lead_keys",
+    metadata,
+    sa.Column("lead_id", sa.String(36), primary_key=True),
+    sa.Column("kid", sa.String(32), nullable=False),
+    sa.Column("master_kid", sa.String(64), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("destroyed_at", UtcDateTime, nullable=True),
+)
+
 idempotency_keys = idempotency_table(metadata)
 
 forms = sa.Table(

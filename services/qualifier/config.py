@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import InsecureSettings, ServiceSettings
+from shared.settings import DEV_TOKEN, InsecureSettings, ServiceSettings
 
 DEFAULT_DEFINITION = Path(__file__).with_name("default_definition.yaml")
 # Dev mode signs webhooks of partners without a configured secret with this one (and says
@@ -73,6 +73,18 @@ class QualifierSettings(ServiceSettings):
     # A notification's body above this answers 413 (a HubSpot batch is at most 100 events).
     crm_notification_max_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # Intake's key store (crypto-shredding): leads' keys to open `lead.received` and to seal
+    # what the qualifier publishes, with a token holding `keys:read` (dev mode: `dev`).
+    keys_url: str = "http://127.0.0.1:8001"
+    keys_token: SecretStr | None = None
+    # How long a fetched key is kept in memory (an erasure drops it at once).
+    keys_cache_seconds: float = Field(default=60.0, ge=0)
+
+    def key_token(self) -> str:
+        if self.keys_token is not None:
+            return self.keys_token.get_secret_value()
+        return DEV_TOKEN if self.common.dev else ""
+
     # Fault injection for the exactly-once test, dev mode only: SIGKILL the process right
     # after the N-th consumer batch is committed to the database, before its Kafka offsets.
     fault_kill_after_commit: int | None = Field(default=None, ge=1)
@@ -88,6 +100,10 @@ class QualifierSettings(ServiceSettings):
         super().check_secure()
         if self.common.dev:
             return
+        if not self.key_token() or self.key_token() == DEV_TOKEN:
+            raise InsecureSettings(
+                "production mode needs LEADFLOW_QUALIFIER_KEYS_TOKEN (a token with keys:read)"
+            )
         if self.fault_kill_after_commit is not None:
             raise InsecureSettings(
                 "LEADFLOW_QUALIFIER_FAULT_KILL_AFTER_COMMIT is a test fault; production refuses it"

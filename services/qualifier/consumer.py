@@ -70,6 +70,8 @@ def make_handler(
                         decided.append(await record_webinar_attendance(conn, event, now=now))
                     elif isinstance(event, LeadErased):
                         owes_webhooks |= await erase_lead(conn, event, now=now)
+                        if runtime.keys is not None:  # intake destroyed it: no copy stays
+                            runtime.keys.forget(event.data.lead_id)
                 if received:
                     decided += await qualify_leads(conn, received, now=now)
             committed += 1

@@ -33,14 +33,27 @@ from shared.db import utcnow
 from shared.delivery import BatchHandler
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED
 from shared.idempotency import purge_job
+from shared.keys import HttpKeySource, KeySource
 from shared.runtime import Runtime, create_service_app
 from shared.settings import InsecureSettings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: QualifierSettings | None = None) -> FastAPI:
+def create_app(
+    settings: QualifierSettings | None = None, *, keys: KeySource | None = None
+) -> FastAPI:
+    """`keys`: where leads' keys come from (a test's); by default intake's key endpoint."""
     settings = settings or QualifierSettings()
+    key_source = keys or HttpKeySource(
+        settings.keys_url, settings.key_token(), ttl=settings.keys_cache_seconds
+    )
+    senders: dict[str, Sender] = {
+        "partner": PartnerSender(settings),
+        # The engine is the runtime's, there once the app runs (the sender reads the
+        # subscription's secrets at each attempt).
+        "webhook": SubscriptionSender(settings, lambda: app.state.runtime.engine),
+    }
     senders: dict[str, Sender] = {
         "partner": PartnerSender(settings),
         # The engine is the runtime's, there once the app runs (the sender reads the
@@ -64,6 +77,9 @@ def create_app(settings: QualifierSettings | None = None) -> FastAPI:
             handler=handler,
             relay_batch_size=settings.relay_batch_size,
             relay_poll_seconds=settings.relay_poll_seconds,
+            # It reads the person of received leads (to decide) and seals what it publishes.
+            keys=lambda _: key_source,
+            keyed_types=("lead.received", "lead.webinar_attended"),
             background=[
                 ("SLA watch", functools.partial(sla_watch, interval=settings.sla_check_seconds)),
                 ("deliveries", deliverer.run),

@@ -66,6 +66,8 @@ def stack() -> Iterator[Stack]:
         "LEADFLOW_KAFKA_CONTROLLER_PORT": str(controller_port),
         "LEADFLOW_TOPIC_PARTITIONS": "3",
         **{f"LEADFLOW_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        # The qualifier fetches leads' keys from this stack's intake (crypto-shredding).
+        "LEADFLOW_QUALIFIER_KEYS_URL": f"http://127.0.0.1:{ports['intake']}",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "up"],

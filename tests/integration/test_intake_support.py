@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.intake.config import IntakeSettings
+from services.intake.keys.repository import live_keys
+from services.intake.keys.ring import ring
 from services.intake.main import create_app
 from services.intake.sources.zoom import signature
 from services.intake.tables import leads, outbox
 from shared.auth import Scope
+from shared.crypto import LeadKey, open_event
 from shared.db import create_engine
-from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED, Event, decode_event
+from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED, Event
 from shared.migrations import migrate
 from shared.settings import CommonSettings, TokenSpec
 from tests.support import serving
@@ -91,8 +94,22 @@ async def drained(database_url: str, wait_seconds: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def topic_events(bootstrap: str, topic: str = TOPIC_RECEIVED) -> list[Event]:
-    """Every event on `topic` up to its current end, in order per partition."""
+async def intake_keys(database_url: str, lead_ids: Collection[str]) -> dict[str, LeadKey]:
+    """The live keys of these leads in intake's key store, as its key endpoint serves them."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            live, _ = await live_keys(conn, ring(), lead_ids)
+    finally:
+        await engine.dispose()
+    return live
+
+
+async def topic_events(
+    bootstrap: str, topic: str = TOPIC_RECEIVED, keys: Mapping[str, LeadKey] | None = None
+) -> list[Event]:
+    """Every event on `topic` up to its current end, in order per partition, its sealed
+    fields opened with `keys` (left out without them)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -118,7 +135,7 @@ async def topic_events(bootstrap: str, topic: str = TOPIC_RECEIVED) -> list[Even
                     )
     finally:
         await consumer.stop()
-    return [decode_event(r.value or b"") for r in found]
+    return [open_event(r.value or b"", keys or {}) for r in found]
 
 
 async def published(
@@ -126,7 +143,8 @@ async def published(
 ) -> list[Event]:
     """The events of these leads on the real topic, once the outbox has drained."""
     await drained(database_url)
-    return [e for e in await topic_events(bootstrap, topic) if e.subject in lead_ids]
+    keys = await intake_keys(database_url, lead_ids)
+    return [e for e in await topic_events(bootstrap, topic, keys) if e.subject in lead_ids]
 
 
 async def lifecycle(database_url: str, bootstrap: str, lead_ids: set[str]) -> list[Event]:

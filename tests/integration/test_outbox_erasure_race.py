@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake.erasure.service import erase_personal_data
+from services.intake.keys.source import StoreKeySource
 from services.intake.leads.service import accept_lead
 from services.intake.tables import outbox as intake_outbox
 from services.qualifier.config import DEFAULT_DEFINITION
@@ -29,12 +30,14 @@ from services.qualifier.definitions.service import ensure_initial_definition
 from services.qualifier.leads.erasure import erase_lead
 from services.qualifier.routing.service import qualify_leads
 from services.qualifier.tables import outbox as qualifier_outbox
+from shared.crypto import new_lead_key, open_event
 from shared.db import create_engine, utcnow
 from shared.events import TOPIC_RECEIVED, TOPIC_ROUTED, LeadErased, LeadErasedData
 from shared.kafka import ensure_topics, make_producer
+from shared.keys import KeySource
 from shared.migrations import migrate
 from shared.outbox import OutboxRelay
-from tests.support import read_topic, received, snapshot
+from tests.support import StaticKeys, read_topic, received, snapshot
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class Side:
     topic: str
     store: Callable[[AsyncConnection, str], Awaitable[str]]  # (conn, name) -> lead id
     erase: Callable[[AsyncConnection, str], Awaitable[None]]
+    # Where its relay gets the lead's key: intake's own store; the qualifier asks intake's
+    # key endpoint, here a key the test holds.
+    keys: Callable[[AsyncEngine, str], KeySource]
 
 
 async def _intake_store(conn: AsyncConnection, name: str) -> str:
@@ -74,9 +80,21 @@ async def _qualifier_erase(conn: AsyncConnection, lead_id: str) -> None:
 
 
 SIDES = {
-    "intake": Side("intake", intake_outbox, TOPIC_RECEIVED, _intake_store, _intake_erase),
+    "intake": Side(
+        "intake",
+        intake_outbox,
+        TOPIC_RECEIVED,
+        _intake_store,
+        _intake_erase,
+        lambda engine, _: StoreKeySource(engine),
+    ),
     "qualifier": Side(
-        "qualifier", qualifier_outbox, TOPIC_ROUTED, _qualifier_store, _qualifier_erase
+        "qualifier",
+        qualifier_outbox,
+        TOPIC_ROUTED,
+        _qualifier_store,
+        _qualifier_erase,
+        lambda _, lead_id: StaticKeys({lead_id: new_lead_key()}),
     ),
 }
 
@@ -128,8 +146,15 @@ async def test_a_batch_read_before_the_erasure_is_sent_before_it_commits(
         read.set()
         await go.wait()
 
+    keys = side.keys(engine, lead_id)
+    at_send = await keys.fetch([lead_id])
     relay = OutboxRelay(
-        service="test", engine=engine, table=side.table, producer=producer, before_send=hold
+        service="test",
+        engine=engine,
+        table=side.table,
+        producer=producer,
+        before_send=hold,
+        keys=keys,
     )
     sending = asyncio.create_task(relay.publish_batch())
     await read.wait()
@@ -146,8 +171,12 @@ async def test_a_batch_read_before_the_erasure_is_sent_before_it_commits(
     assert await sending == 1
     await erasing
     value = await _published(kafka_bootstrap, side, lead_id)
-    assert name.encode() in value  # read before the erasure: it went out first...
+    assert name.encode() not in value  # sealed on the wire
+    # Read before the erasure: it went out first, sealed with the key it had then...
+    assert getattr(open_event(value, at_send).data, "name", None) == name
     assert not committed_while_the_old_bytes_waited  # ...and the erasure waited for it
+    if side.service == "intake":  # the erasure destroyed the key: that copy is noise now
+        assert await keys.fetch([lead_id]) == {}
     async with engine.connect() as conn:
         left = (await conn.execute(sa.select(side.table.c.payload))).scalars().all()
     assert not any(name.encode() in payload for payload in left)
@@ -157,7 +186,10 @@ async def test_a_relay_reading_during_an_erasure_sends_the_rewritten_event(
     engine: AsyncEngine, side: Side, producer: AIOKafkaProducer, kafka_bootstrap: str
 ) -> None:
     lead_id, name = await _stored(engine, side)
-    relay = OutboxRelay(service="test", engine=engine, table=side.table, producer=producer)
+    keys = side.keys(engine, lead_id)
+    relay = OutboxRelay(
+        service="test", engine=engine, table=side.table, producer=producer, keys=keys
+    )
     async with engine.connect() as conn:
         await conn.begin()
         await side.erase(conn, lead_id)

@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kpi.store.tables import inbox as kpi_inbox
 from services.qualifier.tables import metadata, outbox
+from shared.crypto import new_lead_key
 from shared.db import create_engine
 from shared.events import TOPIC_RECEIVED, LeadReceived
 from shared.inbox import claim_events
 from shared.kafka import ensure_topics, make_producer
 from shared.outbox import OutboxRelay, add_to_outbox
-from tests.support import event_of, read_topic, received
+from tests.support import StaticKeys, event_of, read_topic, received
 
 
 async def _relay_setup(database_url: str) -> AsyncEngine:
@@ -36,13 +37,19 @@ async def test_events_arrive_keyed_and_in_order_per_key(
     leads = [str(uuid.uuid4()) for _ in range(5)]
     # Ten events per lead, interleaved, each lead's in a known order.
     events = [received(lead_id=lead, name=f"step-{i}") for i in range(10) for lead in leads]
+    keys = {lead: new_lead_key() for lead in leads}
     async with engine.begin() as conn:
         await add_to_outbox(conn, outbox, events)
     producer = make_producer(kafka_bootstrap, "test-relay")
     await producer.start()
     try:
         relay = OutboxRelay(
-            service="test", engine=engine, table=outbox, producer=producer, batch_size=7
+            service="test",
+            engine=engine,
+            table=outbox,
+            producer=producer,
+            batch_size=7,
+            keys=StaticKeys(keys),
         )
         while await relay.publish_batch():
             pass
@@ -56,7 +63,9 @@ async def test_events_arrive_keyed_and_in_order_per_key(
     records = await read_topic(kafka_bootstrap, TOPIC_RECEIVED, lambda r: r.key in wanted, 50)
     assert len(records) == 50
     for lead in leads:
-        mine = [event_of(r) for r in records if r.key == lead.encode()]
+        # Sealed on the wire; opened with the lead's key.
+        assert not any(b"step-" in (r.value or b"") for r in records)
+        mine = [event_of(r, keys) for r in records if r.key == lead.encode()]
         assert [e.data.name for e in mine if isinstance(e, LeadReceived)] == [
             f"step-{i}" for i in range(10)
         ]

@@ -24,3 +24,19 @@ def test_the_committed_document_is_current() -> None:
     assert json.loads(COMMITTED.read_text()) == asyncapi_document(), (
         "docs/asyncapi.json is stale: run `make asyncapi`"
     )
+
+
+def test_the_personal_fields_say_they_are_sealed_on_the_wire() -> None:
+    schemas = asyncapi_document()["components"]["schemas"]
+    sealed = {
+        (model, field)
+        for model, schema in schemas.items()
+        for field, prop in schema.get("properties", {}).items()
+        if prop.get("x-leadflow-sealed")
+    }
+    person = {"name", "email", "phone", "company", "job_title", "message", "fields"}
+    for model in ("LeadSnapshot", "LeadRoutedData"):
+        assert {(model, f) for f in person | {"page_url", "referrer"}} <= sealed
+    assert {("LeadBriefFilledData", "answers"), ("LeadFeedbackData", "reason")} <= sealed
+    assert ("LeadSnapshot", "budget") not in sealed and ("Dimensions", "source") not in sealed
+    assert schemas["SealedValue"]["required"] == ["alg", "kid", "iv", "ct"]

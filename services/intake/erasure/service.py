@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.intake.erasure import repository
 from services.intake.erasure.redact import redact
 from services.intake.erasure.schemas import ErasureResult
+from services.intake.keys.repository import destroy_key
 from services.intake.leads import repository as leads_repository
 from services.intake.tables import outbox
 from shared.events import (
@@ -37,6 +38,8 @@ async def erase_personal_data(
     if row.erased_at is not None:
         return ErasureResult(lead_id=lead_id, status="already_erased", erased_at=row.erased_at)
     await repository.erase_lead(conn, redact(LeadSnapshot.model_validate(row.snapshot)), now)
+    # Crypto-shredding: every sealed copy of the person, on every topic, becomes noise.
+    await destroy_key(conn, lead_id, now)
     # Events of this lead still waiting for Kafka go out without the person, too.
     for pending in await repository.pending_events_of(conn, lead_id):
         event = decode_event(pending.payload)

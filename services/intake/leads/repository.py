@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.dedupe.identity import DedupeKey
+from services.intake.keys import ring as keys_ring
+from services.intake.keys.repository import new_key_columns
 from services.intake.tables import leads
 from shared.db import AnyRow, as_columns, utcnow
 from shared.events import LeadReceived, LeadSnapshot, encode_event
@@ -22,7 +24,10 @@ _INSERT_LEADS_WITH_EVENTS = (
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
     "$7::timestamptz[], $8::timestamptz[], $9::bool[]) "
     "AS u(lead_id, source, origin_id, email, phone, snapshot, occurred_at, received_at, "
-    "honeypot_filled)) "
+    "honeypot_filled)), "
+    "new_keys AS (INSERT INTO lead_keys (lead_id, kid, master_kid, wrapped, created_at) "
+    "SELECT k.lead_id, k.kid, $18, k.wrapped, $15 "
+    "FROM unnest($1::text[], $16::text[], $17::bytea[]) AS k(lead_id, kid, wrapped)) "
     "INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at) "
     "SELECT e.event_id, e.topic, e.key, e.event_type, e.payload, $15 "
     "FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[]) "
@@ -34,7 +39,8 @@ async def insert_leads(
     conn: AsyncConnection, new: Sequence[tuple[LeadReceived, DedupeKey]]
 ) -> None:
     """New leads, each with its `lead.received` (whose data is the lead's snapshot), in the
-    outbox: one statement; each snapshot is serialized once, for its event and its column."""
+    outbox, and its data key: one statement; each snapshot is serialized once, for its
+    event and its column."""
     if not new:
         return
     snapshots = [event.data.model_dump_json() for event, _ in new]
@@ -57,7 +63,12 @@ async def insert_leads(
         )
         for (event, key), snapshot in zip(new, snapshots, strict=True)
     ]
-    await conn.exec_driver_sql(_INSERT_LEADS_WITH_EVENTS, (*as_columns(rows, 14), utcnow()))
+    ring = keys_ring.ring()
+    kids, wrapped = new_key_columns(ring, [event.data.lead_id for event, _ in new])
+    await conn.exec_driver_sql(
+        _INSERT_LEADS_WITH_EVENTS,
+        (*as_columns(rows, 14), utcnow(), kids, wrapped, ring.current),
+    )
 
 
 async def update_snapshot(conn: AsyncConnection, snapshot: LeadSnapshot) -> None:

@@ -36,9 +36,10 @@ from services.kpi.config import KpiSettings
 from services.kpi.fold import apply
 from services.kpi.fold.consumer import in_transaction
 from services.kpi.store import generations
+from shared.crypto import open_event
 from shared.db import error_summary, utcnow
 from shared.delivery import is_transient
-from shared.events import LEAD_TOPICS, Event, UndecodableEvent, decode_event
+from shared.events import LEAD_TOPICS, Event, UndecodableEvent
 from shared.kafka_security import Kafka, client_kwargs
 from shared.runtime import Runtime
 
@@ -250,7 +251,8 @@ class Rebuilder:
         for records in batches.values():
             for record in records:
                 try:
-                    event = decode_event(getattr(record, "value", None) or b"")
+                    # Keyless: the fold reads no personal field, sealed ones are left out.
+                    event = open_event(getattr(record, "value", None) or b"", {})
                 except UndecodableEvent:
                     REBUILD_EVENTS.labels("skipped").inc()
                     continue
