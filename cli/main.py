@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cli import postgres_server, stack
+from cli.kafka import cluster as kafka_cluster
 from cli.kafka import jars as kafka_jars
 from cli.kafka import process as kafka_process
 from shared.migrations import SERVICES, migrate
@@ -111,17 +112,38 @@ def kafka_fetch() -> None:
 
 
 @kafka_app.command("start")
-def kafka_start() -> None:
-    """Start the broker in the background; returns once it answers."""
-    cfg = stack.broker_config(CommonSettings())
-    pid = kafka_process.start(cfg)
-    typer.echo(f"kafka running on {cfg.bootstrap_servers} (pid {pid})")
+def kafka_start(
+    brokers: Annotated[int, typer.Option(min=1, max=9, help="KRaft nodes (a cluster if > 1)")] = 1,
+    sasl_ssl: Annotated[
+        bool, typer.Option("--sasl-ssl", help="SASL_SSL, SCRAM users and ACLs (docs/kafka.md)")
+    ] = False,
+) -> None:
+    """Start the broker in the background; returns once it answers. With --brokers or
+    --sasl-ssl: a secured cluster, its topics and ACLs, and a .env file per service."""
+    common = CommonSettings()
+    if brokers == 1 and not sasl_ssl:
+        cfg = stack.broker_config(common)
+        pid = kafka_process.start(cfg)
+        typer.echo(f"kafka running on {cfg.bootstrap_servers} (pid {pid})")
+        return
+    port = stack.broker_config(common).port
+    secured = kafka_cluster.ClusterConfig.at(common.data_dir, port, brokers)
+    pids = kafka_cluster.start(secured)
+    asyncio.run(kafka_cluster.configure(secured, common.topic_partitions))
+    typer.echo(f"kafka cluster (SASL_SSL) on {secured.bootstrap_servers} (pids {pids})")
+    for user, path in kafka_cluster.write_env_files(secured).items():
+        typer.echo(f"  {user:<10} settings: {path}")
 
 
 @kafka_app.command("stop")
 def kafka_stop() -> None:
-    """Stop the broker; returns once it is gone."""
-    cfg = stack.broker_config(CommonSettings())
+    """Stop the broker (and the cluster of the data dir, if one was started); returns once
+    it is gone."""
+    common = CommonSettings()
+    secured = kafka_cluster.ClusterConfig.load(common.data_dir)
+    if secured is not None and kafka_cluster.stop(secured):
+        typer.echo("kafka cluster stopped")
+    cfg = stack.broker_config(common)
     typer.echo("kafka stopped" if kafka_process.stop(cfg) else "kafka was not running")
 
 

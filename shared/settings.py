@@ -93,6 +93,20 @@ class CommonSettings(BaseSettings):
     # it is parked on the dead-letter topic, so one event cannot hang the consumer group.
     consumer_batch_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _unset_when_empty(cls, v: object) -> object:
+        # An empty variable (compose's `${X:-}`) means unset, not the file ".".
+        return None if v == "" else v
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:

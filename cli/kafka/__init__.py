@@ -15,6 +15,8 @@ Everything a broker writes lives under ``<data_dir>/kafka``::
 
 Stdlib only, so it can be used from tests, the CLI and scripts alike. Linux/POSIX only.
 Modules: ``config`` (BrokerConfig, server.properties), ``jars`` (fetch with Maven),
-``process`` (start/stop/status), ``ports`` (free ports), ``osutil`` (pids, locks, logs).
+``process`` (start/stop/status), ``ports`` (free ports), ``osutil`` (pids, locks, logs);
+``cluster`` (a multi-node SASL_SSL cluster with ACLs: ``leadflow kafka start --brokers 3
+--sasl-ssl``), ``tls`` (its CA and certificates), ``acls`` (each service's rights).
 Manual use: ``python -m cli.kafka {fetch,start,stop,status} --data-dir var``.
 """

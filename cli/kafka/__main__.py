@@ -1,4 +1,5 @@
-"""Manual use: python -m cli.kafka {fetch,start,stop,status} --data-dir var."""
+"""Manual use: python -m cli.kafka {fetch,start,stop,status} --data-dir var; and
+python -m cli.kafka certs --dir DIR --host NAME (a CA and broker certificates)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from pathlib import Path
 from cli.kafka.config import BrokerConfig, BrokerError
 from cli.kafka.jars import fetch_jars
 from cli.kafka.process import start, status, stop
+from cli.kafka.tls import make_tls
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cli.kafka", description="Single-node Kafka broker for dev/tests"
     )
-    parser.add_argument("command", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument("command", choices=["fetch", "start", "stop", "status", "certs"])
+    parser.add_argument("--dir", type=Path, default=None, help="certs: where to write them")
+    parser.add_argument("--host", action="append", default=[], help="certs: a broker's name")
     parser.add_argument("--data-dir", type=Path, default=Path("var"))
     parser.add_argument("--port", type=int, default=9092)
     parser.add_argument("--controller-port", type=int, default=9093)
@@ -33,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
     )
     try:
-        if args.command == "fetch":
+        if args.command == "certs":
+            files = make_tls(args.dir or args.data_dir / "kafka-tls", args.host)
+            print(f"CA {files.ca_cert}; keystore {files.keystore}; truststore {files.truststore}")
+            print(f"store password in {files.dir / 'store-password'}")
+        elif args.command == "fetch":
             print(fetch_jars(cfg))
         elif args.command == "start":
             pid = start(cfg, timeout=args.timeout or 120.0)

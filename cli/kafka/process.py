@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from cli.kafka.config import (
@@ -77,7 +78,11 @@ def _random_cluster_id() -> str:
             return cid
 
 
-def _format_storage(cfg: BrokerConfig, libs: Path) -> None:
+def _format_storage(
+    cfg: BrokerConfig, libs: Path, cluster_id: str | None = None, extra: Sequence[str] = ()
+) -> None:
+    """Format the log dir: one node of its own (`--standalone`) unless `extra` says how
+    (a node of a cluster: its cluster id, SCRAM users)."""
     cmd = [
         _java(),
         "-Xmx256M",
@@ -88,10 +93,10 @@ def _format_storage(cfg: BrokerConfig, libs: Path) -> None:
         "kafka.tools.StorageTool",
         "format",
         "--cluster-id",
-        _random_cluster_id(),
+        cluster_id or _random_cluster_id(),
         "--config",
         str(cfg.server_properties),
-        "--standalone",
+        *(extra or ["--standalone"]),
     ]
     try:
         proc = subprocess.run(
@@ -151,14 +156,24 @@ def _wait_ready(cfg: BrokerConfig, pid: int, deadline: float) -> None:
         time.sleep(0.2)
 
 
-def start(cfg: BrokerConfig, timeout: float = 120.0) -> int:
+def start(
+    cfg: BrokerConfig,
+    timeout: float = 120.0,
+    *,
+    properties: str | None = None,
+    cluster_id: str | None = None,
+    format_args: Sequence[str] = (),
+) -> int:
     """Start the broker for ``cfg.data_dir`` in the background (or find it running); its pid.
 
     Fetches the jars if needed, writes server.properties, formats the storage once, starts the
     JVM in its own session (stdout/stderr to broker.log), writes broker.pid and waits until
     127.0.0.1:port accepts connections. If the JVM dies or ``timeout`` passes first, the JVM is
-    stopped and BrokerError carries the tail of broker.log.
+    stopped and BrokerError carries the tail of broker.log. `properties`, `cluster_id` and
+    `format_args`: a node of a cluster (cli/kafka/cluster.py) instead of the one dev broker.
     """
+    if properties is None:
+        properties = render_server_properties(cfg)
     deadline = time.monotonic() + timeout
     kafka_dir = cfg.kafka_dir
     kafka_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +186,7 @@ def start(cfg: BrokerConfig, timeout: float = 120.0) -> int:
                 current = cfg.server_properties.read_text(encoding="utf-8")
             except OSError:
                 current = None
-            if current is not None and current != render_server_properties(cfg):
+            if current is not None and current != properties:
                 raise BrokerError(
                     f"a Kafka broker for {kafka_dir} is already running (pid {running}) with "
                     f"other settings than requested ({cfg.bootstrap_servers}); stop it first"
@@ -190,9 +205,9 @@ def start(cfg: BrokerConfig, timeout: float = 120.0) -> int:
         libs = fetch_jars(cfg)
         cfg.log_dir.mkdir(parents=True, exist_ok=True)
         cfg.logs_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cfg.server_properties, render_server_properties(cfg))
+        _write_atomic(cfg.server_properties, properties)
         if not (cfg.log_dir / "meta.properties").exists():
-            _format_storage(cfg, libs)
+            _format_storage(cfg, libs, cluster_id, format_args)
 
         if cfg.log_file.exists():
             os.replace(cfg.log_file, cfg.log_file.with_name(cfg.log_file.name + ".1"))

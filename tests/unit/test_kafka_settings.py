@@ -104,6 +104,14 @@ class TestClients:
         assert kwargs["security_protocol"] == "SSL" and "sasl_mechanism" not in kwargs
         assert kwargs["ssl_context"].check_hostname
 
+    def test_empty_variables_are_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # docker-compose.yml passes `${LEADFLOW_KAFKA_SSL_CAFILE:-}` in dev.
+        for name in ("SSL_CAFILE", "SASL_USERNAME", "SASL_PASSWORD"):
+            monkeypatch.setenv(f"LEADFLOW_KAFKA_{name}", "")
+        settings = CommonSettings()
+        assert settings.kafka_ssl_cafile is None and settings.kafka_sasl_password is None
+        settings.check_secure()
+
     def test_plaintext_gets_no_tls_and_no_sasl(self) -> None:
         kwargs = CommonSettings().kafka().client_kwargs()
         assert kwargs == {"bootstrap_servers": "127.0.0.1:9092", "security_protocol": "PLAINTEXT"}
