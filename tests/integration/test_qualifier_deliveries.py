@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 
+from services.qualifier.consumer import make_handler
 from services.qualifier.deliveries import repository
 from services.qualifier.deliveries.deliverer import AttemptResult, Deliverer
 from services.qualifier.tables import deliveries
 from shared.db import AnyRow, utcnow
+from shared.delivery import Delivered
+from shared.events import TOPIC_RECEIVED
 from tests.fixtures.qualifier.harness import BI_AUTH, CRM_AUTH, Harness, qualifier_app
+from tests.support import received
 
 DELIVERED = AttemptResult("http_2xx", 200, None, permanent=False)
 REFUSED = AttemptResult("crm_refused", 400, "the CRM refused the record", permanent=True)
@@ -218,3 +222,15 @@ async def test_an_erasure_cancels_what_holds_the_person_whatever_the_kind(q: Har
     for kept in (erase, notice, other):
         assert (await one(q, kept)).status == "pending"
     assert (await q.http.post(f"/v1/deliveries/{hook}/retry")).status_code == 409
+
+
+async def test_a_consumer_batch_that_decides_wakes_the_deliverer(q: Harness) -> None:
+    """Any decision may owe deliveries (a subscription's webhook, a CRM push), not only a
+    partner's: the batch wakes the deliverer once committed."""
+    woken: list[bool] = []
+    handle = make_handler(q.runtime, after_commit=lambda: woken.append(True))
+    lead = received()  # routed to sales, no partner
+    await handle([Delivered(lead, TOPIC_RECEIVED, 0, 0)])
+    assert woken == [True]
+    await handle([Delivered(lead, TOPIC_RECEIVED, 0, 0)])  # redelivered: nothing new
+    assert woken == [True]
