@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import pytest
@@ -18,8 +19,23 @@ REAL = TokenSpec(
 )
 
 
+# Production needs master keys for the lead keys (crypto-shredding): 32 bytes, base64url.
+MASTERS = {"m1": SecretStr(base64.urlsafe_b64encode(bytes(range(32))).decode())}
+
+
 def production(**kw: object) -> IntakeSettings:
+    kw.setdefault("master_keys", MASTERS)
     return IntakeSettings(common=CommonSettings(mode=Mode.production, auth_tokens=[REAL]), **kw)  # type: ignore[arg-type]
+
+
+class TestMasterKeys:
+    def test_production_refuses_to_start_without_master_keys(self) -> None:
+        with pytest.raises(InsecureSettings, match="LEADFLOW_INTAKE_MASTER_KEYS"):
+            production(master_keys={}).check_secure()
+
+    def test_production_refuses_an_unknown_current_master(self) -> None:
+        with pytest.raises(ValueError, match="m2"):
+            production(master_key_id="m2").check_secure()
 
 
 class TestZoomSecret:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class TestProductionMode:
         monkeypatch.setenv("LEADFLOW_MODE", "production")
         monkeypatch.setenv("LEADFLOW_AUTH_TOKENS", f"[{REAL.model_dump_json()}]")
         monkeypatch.setenv("LEADFLOW_INTAKE_PORT", "9101")
+        # Intake's production mode also needs master keys for the lead keys.
+        monkeypatch.setenv("LEADFLOW_INTAKE_MASTER_KEYS", json.dumps({"m1": "A" * 43}))
         settings = IntakeSettings()
         settings.check_secure()
         assert settings.port == 9101
