@@ -17,7 +17,6 @@ import math
 import resource
 import time
 import warnings
-from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,7 +27,8 @@ from services.qualifier.suggest.features import MAX_FIELD_VALUES, Row
 from services.qualifier.suggest.fitted import SCALE, Column, Fit, Params, to_points
 
 _BUDGET_QUANTILES = (0.2, 0.4, 0.6, 0.8)
-_C_GRID = np.logspace(-4, 0, 9)
+# C times the number of leads: from a penalty that keeps nothing to one that keeps most.
+_C_GRID = np.logspace(0.5, 3.5, 9)
 _EBIC_GAMMA = 1.0
 
 
@@ -82,26 +82,35 @@ def _candidates(
 
     # The definition's own rules come first: a new criterion that is the same set of
     # leads as a rule is that rule.
-    for i in range(n_rules):
-        offer(Column("rule", rule=i), np.fromiter((i in r.rules for r in data), bool, n))
-    counts: Counter[tuple[str, str]] = Counter((k, v) for r in data for k, v in r.values.items())
-    distinct = Counter(k for k, _ in counts)
-    for (name, value), _count in sorted(counts.items()):
-        if name.startswith("fields.") and distinct[name] > MAX_FIELD_VALUES:
+    rules = np.zeros((n, n_rules), dtype=bool)
+    for i, r in enumerate(data):
+        rules[i, r.rules] = True
+    for j in range(n_rules):
+        offer(Column("rule", rule=j), rules[:, j])
+    # Each field's values as small integer codes, one pass over the rows.
+    codes: dict[str, dict[str, int]] = {}
+    coded: dict[str, np.ndarray] = {}
+    for i, r in enumerate(data):
+        for name, value in r.values.items():
+            vocabulary = codes.setdefault(name, {})
+            if name not in coded:
+                coded[name] = np.full(n, -1, dtype=np.int32)
+            coded[name][i] = vocabulary.setdefault(value, len(vocabulary))
+    for name in sorted(codes):
+        if name.startswith("fields.") and len(codes[name]) > MAX_FIELD_VALUES:
             continue  # free text, not a category
-        if name in ("webinar_attended", "email_free_provider"):
-            if value != "true":
+        flag = name in ("webinar_attended", "email_free_provider")
+        for value, code in sorted(codes[name].items()):
+            if flag and value != "true":
                 continue
-            col = Column("flag", field=name, value=value)
-        else:
-            col = Column("value", field=name, value=value)
-        offer(col, np.fromiter((r.values.get(name) == value for r in data), bool, n))
-    budgets = np.array([r.budget for r in data if r.budget is not None], dtype=np.float64)
-    if budgets.size:
-        amounts = sorted({_round2(float(np.quantile(budgets, q))) for q in _BUDGET_QUANTILES})
+            col = Column("flag" if flag else "value", field=name, value=value)
+            offer(col, coded[name] == code)
+    budgets = np.array([np.nan if r.budget is None else r.budget for r in data], np.float64)
+    known = budgets[~np.isnan(budgets)]
+    if known.size:
+        amounts = sorted({_round2(float(np.quantile(known, q))) for q in _BUDGET_QUANTILES})
         for amount in amounts:
-            hit = np.fromiter((r.budget is not None and r.budget >= amount for r in data), bool, n)
-            offer(Column("budget", field="budget", at_least=amount), hit)
+            offer(Column("budget", field="budget", at_least=amount), budgets >= amount)
     return columns, matrix
 
 
@@ -114,12 +123,19 @@ def _round2(amount: float) -> float:
 
 
 def _select(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """The support with the lowest extended BIC along the L1 path, refitted unpenalized."""
+    """The support with the lowest extended BIC along the L1 path, refitted unpenalized.
+
+    The path runs from a strong penalty to a weak one, scaled by the number of leads (the
+    loss is a sum over them), and stops once the criterion has risen twice in a row: the
+    weak-penalty end is where the solver is slowest and the criterion only pays more."""
     n, p = x.shape
     best: tuple[float, float, np.ndarray] | None = None
     tried: set[tuple[int, ...]] = set()
-    for c in _C_GRID:
-        lasso = LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", intercept_scaling=100)
+    worse = 0
+    for c in _C_GRID / n:
+        lasso = LogisticRegression(
+            C=c, l1_ratio=1.0, solver="liblinear", intercept_scaling=10, tol=1e-3
+        )
         lasso.fit(x, y)
         support = tuple(int(j) for j in np.flatnonzero(np.abs(lasso.coef_[0]) > 1e-6))
         if support in tried:
@@ -131,7 +147,11 @@ def _select(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         if best is None or ebic < best[0]:
             weights = np.zeros(p)
             weights[list(support)] = coef
-            best = (ebic, intercept, weights)
+            best, worse = (ebic, intercept, weights), 0
+        else:
+            worse += 1
+            if worse == 2:
+                break
     assert best is not None
     return best[1], best[2]
 
