@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from services.qualifier.config import QualifierSettings
 from services.qualifier.consumer import make_handler
 from services.qualifier.crm import api as crm_api
+from services.qualifier.crm import connectors as crm_connectors
 from services.qualifier.crm.clients import CrmClients
 from services.qualifier.crm.pushes import CrmSender
 from services.qualifier.crm.sync import CrmSync
@@ -106,6 +108,14 @@ def create_app(
         async with rt.engine.begin() as conn:
             await definitions.ensure_initial_definition(conn, initial_definition, utcnow())
             _, definition = await definitions.active(conn)
+            crm_without_secrets = await crm_connectors.without_secrets(conn, os.environ)
+        if crm_without_secrets:
+            if not settings.common.dev:
+                await rt.engine.dispose()
+                raise InsecureSettings(
+                    f"CRM connectors lack their secrets: {'; '.join(crm_without_secrets)}"
+                )
+            log.warning("DEV mode: CRM connectors lack secrets: %s", crm_without_secrets)
         unsigned = [
             definition.partners[i].id
             for i in definitions.partners_without_secret(definition, set(settings.partner_secrets))
