@@ -18,13 +18,16 @@ import sqlalchemy as sa
 import uvicorn
 
 from cli.kafka.ports import free_port
+from services.qualifier.main import create_app
 from services.qualifier.tables import deliveries, stage_history
+from shared.auth import Scope
 from shared.events import LeadErased, LeadErasedData, LeadPaymentReceived, LeadStageChanged
+from shared.settings import CommonSettings, InsecureSettings, Mode
 from tests.crm_sim.kommo import ACCOUNT_ID, TOKEN, make_app
 from tests.crm_sim.kommo_account import LOST, WON
-from tests.crm_sim.server import serving
-from tests.fixtures.qualifier.harness import Harness, qualifier_app
-from tests.support import received
+from tests.crm_sim.server import serving as simulating
+from tests.fixtures.qualifier.harness import Harness, qualifier_app, settings_for, token
+from tests.support import received, serving
 
 HOOK_SECRET = "kommo-url-secret-0123456789"
 ENV = {"LF_TEST_KOMMO_TOKEN": TOKEN, "LF_TEST_KOMMO_HOOK": HOOK_SECRET}
@@ -61,7 +64,7 @@ credentials:
 def kommo(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    with serving(make_app()) as url:
+    with simulating(make_app()) as url:
         yield url
 
 
@@ -326,3 +329,51 @@ async def test_a_re_route_updates_the_same_record(q: Harness, kommo: str) -> Non
         assert (await sim(kommo, "GET", f"/_sim/leads/by-lead-id/{lead.subject}"))["count"] == 1
         (again,) = [x for x in await sim(kommo, "GET", "/_sim/leads") if x["id"] == crm["id"]]
         assert any("nurture" in n["params"]["text"] for n in again["notes"])
+
+
+async def test_a_disabled_connector_believes_and_reads_nothing(q: Harness, kommo: str) -> None:
+    async with running(q) as app_url:
+        await setup(q, kommo, app_url)
+        lead = received()
+        await q.receive(lead)
+        crm = await pushed(q, kommo, lead.subject)
+        off = config(kommo) + "enabled: false\n"
+        r = await q.http.put(
+            "/v1/crm/connectors/kommo-main",
+            content=off,
+            headers={"content-type": "application/yaml"},
+        )
+        assert r.status_code == 200, r.text
+        await sim(kommo, "POST", f"/_sim/leads/{crm['id']}/move", json={"status_id": WON})
+        await asyncio.sleep(0.5)
+        sent = await sim(kommo, "GET", "/_sim/notifications")
+        assert sent, "the simulator sent its notification"
+        assert (await q.lead(lead.subject))["stage"] == "routed"
+        async with q.runtime.engine.connect() as conn:
+            assert await conn.scalar(sa.text("select count(*) from crm_pulls")) == 0
+
+
+async def test_production_refuses_to_start_with_a_connector_lacking_its_secrets(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with qualifier_app(database_url, tmp_path) as dev:
+        r = await dev.http.put(
+            "/v1/crm/connectors/kommo-main",
+            content=config("https://leadflow.kommo.com"),
+            headers={"content-type": "application/yaml"},
+        )
+        assert r.status_code == 201, r.text  # dev mode saves it (and says what is missing)
+    monkeypatch.delenv("LF_TEST_KOMMO_TOKEN", raising=False)
+    monkeypatch.setenv("LF_TEST_KOMMO_HOOK", HOOK_SECRET)
+    admin, _ = token("admin", Scope.definitions_admin)
+    common = CommonSettings(
+        mode=Mode.production,
+        data_dir=tmp_path,
+        kafka_bootstrap_servers="127.0.0.1:1",
+        auth_tokens=[admin],
+    )
+    settings = settings_for(database_url, tmp_path, common=common, keys_token="k" * 32)
+    with pytest.raises(InsecureSettings, match="LF_TEST_KOMMO_TOKEN") as refused:
+        async with serving(create_app(settings)):
+            pass
+    assert HOOK_SECRET not in str(refused.value)

@@ -41,11 +41,11 @@ def test_a_good_configuration_takes_the_url_id() -> None:
 
 
 def test_each_problem_names_its_field_and_line() -> None:
-    text = BITRIX.replace("to: sql", "to: routed").replace("user_id: 1", "user_id: 0")
+    text = BITRIX.replace("to: sql", "to: contacted").replace("user_id: 1", "user_id: 0")
     with pytest.raises(configs.ConnectorInvalid) as caught:
         configs.parse(text, "b24")
     messages = _messages(caught.value)
-    assert any("stages[1].to" in m and "routed" in m and m.startswith("line 7") for m in messages)
+    assert any("stages[1].to" in m and "contacted" in m and m.startswith("line 7") for m in messages)
     assert any("credentials.user_id" in m for m in messages)
 
 

@@ -49,7 +49,8 @@ def push(**over: Any) -> PushLead:
         "company": "Acme",
         "source": "web_form",
         "channel": "cpc",
-        "utm": {"utm_source": "google", "utm_campaign": "winter"},
+        # Keyed as push_lead builds it from the lead's snapshot.
+        "utm": {"source": "google", "campaign": "winter"},
         "owner": "12",
         "note": "score 80 >= 60",
         "route": "sales",

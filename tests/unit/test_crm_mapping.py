@@ -9,12 +9,13 @@ import pytest
 
 from services.qualifier.crm.adapter import CrmRecord, Semantic
 from services.qualifier.crm.config import StageRule
-from services.qualifier.crm.mapping import Step, plan, target_of
+from services.qualifier.crm.mapping import Plan, Step, plan, target_of
 from services.qualifier.lifecycle.stages import LeadState
 from shared.events import Route, Stage
 
 AT = datetime(2026, 12, 1, 10, tzinfo=UTC)
 RULES = [
+    StageRule(crm="NEW", to=Stage.routed),
     StageRule(crm="PREPARATION", to=Stage.accepted),
     StageRule(crm="EXECUTING", to=Stage.sql),
     StageRule(crm="FINAL_INVOICE", to=Stage.proposal_sent),
@@ -116,8 +117,8 @@ def test_a_lead_not_routed_to_sales_is_not_moved() -> None:
 
 
 def test_a_pipeline_rule_wins_over_a_rule_for_any_pipeline() -> None:
-    assert target_of(record("142", "won", pipeline="7"), RULES) == RULES[4]
-    assert target_of(record("142", "won", pipeline="8"), RULES) == RULES[5]
+    assert target_of(record("142", "won", pipeline="7"), RULES) == RULES[5]
+    assert target_of(record("142", "won", pipeline="8"), RULES) == RULES[6]
 
 
 def test_no_payment_unless_asked_or_without_an_amount() -> None:
@@ -133,3 +134,10 @@ def test_no_payment_unless_asked_or_without_an_amount() -> None:
         ).payment
         is None
     )
+
+
+def test_the_new_stage_changes_nothing_until_sales_acts() -> None:
+    assert plan(record("NEW"), RULES, sales(Stage.routed), pay_on_won=False) == Plan()
+    assert plan(record("NEW"), RULES, sales(Stage.contacted), pay_on_won=False) == Plan()
+    back = plan(record("NEW"), RULES, sales(Stage.sql), pay_on_won=False)
+    assert back.steps == () and back.skipped is not None and "sql" in back.skipped

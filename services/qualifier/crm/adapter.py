@@ -34,6 +34,7 @@ class PushLead:
     # Leadflow's source (web_form, tilda, zoom, webinar_csv, api) and channel.
     source: str
     channel: str | None
+    # UTM tags keyed as the lead's snapshot has them: source, medium, campaign, term, content.
     utm: Mapping[str, str]
     # The CRM user id of the salesperson the qualifier picked (mapped), or the default.
     owner: str | None

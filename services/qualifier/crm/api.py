@@ -242,6 +242,10 @@ async def _notified(
     async with rt.engine.connect() as conn:
         _, connector = await _load(conn, connector_id)
         await conn.rollback()
+    if not connector.enabled:
+        # Switched off: nothing is believed or read back, and the CRM has nothing to retry.
+        log.info("CRM %s: a notification ignored: the connector is disabled", connector_id)
+        return NotificationAccepted(records=0, duplicates=0)
     try:
         found = secrets.resolve(connector)
     except secrets.MissingSecret:

@@ -38,8 +38,11 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 EnvName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,127}$")]
 CrmId = Annotated[str, Field(min_length=1, max_length=100)]
 
-# What a CRM stage may mean in Leadflow: feedback (accepted, rejected) or a pipeline stage.
+# What a CRM stage may mean in Leadflow: still new (`routed`: sales has not acted yet, as
+# in the stage a pushed record is created in), feedback (accepted, rejected) or a
+# pipeline stage.
 TARGETS = (
+    Stage.routed,
     Stage.accepted,
     Stage.rejected,
     Stage.sql,

@@ -28,6 +28,7 @@ from services.qualifier.definitions.source import (
     validation_problems,
 )
 from shared.db import AnyRow
+from shared.events import Stage
 
 _CONNECTOR: TypeAdapter[AnyConnector] = TypeAdapter(Connector)
 # By kind, so a problem's location is the field's own (`stages[1].to`).
@@ -114,6 +115,11 @@ def warnings_for(connector: AnyConnector, definition: LeadDefinition) -> list[st
         )
     if not connector.stages:
         found.append("no stage mapping: only the CRM's won and lost stages come back")
+    elif not any(rule.to is Stage.routed for rule in connector.stages):
+        found.append(
+            "no CRM stage maps to routed: the stage new records start in will show as "
+            "skipped on the status until a salesperson moves them"
+        )
     return found
 
 
@@ -155,3 +161,13 @@ async def load_all(conn: AsyncConnection) -> list[AnyConnector]:
 
 def as_document(connector: AnyConnector) -> dict[str, Any]:
     return connector.model_dump(mode="json")
+
+
+async def without_secrets(conn: AsyncConnection, environ: Mapping[str, str]) -> list[str]:
+    """Enabled connectors whose secret variables are unset here, each with what is missing
+    (production refuses to start with any: it could check no notification)."""
+    return [
+        f"{c.id}: {', '.join(secrets.missing(c, environ))}"
+        for c in await load_all(conn)
+        if c.enabled and secrets.missing(c, environ)
+    ]

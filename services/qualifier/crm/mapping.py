@@ -11,7 +11,9 @@ machine (`lifecycle.stages`) moves one step at a time. The plan fills the gap:
   whose route sales does not work (processing, nurture) changes nothing: it is returned
   as `skipped` with why, counted and shown on the connector's status, never dropped
   silently;
-- a stage the mapping does not know is `unmapped` (the same).
+- a stage mapped to `routed` (the CRM's new stages, where a pushed record starts) changes
+  nothing while sales has not acted;
+- a stage the mapping does not know is skipped (the same), so a gap in the mapping shows.
 
 Payments: with `payments: on_won`, a won record's amount becomes one payment, whose id
 is derived from the record, so however often the record is read it is paid once.
@@ -86,6 +88,9 @@ def plan(record: CrmRecord, rules: list[StageRule], state: LeadState, *, pay_on_
             skipped=f"CRM stage {record.stage!r} ({target.value}) on a lead routed to "
             f"{state.route.value}: only leads routed to sales move through its stages"
         )
+    if target is Stage.routed:
+        # The CRM's new stage(s): nothing has happened yet, unless the record went back.
+        return Plan() if state.stage in _OPEN else _nothing(state, record, target)
     reason = record.loss_reason or rule.reason
     if target in (Stage.rejected, Stage.lost) and state.stage in _OPEN:
         # Lost before anyone accepted it: sales rejected the lead.

@@ -108,7 +108,7 @@ class CrmSync:
         attempts: int,
         token: str,
     ) -> None:
-        if connector is None:
+        if connector is None or not connector.enabled:
             async with engine.begin() as conn:
                 await repository.finish_pull(conn, connector_id, crm_id, token=token)
             return

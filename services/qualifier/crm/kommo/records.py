@@ -66,8 +66,10 @@ def complex_item(lead: PushLead, connector: KommoConnector) -> Json:
     """One `leads/complex` item: the lead, its contact and company, source and UTM."""
     fields = [lead_id_field(connector, lead.lead_id)]
     for key, code in connector.utm_field_codes.items():
-        if lead.utm.get(key):
-            fields.append({"field_code": code, "values": [{"value": lead.utm[key][:MAX_NAME]}]})
+        # PushLead.utm is keyed as Leadflow's snapshot is (`source`); accept `utm_source` too.
+        value = lead.utm.get(key) or lead.utm.get(key.removeprefix("utm_"))
+        if value:
+            fields.append({"field_code": code, "values": [{"value": value[:MAX_NAME]}]})
     contact: Json = {"name": (lead.name or "")[:MAX_NAME]}
     contact_fields = [
         {"field_code": code, "values": [{"value": value, "enum_code": "WORK"}]}
