@@ -3,6 +3,8 @@ translation into the definition's own rules and sentences, the held-out back-tes
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -140,3 +142,13 @@ class TestSentences:
             "+10 for attended the webinar (new): 62% of these leads were accepted against "
             "31% of the others, 140 leads."
         )
+
+
+class TestMemory:
+    def test_the_qualifier_side_never_imports_numpy_or_scikit_learn(self) -> None:
+        # They take about 110 MB; only the fitting process may load them.
+        code = (
+            "import sys, services.qualifier.suggest.api, services.qualifier.suggest.service; "
+            "sys.exit(bool({'numpy', 'sklearn'} & set(sys.modules)))"
+        )
+        assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
