@@ -25,6 +25,7 @@ from services.qualifier.lifecycle import api as lifecycle_api
 from services.qualifier.partners import api as partners_api
 from services.qualifier.partners.sender import PartnerSender
 from services.qualifier.review import api as review_api
+from services.qualifier.review import page as review_page
 from services.qualifier.sla import api as sla_api
 from services.qualifier.sla.watch import watch as sla_watch
 from services.qualifier.subscriptions import api as subscriptions_api
@@ -155,6 +156,7 @@ def create_app(
             subscriptions_api.router,
             crm_api.router,
             review_api.router,
+            review_page.router,
         ],
         on_startup=start,
     )

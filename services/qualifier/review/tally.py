@@ -21,7 +21,7 @@ from typing import Any
 
 from services.qualifier.definitions.model import LeadDefinition
 from services.qualifier.review.stats import Rate
-from services.qualifier.routing.evaluator import describe
+from services.qualifier.routing.evaluator import _words, describe
 
 # `lifecycle.service.back_to_nurture` words its decisions so.
 _SENT_BACK = "Back to nurture"
@@ -152,7 +152,7 @@ def criteria_of(definition: LeadDefinition) -> list[Criterion]:
             for i, r in enumerate(definition.reject)
         ),
         *(
-            Criterion("required", f"required.{f}", f"{f.removeprefix('fields.')} is missing")
+            Criterion("required", f"required.{f}", f"{_words(f)} is missing")
             for f in definition.required
         ),
         *(
@@ -260,7 +260,7 @@ class Review:
         if first.route == "rejected":
             because = str((first.decision.get("reasons") or ["rejected"])[0])
         elif missing:
-            because = "missing " + ", ".join(str(f).removeprefix("fields.") for f in missing)
+            because = "missing " + ", ".join(_words(str(f)) for f in missing)
         else:
             because = f"score {first.score} below {self._routes.sales_min_score}"
         entry = CameBack(
