@@ -89,6 +89,16 @@ def test_a_lost_record_never_accepted_is_a_rejection_with_the_reason() -> None:
     assert got.steps == (Step(Stage.rejected, reason="too expensive"),)
 
 
+@pytest.mark.parametrize("crm", ["LOSE", "JUNK"])
+def test_a_lost_record_read_again_after_it_rejected_the_lead_plans_nothing(crm: str) -> None:
+    # Reconciliation re-reads records (an overlap): the loss that made sales reject the lead
+    # is the lead's state already, not a change that could not be applied.
+    got = plan(
+        record(crm, "lost", reason="too expensive"), RULES, sales(Stage.rejected), pay_on_won=False
+    )
+    assert got == Plan()
+
+
 def test_a_lost_open_deal_is_lost_with_the_rule_reason_when_the_crm_gives_none() -> None:
     rules = [StageRule(crm="APOLOGY", to=Stage.lost, reason="analysis of failure")]
     got = plan(record("APOLOGY", "lost"), rules, sales(Stage.demo_held), pay_on_won=False)

@@ -6,7 +6,8 @@ machine (`lifecycle.stages`) moves one step at a time. The plan fills the gap:
 - a pipeline stage on a lead sales has not accepted yet implies the acceptance first;
 - a stage further down the pipeline implies each stage in between, in order (each step
   is an event of its own, marked "implied" in its reason, at the record's time);
-- a lost record that sales never accepted is a rejection by sales, with the loss reason;
+- a lost record that sales never accepted is a rejection by sales, with the loss reason
+  (read again, it plans nothing: the lead is rejected already);
 - a record moved backwards (won → proposal), reopened after it closed, or on a lead
   whose route sales does not work (processing, nurture) changes nothing: it is returned
   as `skipped` with why, counted and shown on the connector's status, never dropped
@@ -95,6 +96,9 @@ def plan(record: CrmRecord, rules: list[StageRule], state: LeadState, *, pay_on_
     if target in (Stage.rejected, Stage.lost) and state.stage in _OPEN:
         # Lost before anyone accepted it: sales rejected the lead.
         return Plan(steps=(Step(Stage.rejected, reason=reason),))
+    if target in (Stage.rejected, Stage.lost) and state.stage is Stage.rejected:
+        # Read again (a reconciliation's overlap): the loss that rejected the lead is done.
+        return Plan()
     if target is Stage.rejected:
         return _nothing(state, record, target)
     if target is Stage.lost:
