@@ -192,6 +192,12 @@ class Cluster:
                     service, index, port, replica_env, root / f"{service}-{index}.log"
                 )
                 cluster.replicas[service].append(replica)
+        # The qualifier opens leads with intake's keys (crypto-shredding): its key store is
+        # the first intake replica, whose port is only known now.
+        if cluster.replicas.get("intake"):
+            keys_url = cluster.replicas["intake"][0].url
+            for replica in cluster.replicas.get("qualifier", []):
+                replica.env.setdefault("LEADFLOW_QUALIFIER_KEYS_URL", keys_url)
         for replicas in cluster.replicas.values():
             for replica in replicas:
                 replica.start()
