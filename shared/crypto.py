@@ -28,9 +28,10 @@ from shared.events import Event, UndecodableEvent, decode_event, validate_event
 ALG = "A256GCM"
 KEY_BYTES = 32
 _IV_BYTES = 12
-# How a sealed value starts in our encoding (orjson: no spaces); a payload without it has
-# nothing to open and is validated as it is.
-SEALED_MARK = b'"alg":"A256GCM"'
+# What every JSON encoding of a sealed value holds, whatever its spacing (a record another
+# producer re-sent is spaced as its encoder likes); a payload without it has nothing to
+# open and is validated as it is. Free text quoting it only takes the slower path.
+SEALED_MARK = b'"A256GCM"'
 
 # Fields of a lead snapshot that identify the person or may (free text, free-form answers,
 # URLs whose query strings carry e-mails and click ids). Company and job title are here

@@ -3,6 +3,7 @@ destroyed key, and no personal field in clear on an encoded event whatever it ho
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from shared.crypto import (
     open_value,
     seal_payload,
     seal_value,
+    sealed_subject,
 )
 from shared.events import (
     EVENT_TYPES,
@@ -106,6 +108,18 @@ class TestOpening:
         sealed = seal_payload(encode_event(event), new_lead_key())
         opened = open_event(sealed, {event.subject: new_lead_key()})
         assert isinstance(opened, LeadReceived) and opened.data.name is None
+
+    def test_a_sealed_event_another_json_encoder_wrote_opens_too(self) -> None:
+        # A record re-sent by another producer (a mirror, a replay tool, `json.dumps` with
+        # its spaces) holds the same sealed values: opened, or left out without the key,
+        # never refused as undecodable for its whitespace.
+        event, key = person(), new_lead_key()
+        spaced = json.dumps(orjson.loads(seal_payload(encode_event(event), key))).encode()
+        assert b'"alg": "A256GCM"' in spaced
+        assert open_event(spaced, {event.subject: key}) == event
+        gone = open_event(spaced, {})
+        assert isinstance(gone, LeadReceived) and gone.data.email is None
+        assert sealed_subject(spaced) == event.subject
 
     def test_events_from_before_sealing_read_as_they_are(self) -> None:
         event = person()
