@@ -44,7 +44,10 @@ LEADS = 40  # each phase
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     env = {"LEADFLOW_CONSUMER_STALL_SECONDS": str(STALL_SECONDS), "LEADFLOW_LOG_LEVEL": "INFO"}
-    built = Cluster.create(tmp_path, env, {"intake": 0, "qualifier": 2, "kpi": 0})
+    # One intake: the qualifier's key store (crypto-shredding), which its relay asks before
+    # it publishes; it knows none of the leads this test publishes itself, so their routed
+    # events go out without personal fields.
+    built = Cluster.create(tmp_path, env, {"intake": 1, "qualifier": 2, "kpi": 0})
     try:
         yield built
     finally:
