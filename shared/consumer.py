@@ -27,7 +27,6 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from shared.consumer_liveness import ConsumerLiveness, export_liveness
-from shared.crypto import open_event
 from shared.db import error_kind
 from shared.deadletter import DeadLetters, undecodable_reason
 from shared.delivery import (
@@ -39,7 +38,7 @@ from shared.delivery import (
 )
 from shared.events import UndecodableEvent
 from shared.kafka import ProducerHolder, as_holder
-from shared.keys import KeySource, keys_for_records
+from shared.keys import KeySource, open_records
 
 log = logging.getLogger(__name__)
 
@@ -348,17 +347,13 @@ class EventConsumer:
     async def _apply(self, batches: Records) -> None:
         delivered: list[Delivered] = []
         every = [r for records in batches.values() for r in records]
-        keys = await keys_for_records(self._keys, every, self._keyed_types)
-        for records in batches.values():
-            for record in records:
-                try:
-                    event = open_event(record.value or b"", keys)
-                except UndecodableEvent as exc:
-                    await self._deadletters.park_record(record, undecodable_reason(exc))
-                    continue
-                delivered.append(
-                    Delivered(event, record.topic, record.partition, record.offset, record.value)
-                )
+        read = await open_records(self._keys, self._keyed_types, every)
+        for record, event in zip(every, read, strict=True):
+            if isinstance(event, UndecodableEvent):
+                await self._deadletters.park_record(record, undecodable_reason(event))
+            else:
+                item = Delivered(event, record.topic, record.partition, record.offset, record.value)
+                delivered.append(item)
         if not delivered:
             return
         try:

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from shared.crypto import SEALED_FIELDS, LeadKey, seal_payload, sealed_subject
+from shared.crypto import SEALED_FIELDS, LeadKey, open_event, seal_payload, sealed_subject
 from shared.delivery import TransientFailure
+from shared.events import Event, UndecodableEvent
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +134,19 @@ async def keys_for_records(
         and (subject := sealed_subject(r.value or b"")) is not None
     }
     return await source.fetch(subjects) if subjects else {}
+
+
+async def open_records(
+    source: KeySource | None, types: Collection[str], records: Sequence[Any]
+) -> list[Event | UndecodableEvent]:
+    """What a consumer reads of each record (`value`): its event, the sealed fields of
+    `types` events opened with their lead's key (any other's left out), or why it is no
+    Leadflow event. Raises `KeysUnavailable` when the keys cannot be fetched now."""
+    keys = await keys_for_records(source, records, types)
+    read: list[Event | UndecodableEvent] = []
+    for record in records:
+        try:
+            read.append(open_event(record.value or b"", keys))
+        except UndecodableEvent as exc:
+            read.append(exc)
+    return read
