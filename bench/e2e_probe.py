@@ -7,7 +7,7 @@ the reading of HTTP answers (and the reverse), adding a few hundred milliseconds
 probe's own making to the measured latency.
 
     python -m bench.e2e_probe post URL RATE SECONDS OUT
-    python -m bench.e2e_probe subscribe BOOTSTRAP OUT READY
+    python -m bench.e2e_probe subscribe BOOTSTRAP OUT READY [TOPIC]
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from bench.load import steady_posts
 from shared.events import TOPIC_ROUTED
 
 
-async def subscribe(bootstrap: str, out: Path, ready: Path) -> None:
+async def subscribe(bootstrap: str, out: Path, ready: Path, topic: str = TOPIC_ROUTED) -> None:
     """Append `lead_id arrival_time` lines to `out` until SIGTERM; touch `ready` once the
     consumer reads from the end of the topic."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     consumer = AIOKafkaConsumer(
-        TOPIC_ROUTED, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
     )
     await consumer.start()
     try:
@@ -56,10 +56,11 @@ async def subscribe(bootstrap: str, out: Path, ready: Path) -> None:
         await consumer.stop()
 
 
-def start_subscriber(bootstrap: str, out: Path, ready: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.e2e_probe", "subscribe", bootstrap, str(out), str(ready)]
-    )
+def start_subscriber(
+    bootstrap: str, out: Path, ready: Path, topic: str = TOPIC_ROUTED
+) -> subprocess.Popen[bytes]:
+    args = ["subscribe", bootstrap, str(out), str(ready), topic]
+    return subprocess.Popen([sys.executable, "-m", "bench.e2e_probe", *args])
 
 
 def post(url: str, rate: float, seconds: float, out: Path) -> dict[str, float]:
@@ -90,8 +91,8 @@ def main(argv: list[str]) -> None:
         answered = asyncio.run(steady_posts(url, float(rate), float(seconds), str(time.time_ns())))
         Path(out).write_text(json.dumps(answered), encoding="utf-8")
     elif mode == "subscribe":
-        bootstrap, out, ready = args
-        asyncio.run(subscribe(bootstrap, Path(out), Path(ready)))
+        bootstrap, out, ready, *topic = args
+        asyncio.run(subscribe(bootstrap, Path(out), Path(ready), *topic))
     else:
         raise SystemExit(f"unknown mode {mode!r}: post or subscribe")
 

@@ -88,6 +88,8 @@ class Stack:
         for name in SERVICES:
             env[f"LEADFLOW_{name.upper()}_PORT"] = str(self.ports[name])
             env[f"LEADFLOW_{name.upper()}_DATABASE_URL"] = self.db_urls[name]
+        # The qualifier opens sealed personal fields with keys it asks intake for.
+        env["LEADFLOW_QUALIFIER_KEYS_URL"] = self.url("intake")
         env.update(extra)
         return env
 

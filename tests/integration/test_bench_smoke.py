@@ -18,12 +18,20 @@ KEYS = [
     "intake.ratio_to_trivial",
     "e2e.p50_ms",
     "e2e.p99_ms",
+    "e2e.floor_p99_ms",
+    "e2e.ratio_to_floor",
     "kpi_fold.events_per_s",
+    "kpi_fold.floor_events_per_s",
+    "kpi_fold.ratio_to_floor",
+    "kpi_rebuild.seconds",
     "kpi_query.summary_p99_ms",
     "kpi_query.events_in_store",
     "rss_mb.intake",
     "rss_mb.qualifier",
     "rss_mb.kpi",
+    "rss_mb.kpi_fold",
+    "rss_mb.kpi_query",
+    "rss_mb.kpi_rebuild",
 ]
 
 
@@ -47,6 +55,8 @@ def test_the_harness_writes_every_result(tmp_path: Path) -> None:
     external = os.environ.get("LEADFLOW_BENCH_POSTGRES_URL")
     assert results["meta"]["database"] == f"postgresql ({'external' if external else 'embedded'})"
     assert results["e2e"]["routed"] == results["e2e"]["leads"] > 0
+    assert results["e2e"]["floor"]["arrived"] == results["e2e"]["floor"]["leads"] > 0
+    assert results["kpi_fold"]["floor"]["events"] == results["kpi_fold"]["events"]
     assert results["intake"]["not_accepted"] == 0
     table = (tmp_path / "latest.md").read_text()
     assert "| `intake.leads_per_s` |" in table
