@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from shared.db import create_engine
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED, TOPIC_ROUTED, LeadReceived
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
+from tests.conftest import fresh_database
 from tests.support import event_of, read_to_end, received
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -63,7 +64,46 @@ Start = Callable[..., Qualifier]
 
 
 @pytest.fixture
-def start_qualifier(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> Iterator[Start]:
+async def key_store(
+    postgres_admin_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A real intake (`leadflow serve intake`, a database of its own): the key store the
+    qualifier's relay asks before it publishes (crypto-shredding). The leads here are put
+    on the topic by the test, so it knows none of them: their personal fields go out
+    left out, never in clear."""
+    async with fresh_database(postgres_admin_url) as url:
+        await asyncio.to_thread(migrate, "intake", url)
+        port = free_port()
+        env = {
+            **os.environ,
+            "LEADFLOW_DATA_DIR": str(tmp_path),
+            "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "LEADFLOW_INTAKE_PORT": str(port),
+            "LEADFLOW_INTAKE_DATABASE_URL": url,
+        }
+        log = tmp_path / "intake.log"
+        with log.open("wb") as out:
+            process = await asyncio.to_thread(
+                subprocess.Popen,
+                [sys.executable, "-m", "cli", "serve", "intake"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # Started, waited for and stopped as a qualifier is.
+        intake = Qualifier(process, log, f"http://127.0.0.1:{port}", group="")
+        try:
+            await ready(intake)
+            yield intake.url
+        finally:
+            intake.stop()
+
+
+@pytest.fixture
+def start_qualifier(
+    database_url: str, kafka_bootstrap: str, key_store: str, tmp_path: Path
+) -> Iterator[Start]:
     started: list[Qualifier] = []
 
     def start(group: str, **extra: str) -> Qualifier:
@@ -77,6 +117,7 @@ def start_qualifier(database_url: str, kafka_bootstrap: str, tmp_path: Path) -> 
             "LEADFLOW_QUALIFIER_PORT": str(port),
             "LEADFLOW_QUALIFIER_DATABASE_URL": database_url,
             "LEADFLOW_QUALIFIER_CONSUMER_GROUP": group,
+            "LEADFLOW_QUALIFIER_KEYS_URL": key_store,
             **extra,
         }
         with log.open("wb") as out:
