@@ -49,16 +49,31 @@ def test_each_service_listens_on_its_contract_port(compose: dict[str, Any], serv
     default_port = SETTINGS[service].model_fields["port"].default
     prefix = SETTINGS[service].model_config.get("env_prefix", "")
     assert svc["environment"][f"{prefix}PORT"] == str(default_port)
-    assert svc["ports"] == [f"{default_port}:{default_port}"]
+    # Published on the host's loopback only (dev mode's token `dev` holds every scope).
+    assert svc["ports"] == [f"127.0.0.1:{default_port}:{default_port}"]
     assert svc["command"] == ["serve", service]
     assert f"{default_port}/readyz" in " ".join(svc["healthcheck"]["test"])
     assert svc["environment"][f"{prefix}DATABASE_URL"].endswith(f"/{service}")
     conditions = {k: v["condition"] for k, v in svc["depends_on"].items()}
     assert conditions == {
+        # One of the two brokers, whichever profile runs (`required: false` for both).
         "kafka": "service_healthy",
+        "kafka-secure-init": "service_completed_successfully",
         "postgres": "service_healthy",
         "migrate": "service_completed_successfully",
     }
+    assert svc["depends_on"]["kafka"]["required"] is False
+    assert svc["depends_on"]["kafka-secure-init"]["required"] is False
+
+
+def test_kafka_is_published_nowhere_and_production_runs_sasl_ssl(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "ports" not in services["kafka"] and "ports" not in services["kafka-secure"]
+    assert services["kafka"]["profiles"] == ["dev"]
+    assert services["kafka-secure"]["profiles"] == ["production"]
+    listeners = services["kafka-secure"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert listeners.startswith("SASL_SSL://")
+    assert "PLAINTEXT" not in listeners
 
 
 def test_databases_and_kafka_match(compose: dict[str, Any]) -> None:
