@@ -57,12 +57,6 @@ def create_app(
         # subscription's secrets at each attempt).
         "webhook": SubscriptionSender(settings, lambda: app.state.runtime.engine),
     }
-    senders: dict[str, Sender] = {
-        "partner": PartnerSender(settings),
-        # The engine is the runtime's, there once the app runs (the sender reads the
-        # subscription's secrets at each attempt).
-        "webhook": SubscriptionSender(settings, lambda: app.state.runtime.engine),
-    }
     deliverer = Deliverer(settings, senders)
     crm_clients = CrmClients()
     crm_sync = CrmSync(settings, crm_clients)
