@@ -45,7 +45,9 @@ def test_each_problem_names_its_field_and_line() -> None:
     with pytest.raises(configs.ConnectorInvalid) as caught:
         configs.parse(text, "b24")
     messages = _messages(caught.value)
-    assert any("stages[1].to" in m and "contacted" in m and m.startswith("line 7") for m in messages)
+    assert any(
+        "stages[1].to" in m and "contacted" in m and m.startswith("line 7") for m in messages
+    )
     assert any("credentials.user_id" in m for m in messages)
 
 
