@@ -82,6 +82,8 @@ class Sim:
         self.early_seconds = 0.0
         self.search_lag = 0.0
         self.requests = 0
+        # Calls answered 429, either limit (the tests show how often a client met them).
+        self.limited = 0
 
     def validate(self, kind: str, props: dict[str, Any]) -> JSONResponse | None:
         known = self.account.known(kind)
@@ -172,6 +174,7 @@ def create_app(
             )
         is_search = request.url.path.endswith("/search")
         if is_search and not sim.search_window.admit():
+            sim.limited += 1
             return error(
                 429,
                 "",
@@ -181,6 +184,7 @@ def create_app(
                 requestId=str(uuid.uuid4()),
             )
         if not is_search and not sim.window.admit():
+            sim.limited += 1
             answer = error(
                 429,
                 "",

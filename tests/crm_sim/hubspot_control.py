@@ -111,6 +111,7 @@ def control(sim: Sim) -> APIRouter:
             "deals_created_per_lead": dict(sim.account.created_per_lead),
             "notifications": dict(sim.outbox.stats),
             "requests": sim.requests,
+            "limited": sim.limited,
         }
 
     return router

@@ -85,6 +85,8 @@ class KommoSim:
         self.sent: list[Json] = []
         self.http: httpx.AsyncClient | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        # Calls answered 429 (the tests show how often a client met the limit).
+        self.limited = 0
 
     # -- the rate limit and failure knobs ------------------------------------------------
 
@@ -226,6 +228,7 @@ def make_app(
         if not request.url.path.startswith("/api/v4/"):
             return await call_next(request)
         if sim.over_limit():
+            sim.limited += 1
             headers = (
                 {}
                 if sim.knobs.retry_after is None
@@ -311,6 +314,10 @@ def add_control_routes(app: FastAPI, sim: KommoSim) -> None:
     async def contact(contact_id: int) -> Response:
         found = acc.contacts.get(contact_id)
         return JSONResponse(found) if found else problem(404, "Not Found", "no such contact")
+
+    @app.get("/_sim/stats")
+    async def stats() -> Response:
+        return JSONResponse({"limited": sim.limited})
 
     @app.get("/_sim/notifications")
     async def notifications() -> Response:
