@@ -7,7 +7,9 @@ the leads routed to primary processing (`push_routes: [processing]`). The simula
 10% of their notifications (seeded) and keep their documented rate limits; the qualifier
 is SIGKILLed once while pushes and notifications are in flight, and salespeople keep
 moving deals while it is down (Bitrix24 and Kommo never resend those notifications: only
-reconciliation, every 5 s here, can catch them).
+reconciliation, every 5 s here, can catch them). Right after the restart another
+integration of the same accounts spends their budgets for a few seconds, so Leadflow's
+catching up meets each CRM's 429/503 (counted by the simulators, less the other's own).
 
 Salespeople follow a script per record (accept, SQL, demo, won with an amount; straight
 to won; SQL then lost with a reason; accepted then lost; lost before anyone accepted),
