@@ -46,21 +46,6 @@ async def in_transaction(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def split_by_lead(items: Sequence[T], parts: int, lead: Callable[[T], str]) -> list[list[T]]:
-    """`items` in up to `parts` non-empty lists, each lead's in one (`lead` names an item's
-    lead): a lead's rows are then locked by one transaction only."""
-    if parts <= 1:
-        return [list(items)] if items else []
-    split: list[list[T]] = [[] for _ in range(parts)]
-    for item in items:
-        split[zlib.crc32(lead(item).encode()) % parts].append(item)
-    return [part for part in split if part]
-
-
-def _lead_of(d: Delivered) -> str:
-    return d.event.subject
-
-
 def make_handler(runtime: Runtime) -> BatchHandler:
     settings = runtime.settings
     assert isinstance(settings, KpiSettings)
@@ -94,6 +79,9 @@ def make_handler(runtime: Runtime) -> BatchHandler:
         # (its rows are locked by one transaction), and each part claims its own events in
         # its own transaction, so each event is still applied exactly once; the offsets are
         # committed only after every part is.
-        await asyncio.gather(*(apply(part) for part in split_by_lead(batch, parts, _lead_of)))
+        split: list[list[Delivered]] = [[] for _ in range(parts)]
+        for d in batch:
+            split[zlib.crc32(d.event.subject.encode()) % parts].append(d)
+        await asyncio.gather(*(apply(part) for part in split if part))
 
     return handle

@@ -11,12 +11,9 @@ How it stays exact without stopping the live consumer:
    runner from offset 0. An event both fold is merged twice, which changes nothing (the
    fold is idempotent), so the new generation gets every event exactly once in effect.
 3. The runner reads with its own consumer group (`<group>-rebuild-<generation>`; Kafka
-   spreads the partitions over the replicas) and writes, once a batch is folded, how far
-   each partition is. It never commits offsets to Kafka: the database is the record, so a
-   restarted process resumes where the last recorded position left off (a batch folded
-   but not yet recorded is folded again, which changes nothing). A batch's leads are
-   folded in `fold_parallelism` concurrent transactions, as the live consumer's are, and
-   the next batch is fetched and decoded meanwhile; batches commit one after another.
+   spreads the partitions over the replicas) and writes, in each batch's transaction,
+   how far each partition is folded. It never commits offsets to Kafka: the database
+   is the record, so a restarted process resumes exactly where the last commit left off.
 4. Once every partition is folded up to its target, one transaction makes the new
    generation active and retires the old one; reads switch at once. A background job
    deletes a retired generation's rows after a grace period.
@@ -25,8 +22,6 @@ How it stays exact without stopping the live consumer:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -39,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kpi.config import KpiSettings
 from services.kpi.fold import apply
-from services.kpi.fold.consumer import in_transaction, split_by_lead
+from services.kpi.fold.consumer import in_transaction
 from services.kpi.store import generations
 from shared.crypto import open_event
 from shared.db import error_summary, utcnow
@@ -232,8 +227,6 @@ class Rebuilder:
             list(LEAD_TOPICS), listener=_ResumeFromProgress(self, consumer, generation)
         )
         await consumer.start()
-        # The last batch's transactions, running while the next batch is fetched and decoded.
-        folding: asyncio.Task[bool] | None = None
         try:
             while not self.runtime.stopping.is_set():
                 batches = await consumer.getmany(
@@ -244,17 +237,11 @@ class Rebuilder:
                     for tp in consumer.assignment()
                 }
                 events = self._decode(batches)
-                if folding is not None:
-                    if not await folding:
-                        return  # cancelled, or switched by another replica
-                    if await self._switch_if_caught_up(generation, targets):
-                        return
-                folding = asyncio.create_task(self._fold(generation, events, positions))
+                if not await self._fold(generation, events, positions):
+                    return  # cancelled, or switched by another replica
+                if await self._switch_if_caught_up(generation, targets):
+                    return
         finally:
-            if folding is not None and not folding.done():
-                folding.cancel()  # rolled back; its batch is read again on the next run
-                with contextlib.suppress(asyncio.CancelledError):
-                    await folding
             await consumer.stop()
 
     def _decode(self, batches: Mapping[TopicPartition, list[object]]) -> list[Event]:
@@ -279,37 +266,15 @@ class Rebuilder:
     async def _fold(
         self, generation: int, events: list[Event], positions: Mapping[tuple[str, int], int]
     ) -> bool:
-        """Fold a batch, then record the positions after it; False if the generation is no
-        longer being built."""
-        parts = split_by_lead(events, self.settings.fold_parallelism, _subject)
-
-        async def fold_part(part: list[Event], conn: AsyncConnection) -> bool:
+        async def work(conn: AsyncConnection) -> bool:
             fold_version = await generations.lock_if_building(conn, generation)
             if fold_version is None:
                 return False
-            await apply.fold_into(conn, generation, fold_version, part)
-            return True
-
-        async def record(conn: AsyncConnection) -> bool:
-            if await generations.lock_if_building(conn, generation) is None:
-                return False
+            await apply.fold_into(conn, generation, fold_version, events)
             await generations.save_progress(conn, generation, positions)
             return True
 
-        engine = self.runtime.engine
-        if len(parts) <= 1:
-
-            async def work(conn: AsyncConnection) -> bool:
-                return await fold_part(events, conn) and await record(conn)
-
-            return await in_transaction(engine, work)
-        # While the database writes one part, this process folds the next. The positions
-        # are recorded only after every part committed: should the process stop between,
-        # the batch is folded again on resume, which changes nothing.
-        folded = await asyncio.gather(
-            *(in_transaction(engine, functools.partial(fold_part, part)) for part in parts)
-        )
-        return all(folded) and await in_transaction(engine, record)
+        return await in_transaction(self.runtime.engine, work)
 
     async def _switch_if_caught_up(self, generation: int, targets: Targets) -> bool:
         async with self.runtime.engine.connect() as conn:
@@ -322,10 +287,6 @@ class Rebuilder:
             ACTIVE_GENERATION.set(generation)
             log.info("KPI generation %d is caught up and now answers reads", generation)
         return True
-
-
-def _subject(event: Event) -> str:
-    return event.subject
 
 
 async def purge_retired(runtime: Runtime) -> None:
