@@ -406,4 +406,9 @@ class TestRebuildRequests:
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         assert (await kpi.http.delete("/v1/admin/rebuilds/2")).status_code == 409
         assert (await kpi.http.get("/v1/admin/rebuilds/9")).status_code == 404
+        # Past PostgreSQL's integers: no rebuild, and a 422 naming it (the database would
+        # refuse the parameter with a 500).
+        for method in ("GET", "DELETE"):
+            r = await kpi.http.request(method, "/v1/admin/rebuilds/300564941373")
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "rebuild_id"
         assert (await kpi.http.post("/v1/admin/rebuild")).json()["rebuild_id"] == 3

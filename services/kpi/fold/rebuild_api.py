@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from fastapi.responses import JSONResponse
 
 from services.kpi.fold import rebuild
@@ -72,8 +74,13 @@ async def list_rebuilds(request: Request, _: Admin) -> list[RebuildOut]:
     return [RebuildOut.model_validate(d) for d in described if d is not None]
 
 
+# Rebuilds are numbered generations, PostgreSQL integers: a larger number is no rebuild,
+# refused as 422 before the database would refuse the parameter (a 500).
+RebuildId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A rebuild (generation) number")]
+
+
 @router.get("/v1/admin/rebuilds/{rebuild_id}", response_model=RebuildOut, tags=["admin"])
-async def get_rebuild(request: Request, rebuild_id: int, _: Admin) -> RebuildOut:
+async def get_rebuild(request: Request, rebuild_id: RebuildId, _: Admin) -> RebuildOut:
     async with runtime_of(request).engine.connect() as conn:
         described = await rebuild.describe(conn, rebuild_id)
     if described is None:
@@ -82,7 +89,7 @@ async def get_rebuild(request: Request, rebuild_id: int, _: Admin) -> RebuildOut
 
 
 @router.delete("/v1/admin/rebuilds/{rebuild_id}", response_model=RebuildOut, tags=["admin"])
-async def cancel_rebuild(rebuild_id: int, _: Admin, conn: UnitOfWork) -> RebuildOut:
+async def cancel_rebuild(rebuild_id: RebuildId, _: Admin, conn: UnitOfWork) -> RebuildOut:
     """Abandon a running rebuild; its rows are deleted, the active generation stays."""
     cancelled = await generations.cancel(conn, rebuild_id, utcnow())
     described = await rebuild.describe(conn, rebuild_id)
