@@ -34,6 +34,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -415,6 +416,8 @@ def main() -> int:
     parser.add_argument("--pgss", action="store_true")
     parser.add_argument("--rebuild", action="store_true", help="also time a rebuild after it")
     args = parser.parse_args()
+    # SIGTERM as Ctrl-C: the stack (broker, server) is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(main_async(args))
     out = Path(os.environ.get("BENCH_RESULTS_DIR", RESULTS))
     out.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -266,6 +267,8 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
+    # SIGTERM as Ctrl-C: the store's server is stopped and its files deleted on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     curve = asyncio.run(main_async(args))
     out = Path(os.environ.get("BENCH_RESULTS_DIR", RESULTS))
     out.mkdir(parents=True, exist_ok=True)
