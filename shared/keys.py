@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
@@ -40,7 +41,8 @@ class KeySource(Protocol):
 
 class HttpKeySource:
     """Intake's `POST /v1/keys:batch` with a `keys:read` token, each key kept for `ttl`
-    seconds (a lead's events come close together: its decision, its sales calls)."""
+    seconds (a lead's events come close together: its decision, its sales calls), at most
+    `max_cached` of them (about 0.5 KB each)."""
 
     def __init__(
         self,
@@ -50,13 +52,16 @@ class HttpKeySource:
         ttl: float = 60.0,
         timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        max_cached: int = 20_000,
     ) -> None:
         """`client`: one to send through (a test's in-process intake); else one of its own."""
         self._url = url.rstrip("/") + "/v1/keys:batch"
         self._headers = {"Authorization": f"Bearer {token}"}
         self._ttl = ttl
         self._client = client or httpx.AsyncClient(timeout=timeout)
-        self._cache: dict[str, tuple[float, LeadKey]] = {}
+        self._max_cached = max_cached
+        # Oldest first: every entry lives `ttl`, so insertion order is expiry order.
+        self._cache: OrderedDict[str, tuple[float, LeadKey]] = OrderedDict()
 
     async def fetch(self, lead_ids: Collection[str]) -> dict[str, LeadKey]:
         now = time.monotonic()
@@ -74,9 +79,16 @@ class HttpKeySource:
             ).items():
                 found[lead_id] = key
                 self._cache[lead_id] = (now + self._ttl, key)
-        if len(self._cache) > 100_000:  # bounded memory: expired entries go
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                self._cache.move_to_end(lead_id)
+        self._evict(now)
         return found
+
+    def _evict(self, now: float) -> None:
+        """Expired keys go as soon as they expire, and past `max_cached` the oldest too (a
+        key evicted early is only fetched again): the cache stays small at any lead rate."""
+        cache = self._cache
+        while cache and (len(cache) > self._max_cached or next(iter(cache.values()))[0] <= now):
+            cache.popitem(last=False)
 
     async def _call(self, lead_ids: Sequence[str]) -> dict[str, LeadKey]:
         try:
