@@ -348,7 +348,14 @@ async def timed_rebuild(url: str, events: int) -> dict[str, Any]:
     seconds = time.monotonic() - started
     if described["status"] != "done":
         raise RuntimeError(f"the rebuild ended {described['status']}")
-    return {"events": events, "seconds": round(seconds, 1), "events_per_s": round(events / seconds)}
+    return {
+        "events": events,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(events / seconds),
+        # The goal is a million leads (5.6 million events, as the bench history has 5.6 an
+        # event a lead): this history's rate, extrapolated; not a measurement of that size.
+        "million_leads_seconds_at_this_rate": round(5_600_000 * seconds / events),
+    }
 
 
 GOALS = [
@@ -357,7 +364,7 @@ GOALS = [
     ("e2e.p99_ms", "<=", 250),
     ("e2e.ratio_to_floor", "<=", 3),
     ("kpi_fold.events_per_s", ">=", 20000),
-    ("kpi_rebuild.seconds", "<=", 300),
+    ("kpi_rebuild.million_leads_seconds_at_this_rate", "<=", 300),
     ("kpi_query.summary_p99_ms", "<=", 50),
     ("rss_mb.intake", "<=", 150),
     ("rss_mb.qualifier", "<=", 150),
@@ -399,6 +406,7 @@ def markdown(results: dict[str, Any]) -> str:
         "kpi_fold.floor_events_per_s",
         "kpi_fold.ratio_to_floor",
         "kpi_rebuild.seconds",
+        "kpi_rebuild.million_leads_seconds_at_this_rate",
         "kpi_query.summary_p99_ms",
         "kpi_query.events_in_store",
         "rss_mb.intake",

@@ -52,7 +52,7 @@ class HttpKeySource:
         ttl: float = 60.0,
         timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
-        max_cached: int = 20_000,
+        max_cached: int = 5_000,
     ) -> None:
         """`client`: one to send through (a test's in-process intake); else one of its own."""
         self._url = url.rstrip("/") + "/v1/keys:batch"

@@ -24,6 +24,7 @@ KEYS = [
     "kpi_fold.floor_events_per_s",
     "kpi_fold.ratio_to_floor",
     "kpi_rebuild.seconds",
+    "kpi_rebuild.million_leads_seconds_at_this_rate",
     "kpi_query.summary_p99_ms",
     "kpi_query.events_in_store",
     "rss_mb.intake",
