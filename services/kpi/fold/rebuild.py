@@ -42,6 +42,7 @@ from shared.delivery import is_transient
 from shared.events import LEAD_TOPICS, Event, UndecodableEvent
 from shared.kafka_security import Kafka, client_kwargs
 from shared.runtime import Runtime
+from shared.wakeup import nap
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +183,7 @@ class Rebuilder:
 
     async def _idle(self, seconds: float) -> None:
         """Until woken (a rebuild was asked for here), shut-down, or `seconds` have passed."""
-        waits = [
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(self.runtime.stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        await nap(self._wake, self.runtime.stopping, seconds)
 
     async def _targets(self, generation: int) -> Targets | None:
         async with self.runtime.engine.connect() as conn:

@@ -13,7 +13,6 @@ overlap and a pull of the same change cost a read, never a double count.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from services.qualifier.partners.webhooks import retry_delay
 from services.qualifier.tables import crm_connectors
 from shared.db import error_summary, utcnow
 from shared.runtime import Runtime
+from shared.wakeup import nap
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,7 @@ class CrmSync:
             await self._clients.aclose()
 
     async def _sleep(self, runtime: Runtime, seconds: float) -> None:
-        waiters = [
-            asyncio.create_task(self._wakeup.wait()),
-            asyncio.create_task(runtime.stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waiters:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*waiters, return_exceptions=True)
+        await nap(self._wakeup, runtime.stopping, seconds)
 
     # Pulls
 

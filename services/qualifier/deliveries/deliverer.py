@@ -34,6 +34,7 @@ from services.qualifier.deliveries import repository
 from services.qualifier.partners.webhooks import retry_delay
 from shared.db import AnyRow, error_summary, utcnow
 from shared.runtime import Runtime
+from shared.wakeup import nap
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +141,7 @@ class Deliverer:
 
     async def _sleep(self, runtime: Runtime, seconds: float) -> None:
         """Until the next delivery is due, a wake-up, or shut-down, whichever comes first."""
-        waiters = [
-            asyncio.create_task(self._wakeup.wait()),
-            asyncio.create_task(runtime.stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waiters:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*waiters, return_exceptions=True)
+        await nap(self._wakeup, runtime.stopping, seconds)
 
     async def deliver_due(self, engine: AsyncEngine) -> int:
         """Attempt every delivery due now (up to a batch); return how many were attempted."""
