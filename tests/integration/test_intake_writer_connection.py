@@ -1,6 +1,6 @@
 """Intake's writer keeps its database connection between group commits (PostgreSQL): the
 server closing it (a restart, an idle timeout) costs no client an error, loses no lead and
-doubles no event."""
+makes no second event for one."""
 
 from __future__ import annotations
 
@@ -66,4 +66,8 @@ async def test_leads_after_the_server_closed_the_writers_connection_are_accepted
     assert len(lead_ids) == 13
     assert await count(database_url, leads) == 13
     events = await published(database_url, kafka_bootstrap, lead_ids)
-    assert Counter(e.subject for e in events) == Counter(lead_ids)  # each exactly once
+    # The kill may land between Kafka's acknowledgement of the first leads and the relay's
+    # delete: those go out again with the same event id (at least once on the wire, by
+    # design; consumers drop the copy by id). What must hold: one event per lead, none lost.
+    distinct = {e.id: e.subject for e in events}
+    assert Counter(distinct.values()) == Counter(lead_ids)  # one event per lead, none lost
