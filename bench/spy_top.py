@@ -1,6 +1,8 @@
 """Where a py-spy speedscope profile spends its time: inclusive share per function.
 
-.venv/bin/python -m bench.spy_top PROFILE.speedscope.json [--top 40] [--match TEXT]
+.venv/bin/python -m bench.spy_top PROFILE.speedscope.json [--top 40] [--match TEXT] [--within TEXT]
+
+`--within`: only the samples with a frame whose name holds TEXT (one job of the process).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ def main() -> None:
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--match", default="")
+    parser.add_argument("--within", default="")
     args = parser.parse_args()
     doc = json.loads(args.profile.read_text())
     frames = doc["shared"]["frames"]
@@ -23,6 +26,8 @@ def main() -> None:
     total = 0
     for profile in doc["profiles"]:
         for sample, weight in zip(profile["samples"], profile["weights"], strict=True):
+            if args.within and not any(args.within in frames[i]["name"] for i in sample):
+                continue
             total += weight
             seen = set()
             for index in sample:

@@ -46,9 +46,16 @@ class KpiSettings(ServiceSettings):
     timeseries_max_points: int = Field(default=20_000, ge=100, le=1_000_000)
     # The deployment's one currency: payments in another are parked, not summed.
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
-    # Rebuild: events per transaction, and how often an idle process looks for a rebuild
+    # Rebuild: events per read, and how often an idle process looks for a rebuild
     # that another replica was asked to start.
     rebuild_max_records: int = Field(default=2000, ge=1)
     rebuild_poll_seconds: float = Field(default=5.0, gt=0)
+    # Events a rebuild folds in memory before writing them in one transaction
+    # (fold/window.py): each lead is then written once per window, not once per read.
+    rebuild_window_events: int = Field(default=20_000, ge=1)
+    # A rebuild stages its aggregate increments and adds them in one statement, beside the
+    # next windows, once this many are staged, and the rest at the switch
+    # (store/writes.compact_fact_deltas).
+    rebuild_compact_deltas: int = Field(default=200_000, ge=1)
     # How long a retired generation's rows stay (reads begun before a switch finish on them).
     retired_grace_seconds: float = Field(default=60.0, ge=0)

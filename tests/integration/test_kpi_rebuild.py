@@ -47,6 +47,7 @@ async def test_a_rebuild_resumes_after_a_restart(database_url: str, tmp_path: Pa
             database_url=database_url,
             consumer_group=f"kpi-rebuild-{uuid.uuid4().hex[:8]}",
             rebuild_max_records=5,
+            rebuild_window_events=10,
             rebuild_poll_seconds=0.2,
             common=CommonSettings(
                 data_dir=tmp_path, kafka_bootstrap_servers=bootstrap, topic_partitions=3

@@ -200,6 +200,7 @@ async def test_every_metric_matches_an_independent_computation_before_and_after_
             consumer_group=f"kpi-scenario-{uuid.uuid4().hex[:8]}",
             consumer_max_records=500,
             rebuild_max_records=20,  # slow enough that the third wave lands mid-rebuild
+            rebuild_window_events=40,
             rebuild_poll_seconds=0.2,
             retired_grace_seconds=0,
             common=CommonSettings(

@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kpi.fold.apply import FOLD_VERSION, fold_into
 from services.kpi.fold.consumer import in_transaction
-from services.kpi.store.tables import aggregates, facts, leads
+from services.kpi.fold.window import FoldWindow
+from services.kpi.store import writes
+from services.kpi.store.tables import aggregates, fact_deltas, facts, leads
 from shared.db import create_engine
 from shared.events import Event
 from shared.migrations import migrate
@@ -111,6 +113,70 @@ async def test_writers_racing_on_the_same_leads_lose_nothing(
     # Four writers, each with every event (as replicas overlapping in a rebalance, or the
     # live consumer beside a rebuild): rows are locked, merges are idempotent.
     await asyncio.gather(*(writer(rng.randrange(10**6)) for _ in range(4)))
+    expected = await _tables(engine, in_order)
+    assert len(expected["kpi_leads"]) > 40 and len(expected["kpi_facts"]) > 100
+    assert await _tables(engine, raced) == expected
+
+
+async def _fold_window(
+    engine: AsyncEngine, generation: int, reads: list[list[Event]], *, stage: bool
+) -> None:
+    window = FoldWindow()
+    for read in reads:
+        window.add(read)
+
+    async def work(conn: Any) -> None:
+        await window.write(conn, generation, FOLD_VERSION, stage=stage)
+
+    await in_transaction(engine, work)
+
+
+async def count_staged(engine: AsyncEngine, generation: int) -> int:
+    async with engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(fact_deltas.c.generation == generation)
+        return int(await conn.scalar(query) or 0)
+
+
+async def _compact(engine: AsyncEngine, generation: int) -> None:
+    async with engine.begin() as conn:
+        await writes.compact_fact_deltas(conn, generation)
+
+
+@pytest.mark.parametrize("stage", [False, True], ids=["aggregates", "staged"])
+async def test_windows_racing_with_batches_give_the_tables_of_one_fold(
+    engine: AsyncEngine, stage: bool
+) -> None:
+    # A rebuild folds windows of many reads in one transaction, beside the live consumer's
+    # batches on the same generation (every event twice: the overlap a rebuild has). Staged,
+    # its aggregate increments wait in kpi_fact_deltas for compactions (one racing too).
+    s = generate(8, first=date(2026, 1, 1), last=date(2026, 5, 1), per_month=12)
+    events: list[Event] = s.events  # type: ignore[assignment]
+    in_order, raced = next(_generations), next(_generations)
+    await _fold(engine, in_order, sorted(events, key=lambda e: (e.time, e.id)))
+
+    async def rebuild() -> None:
+        mine = events[:]
+        random.Random(1).shuffle(mine)
+        for n, i in enumerate(range(0, len(mine), 120)):
+            window = mine[i : i + 120]
+            reads = [window[j : j + 17] for j in range(0, 120, 17)]
+            await asyncio.gather(
+                _fold_window(engine, raced, reads, stage=stage),
+                *([_compact(engine, raced)] if n % 3 == 2 else []),
+            )
+            if n == 0:  # the increments wait, staged or not
+                assert bool(await count_staged(engine, raced)) is stage
+
+    async def live() -> None:
+        mine = events[:]
+        random.Random(2).shuffle(mine)
+        for i in range(0, len(mine), 25):
+            await _fold(engine, raced, mine[i : i + 25])
+
+    await asyncio.gather(rebuild(), live())
+    if stage:
+        await _compact(engine, raced)
+        assert not await count_staged(engine, raced)
     expected = await _tables(engine, in_order)
     assert len(expected["kpi_leads"]) > 40 and len(expected["kpi_facts"]) > 100
     assert await _tables(engine, raced) == expected

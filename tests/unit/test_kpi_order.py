@@ -17,8 +17,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kpi.fold.facts import AggKey, Fact, aggregate_keys, facts_of, fold
-from services.kpi.fold.lead_state import LeadState
+from services.kpi.fold.facts import AggKey, Fact, aggregate_keys, facts_of, fold, merge_events
+from services.kpi.fold.lead_state import LeadState, join
 from shared.events import Event, Route, Stage
 from tests.fixtures.kpi import events as ev
 
@@ -139,3 +139,26 @@ def test_the_aggregates_always_sum_the_facts_of_the_current_states(events: list[
                     recomputed[key] += amount
         assert store.sums() == {k: v for k, v in recomputed.items() if v}
         assert all(v >= 0 for v in store.aggregates.values())
+
+
+def _merged(events: Sequence[Event]) -> dict[str, LeadState]:
+    states: dict[str, LeadState] = {}
+    merge_events({}, events, states)
+    return states
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), events=histories())
+def test_joining_states_folded_apart_is_folding_everything(
+    data: st.DataObject, events: list[Event]
+) -> None:
+    # A fold window merges its events into empty states, apart from the stored ones, and
+    # joins the two when it writes.
+    delivered = data.draw(st.permutations(events))
+    cut = data.draw(st.integers(0, len(delivered)))
+    stored, window = _merged(delivered[:cut]), _merged(delivered[cut:])
+    joined = {
+        lead: join(stored.get(lead) or LeadState(lead), window.get(lead) or LeadState(lead))
+        for lead in stored.keys() | window.keys()
+    }
+    assert joined == _merged(events)

@@ -249,6 +249,37 @@ def diff(
             changes.upsert_facts.append((lead_id, *key, fact))
 
 
+def merge_events(
+    states: Mapping[str, LeadState | None],
+    events: Iterable[Event],
+    merged: dict[str, LeadState],
+) -> None:
+    """Merge `events` into `merged`: each lead's state so far, else its stored one in
+    `states` (which must hold every lead the events concern), else an empty one."""
+    for event in events:
+        if not concerns_kpi(event):
+            continue
+        lead_id = event.subject
+        current = merged.get(lead_id) or states.get(lead_id) or LeadState(lead_id)
+        merged[lead_id] = merge(current, event)
+
+
+def changes_between(
+    states: Mapping[str, LeadState | None],
+    merged: Iterable[tuple[str, LeadState]],
+    edges: tuple[int, ...] = BIN_EDGES,
+) -> Changes:
+    """What must be written to take the leads from their stored `states` to `merged`."""
+    changes = Changes()
+    for lead_id, after in merged:
+        before = states.get(lead_id) or LeadState(lead_id)
+        if after == before:
+            continue
+        changes.states[lead_id] = after
+        diff(lead_id, before, after, changes, edges)
+    return changes
+
+
 def fold(
     states: Mapping[str, LeadState | None],
     events: Iterable[Event],
@@ -260,17 +291,5 @@ def fold(
     the value bins of the generation written (durations.bin_edges of its fold version).
     """
     merged: dict[str, LeadState] = {}
-    for event in events:
-        if not concerns_kpi(event):
-            continue
-        lead_id = event.subject
-        current = merged.get(lead_id) or states.get(lead_id) or LeadState(lead_id)
-        merged[lead_id] = merge(current, event)
-    changes = Changes()
-    for lead_id, after in merged.items():
-        before = states.get(lead_id) or LeadState(lead_id)
-        if after == before:
-            continue
-        changes.states[lead_id] = after
-        diff(lead_id, before, after, changes, edges)
-    return changes
+    merge_events(states, events, merged)
+    return changes_between(states, merged.items(), edges)

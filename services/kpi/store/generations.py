@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kpi.store.tables import aggregates, facts, generations, leads, rebuild_progress
+from services.kpi.store.tables import (
+    aggregates,
+    fact_deltas,
+    facts,
+    generations,
+    leads,
+    rebuild_progress,
+)
 
 ACTIVE, BUILDING, RETIRED, CANCELLED = "active", "building", "retired", "cancelled"
 _AGG_KEYS = tuple(c.name for c in aggregates.primary_key.columns)
@@ -152,8 +159,10 @@ async def set_targets(
     )
 
 
-async def switch_to(conn: AsyncConnection, generation: int, now: datetime) -> bool:
-    """Make a caught-up generation the active one, in the caller's transaction."""
+async def lock_for_switch(conn: AsyncConnection, generation: int) -> bool:
+    """Lock the active generation and the one being built (live batches, which share-lock
+    them, wait until the caller's transaction ends); whether `generation` is still being
+    built."""
     g = generations.c
     locked = await conn.execute(
         sa.select(g.generation, g.status)
@@ -162,8 +171,14 @@ async def switch_to(conn: AsyncConnection, generation: int, now: datetime) -> bo
         .with_for_update()
     )
     statuses = {int(r.generation): r.status for r in locked}
-    if statuses.get(generation) != BUILDING:
+    return statuses.get(generation) == BUILDING
+
+
+async def switch_to(conn: AsyncConnection, generation: int, now: datetime) -> bool:
+    """Make a caught-up generation the active one, in the caller's transaction."""
+    if not await lock_for_switch(conn, generation):
         return False
+    g = generations.c
     await conn.execute(
         generations.update().where(g.status == ACTIVE).values(status=RETIRED, retired_at=now)
     )
@@ -199,7 +214,7 @@ async def generations_to_purge(conn: AsyncConnection, retired_before: datetime) 
 
 async def purge(conn: AsyncConnection, generation: int, now: datetime) -> None:
     """Delete a retired generation's rows (its row stays, as history)."""
-    for table in (aggregates, facts, leads, rebuild_progress):
+    for table in (aggregates, fact_deltas, facts, leads, rebuild_progress):
         await conn.execute(table.delete().where(table.c.generation == generation))
     await conn.execute(
         generations.update().where(generations.c.generation == generation).values(purged_at=now)

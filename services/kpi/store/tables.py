@@ -119,6 +119,21 @@ aggregates = sa.Table(
     sa.Column("value", sa.Numeric(24, 6), nullable=False),
 )
 
+# A rebuild's aggregate increments, staged: the changed facts of each window, signed and
+# valued as the aggregates count them, appended in the window's transaction and added to
+# kpi_aggregates by one statement (store/writes.compact_fact_deltas) before the generation
+# answers reads. No key and no index: rows are only appended, then taken by generation.
+fact_deltas = sa.Table(
+    "kpi_fact_deltas",
+    metadata,
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("metric", sa.String(32), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("bin", sa.SmallInteger, nullable=False),
+    sa.Column("amount", sa.Numeric(24, 6), nullable=False),
+    *_dimension_columns(),
+)
+
 plans = sa.Table(
     "kpi_plans",
     metadata,

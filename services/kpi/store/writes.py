@@ -145,6 +145,12 @@ async def write_changes(conn: AsyncConnection, generation: int, changes: Changes
 
     Rows are written in key order (see _bulk_upsert), so writers cannot deadlock.
     """
+    await write_lead_rows(conn, generation, changes)
+    await add_fact_deltas(conn, generation, changes.fact_deltas)
+
+
+async def write_lead_rows(conn: AsyncConnection, generation: int, changes: Changes) -> None:
+    """The lead states and fact rows of `changes` (not the aggregates)."""
     await _bulk_upsert(
         conn,
         leads,
@@ -172,7 +178,6 @@ async def write_changes(conn: AsyncConnection, generation: int, changes: Changes
         conflict=_FACT_KEYS,
         update={c: f"excluded.{c}" for c in _FACT_COLUMNS if c not in _FACT_KEYS},
     )
-    await _add_fact_deltas(conn, generation, changes.fact_deltas)
 
 
 def _aggregate_rows_sql() -> str:
@@ -194,29 +199,46 @@ def _aggregate_rows_sql() -> str:
 
 # The key columns but the generation (a constant), by their position in the SELECT list.
 _AGG_KEY_POSITIONS = ", ".join(str(i) for i in range(2, len(_AGG_KEYS) + 1))
-# The batch's changed facts go to the database as arrays; it expands each into its aggregate
-# rows, sums them per row and adds the sums, in key order (so writers cannot deadlock). Five
-# times fewer values travel and are encoded than the aggregate rows they make.
-_ADD_FACT_DELTAS = (
-    f"INSERT INTO kpi_aggregates ({', '.join(_AGG_KEYS)}, value) "
-    f"SELECT $1, k.rollup, k.grain, k.bucket_start, u.metric, u.bin, "
-    f"{', '.join(f'k.{d}' for d in DIMENSIONS)}, sum(u.amount) "
-    "FROM unnest($2::text[], $3::timestamptz[], $4::int2[], $5::numeric[], "
-    f"{', '.join(f'${i}::text[]' for i in range(6, 6 + len(DIMENSIONS)))}) "
-    f"AS u(metric, at, bin, amount, {', '.join(DIMENSIONS)}) "
-    f"CROSS JOIN LATERAL (VALUES {_aggregate_rows_sql()}) "
-    f"AS k(rollup, grain, bucket_start, {', '.join(DIMENSIONS)}) "
-    f"GROUP BY {_AGG_KEY_POSITIONS} HAVING sum(u.amount) <> 0 ORDER BY {_AGG_KEY_POSITIONS} "
-    f"ON CONFLICT ({', '.join(_AGG_KEYS)}) "
-    "DO UPDATE SET value = kpi_aggregates.value + excluded.value"
+# A fact delta's columns (u: a relation of them), as arrays in parameters $2 onwards.
+_DELTA_COLUMNS = ("metric", "at", "bin", "amount", *DIMENSIONS)
+_DELTA_ARRAYS = "$2::text[], $3::timestamptz[], $4::int2[], $5::numeric[], " + ", ".join(
+    f"${i}::text[]" for i in range(6, 6 + len(DIMENSIONS))
 )
 
 
-async def _add_fact_deltas(
-    conn: AsyncConnection, generation: int, deltas: Sequence[FactDelta]
-) -> None:
-    if not deltas:
-        return
+def _add_aggregates_from(source: str) -> str:
+    """Expand the fact deltas of `source` (a FROM item aliased u) into their aggregate rows,
+    sum them per row and add the sums, in key order (so writers cannot deadlock). $1: the
+    generation."""
+    return (
+        f"INSERT INTO kpi_aggregates ({', '.join(_AGG_KEYS)}, value) "
+        f"SELECT $1, k.rollup, k.grain, k.bucket_start, u.metric, u.bin, "
+        f"{', '.join(f'k.{d}' for d in DIMENSIONS)}, sum(u.amount) "
+        f"FROM {source} "
+        f"CROSS JOIN LATERAL (VALUES {_aggregate_rows_sql()}) "
+        f"AS k(rollup, grain, bucket_start, {', '.join(DIMENSIONS)}) "
+        f"GROUP BY {_AGG_KEY_POSITIONS} HAVING sum(u.amount) <> 0 ORDER BY {_AGG_KEY_POSITIONS} "
+        f"ON CONFLICT ({', '.join(_AGG_KEYS)}) "
+        "DO UPDATE SET value = kpi_aggregates.value + excluded.value"
+    )
+
+
+# The batch's changed facts go to the database as arrays; five times fewer values travel
+# and are encoded than the aggregate rows they make.
+_ADD_FACT_DELTAS = _add_aggregates_from(
+    f"unnest({_DELTA_ARRAYS}) AS u({', '.join(_DELTA_COLUMNS)})"
+)
+_STAGE_FACT_DELTAS = (
+    f"INSERT INTO kpi_fact_deltas (generation, {', '.join(_DELTA_COLUMNS)}) "
+    f"SELECT $1, u.* FROM unnest({_DELTA_ARRAYS}) AS u"
+)
+_COMPACT_FACT_DELTAS = (
+    f"WITH moved AS (DELETE FROM kpi_fact_deltas WHERE generation = $1 "
+    f"RETURNING {', '.join(_DELTA_COLUMNS)}) " + _add_aggregates_from("moved AS u")
+)
+
+
+def _delta_arrays(deltas: Sequence[FactDelta]) -> list[list[Any]]:
     metric: list[str] = []
     at: list[datetime] = []
     bins: list[int] = []
@@ -229,10 +251,34 @@ async def _add_fact_deltas(
         bins.append(fact.bin)
         amount.append(a if sign > 0 else -a)
         dims.append(fact.dims)
-    by_dimension = [list(column) for column in zip(*dims, strict=True)]
-    await conn.exec_driver_sql(
-        _ADD_FACT_DELTAS, (generation, metric, at, bins, amount, *by_dimension)
-    )
+    return [metric, at, bins, amount, *(list(column) for column in zip(*dims, strict=True))]
+
+
+async def add_fact_deltas(
+    conn: AsyncConnection, generation: int, deltas: Sequence[FactDelta]
+) -> None:
+    """Add what the facts that changed make to their aggregate rows, in one statement (so
+    in key order: writers cannot deadlock on aggregate rows)."""
+    if deltas:
+        await conn.exec_driver_sql(_ADD_FACT_DELTAS, (generation, *_delta_arrays(deltas)))
+
+
+async def stage_fact_deltas(
+    conn: AsyncConnection, generation: int, deltas: Sequence[FactDelta]
+) -> None:
+    """Append the fact deltas to `kpi_fact_deltas` instead, for `compact_fact_deltas` to add
+    later: a rebuild's generation answers no read before it is compacted, and appending
+    rows without a key costs a fraction of upserting the five aggregate rows of each."""
+    if deltas:
+        await conn.exec_driver_sql(_STAGE_FACT_DELTAS, (generation, *_delta_arrays(deltas)))
+
+
+async def compact_fact_deltas(conn: AsyncConnection, generation: int) -> int:
+    """Add the staged fact deltas of `generation` to its aggregates and delete them, in one
+    statement (one aggregate over all of them, as the database's floor does); how many
+    aggregate rows it wrote. Deltas staged by transactions not committed yet stay."""
+    result = await conn.exec_driver_sql(_COMPACT_FACT_DELTAS, (generation,))
+    return int(result.rowcount or 0)
 
 
 async def claim_events(conn: AsyncConnection, claims: Sequence[tuple[str, str, str]]) -> set[str]:
