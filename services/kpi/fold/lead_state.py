@@ -13,7 +13,6 @@ dimensions (source, utm source and campaign) only.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -136,6 +135,17 @@ def concerns_kpi(event: Event) -> bool:
     return not isinstance(event, LeadErased)
 
 
+def _replace(state: LeadState, **changes: Any) -> LeadState:
+    """`dataclasses.replace` without running `__init__` (a frozen dataclass's sets each
+    field through `object.__setattr__`): a merge replaces a state once or twice an event,
+    the fold's innermost loop."""
+    new = object.__new__(LeadState)
+    fields = new.__dict__
+    fields.update(state.__dict__)
+    fields.update(changes)
+    return new
+
+
 def _earlier(current: datetime | None, candidate: datetime) -> datetime:
     return candidate if current is None or candidate < current else current
 
@@ -147,7 +157,7 @@ def _with_identity(
         rank, at, event_id, _cut(dims.source), _cut(dims.channel), _cut(dims.campaign)
     )
     if state.identity is None or candidate.order() < state.identity.order():
-        return dataclasses.replace(state, identity=candidate)
+        return _replace(state, identity=candidate)
     return state
 
 
@@ -156,7 +166,7 @@ def _with_carried(state: LeadState, at: datetime, event_id: str, dims: Dimension
         return state
     candidate = CarriedRoute(at, event_id, _cut(dims.route), dims.definition_version)
     if state.carried is None or candidate.order() > state.carried.order():
-        return dataclasses.replace(state, carried=candidate)
+        return _replace(state, carried=candidate)
     return state
 
 
@@ -164,7 +174,7 @@ def _with_first(state: LeadState, step: str, at: datetime) -> LeadState:
     first = _earlier(state.firsts.get(step), at)
     if state.firsts.get(step) == first:
         return state
-    return dataclasses.replace(state, firsts={**state.firsts, step: first})
+    return _replace(state, firsts={**state.firsts, step: first})
 
 
 def merge(state: LeadState, event: Event) -> LeadState:
@@ -174,7 +184,7 @@ def merge(state: LeadState, event: Event) -> LeadState:
         state = _with_identity(state, RANK_RECEIVED, at, event.id, event.data.dimensions())
         received = _earlier(state.received_at, at)
         if received != state.received_at:
-            state = dataclasses.replace(state, received_at=received)
+            state = _replace(state, received_at=received)
         return state
     if isinstance(event, LeadWebinarAttended):
         return _with_identity(state, RANK_SNAPSHOT, at, event.id, event.data.dimensions())
@@ -183,10 +193,10 @@ def merge(state: LeadState, event: Event) -> LeadState:
         d = event.data.decision
         choice = RouteChoice(at, utc(d.decided_at), event.id, d.route.value, d.definition_version)
         if state.decision is None or choice.order() > state.decision.order():
-            state = dataclasses.replace(state, decision=choice)
+            state = _replace(state, decision=choice)
         first = state.routes.get(choice.route)
         if first is None or choice.order() < first.order():
-            state = dataclasses.replace(state, routes={**state.routes, choice.route: choice})
+            state = _replace(state, routes={**state.routes, choice.route: choice})
         return state
     if isinstance(event, LeadErased):
         return state
@@ -209,7 +219,7 @@ def merge(state: LeadState, event: Event) -> LeadState:
         candidate = Payment(at, event.id, data.amount)
         known = state.payments.get(data.payment_id)
         if known is None or candidate.order() < known.order():
-            state = dataclasses.replace(
+            state = _replace(
                 state, payments={**state.payments, data.payment_id: candidate}
             )
         return state
