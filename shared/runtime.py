@@ -332,10 +332,12 @@ def create_service_app(
     default_body_limit: int = 1024 * 1024,
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
     app_class: type[FastAPI] = FastAPI,
+    gc_thresholds: tuple[int, int, int] | None = None,
 ) -> FastAPI:
     """The FastAPI app of one service: auth, health, metrics, errors, lifespan. `app_class`:
     a FastAPI subclass to build (intake's, with a front for its hottest request); the body
-    limits are in `app.state.body_limits` for it."""
+    limits are in `app.state.body_limits` for it. `gc_thresholds`: the collector's
+    (`gc.set_threshold`), set with the freeze after start (`freeze_after_start`)."""
     settings.check_secure()
     common = settings.common
     configure_logging(settings.service_name, common.log_level)
@@ -360,6 +362,8 @@ def create_service_app(
             # walk it all and pause the event loop for tens of milliseconds.
             gc.collect()
             gc.freeze()
+            if gc_thresholds is not None:
+                gc.set_threshold(*gc_thresholds)
         try:
             yield
         finally:
