@@ -219,9 +219,7 @@ def merge(state: LeadState, event: Event) -> LeadState:
         candidate = Payment(at, event.id, data.amount)
         known = state.payments.get(data.payment_id)
         if known is None or candidate.order() < known.order():
-            state = _replace(
-                state, payments={**state.payments, data.payment_id: candidate}
-            )
+            state = _replace(state, payments={**state.payments, data.payment_id: candidate})
         return state
     if isinstance(event, LeadSlaBreached):
         return state
