@@ -238,6 +238,10 @@ def _greatest(a: Any, b: Any) -> Any:
     return a if b is None or a.order() >= b.order() else b
 
 
+def _sooner(a: datetime | None, b: datetime | None) -> datetime | None:
+    return a if b is None else _earlier(a, b)
+
+
 def _per_key(a: dict[str, Any], b: dict[str, Any], pick: Any) -> dict[str, Any]:
     if not b:
         return a
@@ -253,16 +257,13 @@ def join(a: LeadState, b: LeadState) -> LeadState:
     merging them into the stored state one by one (a fold window reads that way)."""
     if b == LeadState(b.lead_id):
         return a
-    received = min((t for t in (a.received_at, b.received_at) if t is not None), default=None)
     return LeadState(
         lead_id=a.lead_id,
         identity=_least(a.identity, b.identity),
         decision=_greatest(a.decision, b.decision),
         carried=_greatest(a.carried, b.carried),
-        received_at=received,
-        firsts=_per_key(
-            a.firsts, b.firsts, lambda x, y: y if x is None else x if y is None else min(x, y)
-        ),
+        received_at=_sooner(a.received_at, b.received_at),
+        firsts=_per_key(a.firsts, b.firsts, _sooner),
         routes=_per_key(a.routes, b.routes, _least),
         payments=_per_key(a.payments, b.payments, _least),
     )

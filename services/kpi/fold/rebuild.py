@@ -283,20 +283,18 @@ class Rebuilder:
         have nothing more to give at once."""
         settings = self.settings
         window = FoldWindow()
-        positions: dict[tuple[str, int], int] = {}
         wait_ms = 500  # the first read waits for records; later ones end the window
         while window.events < settings.rebuild_window_events:
             batches = await consumer.getmany(
                 timeout_ms=wait_ms, max_records=settings.rebuild_max_records
             )
-            positions = {
-                (tp.topic, tp.partition): await consumer.position(tp)
-                for tp in consumer.assignment()
-            }
             window.add(self._decode(batches))
             if not batches or self.runtime.stopping.is_set():
                 break
             wait_ms = 50
+        positions = {
+            (tp.topic, tp.partition): await consumer.position(tp) for tp in consumer.assignment()
+        }
         return window, positions
 
     async def _write(
@@ -362,7 +360,7 @@ class Rebuilder:
             switched = await generations.lock_for_switch(conn, generation)
             if switched:
                 await writes.compact_fact_deltas(conn, generation)
-                switched = await generations.switch_to(conn, generation, utcnow())
+                await generations.switch_to(conn, generation, utcnow())
         if switched:
             ACTIVE_GENERATION.set(generation)
             log.info("KPI generation %d is caught up and now answers reads", generation)

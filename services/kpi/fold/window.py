@@ -40,10 +40,6 @@ class FoldWindow:
         self._states: dict[str, LeadState] = {}
         self.events = 0
 
-    @property
-    def leads(self) -> int:
-        return len(self._states)
-
     def add(self, events: Sequence[Event]) -> None:
         merge_events({}, events, self._states)
         self.events += len(events)

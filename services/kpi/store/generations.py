@@ -174,10 +174,9 @@ async def lock_for_switch(conn: AsyncConnection, generation: int) -> bool:
     return statuses.get(generation) == BUILDING
 
 
-async def switch_to(conn: AsyncConnection, generation: int, now: datetime) -> bool:
-    """Make a caught-up generation the active one, in the caller's transaction."""
-    if not await lock_for_switch(conn, generation):
-        return False
+async def switch_to(conn: AsyncConnection, generation: int, now: datetime) -> None:
+    """Make a caught-up generation the active one, in the transaction that `lock_for_switch`
+    found it still being built in."""
     g = generations.c
     await conn.execute(
         generations.update().where(g.status == ACTIVE).values(status=RETIRED, retired_at=now)
@@ -187,7 +186,6 @@ async def switch_to(conn: AsyncConnection, generation: int, now: datetime) -> bo
         .where(g.generation == generation)
         .values(status=ACTIVE, activated_at=now)
     )
-    return True
 
 
 async def cancel(conn: AsyncConnection, generation: int, now: datetime) -> bool:

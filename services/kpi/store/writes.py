@@ -273,12 +273,11 @@ async def stage_fact_deltas(
         await conn.exec_driver_sql(_STAGE_FACT_DELTAS, (generation, *_delta_arrays(deltas)))
 
 
-async def compact_fact_deltas(conn: AsyncConnection, generation: int) -> int:
+async def compact_fact_deltas(conn: AsyncConnection, generation: int) -> None:
     """Add the staged fact deltas of `generation` to its aggregates and delete them, in one
-    statement (one aggregate over all of them, as the database's floor does); how many
-    aggregate rows it wrote. Deltas staged by transactions not committed yet stay."""
-    result = await conn.exec_driver_sql(_COMPACT_FACT_DELTAS, (generation,))
-    return int(result.rowcount or 0)
+    statement (one aggregate over all of them, as the database's floor does). Deltas staged
+    by transactions not committed yet stay."""
+    await conn.exec_driver_sql(_COMPACT_FACT_DELTAS, (generation,))
 
 
 async def claim_events(conn: AsyncConnection, claims: Sequence[tuple[str, str, str]]) -> set[str]:
