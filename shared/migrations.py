@@ -9,19 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command, context
-from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported where it runs: `leadflow serve` imports this module (for SERVICES),
+# and Alembic with Mako and Pygments would stay in every service's memory (about 5 MB).
 
 SERVICES = ("intake", "qualifier", "kpi")
 _ROOT = Path(__file__).resolve().parents[1]
 
 
 def alembic_config(service: str, database_url: str) -> Config:
+    from alembic.config import Config
+
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}")
     cfg = Config()
@@ -34,12 +41,16 @@ def alembic_config(service: str, database_url: str) -> Config:
 
 def migrate(service: str, database_url: str, revision: str = "head") -> None:
     """Bring the service's database to `revision`. Synchronous: call it off the event loop."""
+    from alembic import command
+
     logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(alembic_config(service, database_url), revision)
 
 
 def run_migrations_from_env(metadata: sa.MetaData) -> None:
     """The body of every tree's env.py: online migrations over an async engine."""
+    from alembic import context
+
     cfg = context.config
     url = cfg.get_main_option("sqlalchemy.url")
     version_table = cfg.get_main_option("version_table") or "alembic_version"
