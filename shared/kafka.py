@@ -331,6 +331,10 @@ class FetchPolicy:
     max_wait_ms: int = 50
     min_bytes: int = 1
     top_up_wait_ms: int = 10
+    # The most a fetch takes of one partition (aiokafka's default: 1 MB). A response of a
+    # few partitions is held whole while decoded, so a backlog costs this many bytes times
+    # the partitions in memory at once.
+    max_partition_bytes: int = 1024 * 1024
 
 
 def make_consumer(
@@ -356,6 +360,7 @@ def make_consumer(
         # it was the e2e p99).
         fetch_max_wait_ms=fetch.max_wait_ms,
         fetch_min_bytes=fetch.min_bytes,
+        max_partition_fetch_bytes=fetch.max_partition_bytes,
         session_timeout_ms=10000,
         heartbeat_interval_ms=2000,
         retry_backoff_ms=200,

@@ -24,8 +24,14 @@ class QualifierSettings(ServiceSettings):
     port: int = 8002
     # Published as version 1 when the database holds no definition yet.
     initial_definition: Path = DEFAULT_DEFINITION
-    relay_batch_size: int = 500
+    # What the process holds at once while it works off a backlog: a relay batch's sealed
+    # payloads, a consumer batch and its fetch's response. At 500, 500 and 1 MB a partition
+    # the qualifier peaked at 157-163 MB after the bench's burst (docs/benchmarks.md,
+    # round 11); at steady rates the batches are far smaller anyway.
+    relay_batch_size: int = Field(default=100, ge=1)
     relay_poll_seconds: float = 1.0
+    consumer_max_records: int = Field(default=100, ge=1)
+    consumer_fetch_max_partition_bytes: int = Field(default=256 * 1024, ge=1024)
 
     # Lifecycle calls.
     # The deployment's one currency: payments in another are refused (KPI sums one currency).

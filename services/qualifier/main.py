@@ -36,6 +36,7 @@ from shared.db import utcnow
 from shared.delivery import BatchHandler
 from shared.events import TOPIC_LIFECYCLE, TOPIC_RECEIVED
 from shared.idempotency import purge_job
+from shared.kafka import FetchPolicy
 from shared.keys import HttpKeySource, KeySource
 from shared.runtime import Runtime, create_service_app
 from shared.settings import InsecureSettings
@@ -74,6 +75,10 @@ def create_app(
             handler=handler,
             relay_batch_size=settings.relay_batch_size,
             relay_poll_seconds=settings.relay_poll_seconds,
+            consumer_max_records=settings.consumer_max_records,
+            consumer_fetch=FetchPolicy(
+                max_partition_bytes=settings.consumer_fetch_max_partition_bytes
+            ),
             # It reads the person of received leads (to decide) and seals what it publishes.
             keys=lambda _: key_source,
             keyed_types=("lead.received", "lead.webinar_attended"),
