@@ -28,8 +28,9 @@ from shared.events import TOPIC_ROUTED
 
 
 async def subscribe(bootstrap: str, out: Path, ready: Path, topic: str = TOPIC_ROUTED) -> None:
-    """Append `lead_id arrival_time` lines to `out` until SIGTERM; touch `ready` once the
-    consumer reads from the end of the topic."""
+    """Append `lead_id arrival_time sent_time` lines to `out` until SIGTERM (sent: the
+    record's timestamp, when the producer appended it); touch `ready` once the consumer
+    reads from the end of the topic."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     consumer = AIOKafkaConsumer(
@@ -44,7 +45,7 @@ async def subscribe(bootstrap: str, out: Path, ready: Path, topic: str = TOPIC_R
                 batches = await consumer.getmany(timeout_ms=50)
                 now = time.time()
                 lines = [
-                    f"{record.key.decode()} {now:.6f}\n"
+                    f"{record.key.decode()} {now:.6f} {record.timestamp / 1000:.3f}\n"
                     for records in batches.values()
                     for record in records
                     if record.key
@@ -75,13 +76,18 @@ def post(url: str, rate: float, seconds: float, out: Path) -> dict[str, float]:
 
 def read_arrivals(path: Path) -> dict[str, float]:
     """What `subscribe` wrote so far: the first arrival of each lead."""
-    arrivals: dict[str, float] = {}
+    return {key: arrived for key, (arrived, _) in read_records(path).items()}
+
+
+def read_records(path: Path) -> dict[str, tuple[float, float]]:
+    """What `subscribe` wrote so far: each lead's first record, (arrived, sent)."""
+    records: dict[str, tuple[float, float]] = {}
     with contextlib.suppress(FileNotFoundError):
         for line in path.read_text(encoding="utf-8").splitlines():
-            key, _, at = line.partition(" ")
-            if at:
-                arrivals.setdefault(key, float(at))
-    return arrivals
+            parts = line.split(" ")
+            if len(parts) == 3:
+                records.setdefault(parts[0], (float(parts[1]), float(parts[2])))
+    return records
 
 
 def main(argv: list[str]) -> None:
