@@ -2,6 +2,7 @@
 100,000, 1,000,000 and 10,000,000 leads, on stores built by a bulk loader of their own.
 
     .venv/bin/python -m bench.scale [--leads 100000 1000000 10000000] [--sample 20000]
+        [--keep DIR]
 
 Folding ten million leads would take hours, so each store is built in bulk, not folded:
 
@@ -18,6 +19,10 @@ Folding ten million leads would take hours, so each store is built in bulk, not 
 
 Each store is on an embedded PostgreSQL server of its own (the bench's settings), deleted
 afterwards. Results: bench/results/scale.json (BENCH_RESULTS_DIR), and printed.
+
+`--keep DIR` builds the stores under DIR and keeps them; a later run with the same DIR
+reads a store already built there instead of building it again (to measure a read's
+change on a ten-million-lead store without 20 minutes of loading each time).
 """
 
 from __future__ import annotations
@@ -181,22 +186,41 @@ async def replicate(dsn: str, generation: int, sample: int, leads: int) -> dict[
     return timings
 
 
-async def one_scale(root: Path, leads: int, sample: int, requests: int) -> dict[str, Any]:
+async def build_store(url: str, dsn: str, leads: int, sample: int) -> dict[str, Any]:
+    await asyncio.to_thread(migrate, "kpi", url)
+    say(f"{leads} leads: folding a sample of {sample} leads")
+    started = time.monotonic()
+    generation = await fold_sample(url, sample)
+    fold_seconds = time.monotonic() - started
+    checked = await check_loader(dsn, generation)
+    say(f"{leads} leads: the loader's aggregates equal the fold's: {checked}")
+    load = await replicate(dsn, generation, sample, leads)
+    say(f"{leads} leads: store built {load}")
+    return {
+        "sample_leads": sample,
+        "sample_fold_seconds": round(fold_seconds, 1),
+        "loader_check": checked,
+        **load,
+    }
+
+
+async def one_scale(
+    root: Path, leads: int, sample: int, requests: int, keep: bool = False
+) -> dict[str, Any]:
     from bench.__main__ import percentile, summary_timings
 
     server = postgres_server.ServerConfig(data_dir=root / f"scale-{leads}")
+    built = root / f"scale-{leads}.json"
     await asyncio.to_thread(postgres_server.start, server)
     try:
         url, dsn = server.url("kpi"), server.dsn("kpi")
-        await asyncio.to_thread(migrate, "kpi", url)
-        say(f"{leads} leads: folding a sample of {sample} leads")
-        started = time.monotonic()
-        generation = await fold_sample(url, sample)
-        fold_seconds = time.monotonic() - started
-        checked = await check_loader(dsn, generation)
-        say(f"{leads} leads: the loader's aggregates equal the fold's: {checked}")
-        load = await replicate(dsn, generation, sample, leads)
-        say(f"{leads} leads: store built {load}")
+        if keep and built.exists():
+            load = json.loads(built.read_text())
+            say(f"{leads} leads: the store kept in {root}: {load}")
+        else:
+            load = await build_store(url, dsn, leads, sample)
+            if keep:
+                built.write_text(json.dumps(load) + "\n")
         port = free_port()
         env = {
             **os.environ,
@@ -221,16 +245,14 @@ async def one_scale(root: Path, leads: int, sample: int, requests: int) -> dict[
             log.close()
     finally:
         await asyncio.to_thread(postgres_server.stop, server)
-        shutil.rmtree(root / f"scale-{leads}", ignore_errors=True)
+        if not keep:
+            shutil.rmtree(root / f"scale-{leads}", ignore_errors=True)
     return {
         "leads": leads,
         "summary_p50_ms": round(percentile(timings, 0.5), 2),
         "summary_p99_ms": round(percentile(timings, 0.99), 2),
         "requests": requests,
         "rss_mb": memory,
-        "sample_leads": sample,
-        "sample_fold_seconds": round(fold_seconds, 1),
-        "loader_check": checked,
         **load,
     }
 
@@ -253,15 +275,18 @@ def wait_ready_or_alive(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    root = Path(tempfile.mkdtemp(prefix="leadflow-scale-"))
+    keep = args.keep is not None
+    root = args.keep.resolve() if keep else Path(tempfile.mkdtemp(prefix="leadflow-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
     try:
         out = []
         for leads in args.leads:
-            out.append(await one_scale(root, leads, args.sample, args.requests))
+            out.append(await one_scale(root, leads, args.sample, args.requests, keep))
             say(f"{leads} leads: summary p99 {out[-1]['summary_p99_ms']} ms")
         return out
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> int:
@@ -269,6 +294,7 @@ def main() -> int:
     parser.add_argument("--leads", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--sample", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--keep", type=Path, help="build the stores here, keep them, reuse them")
     args = parser.parse_args()
     # SIGTERM as Ctrl-C: the store's server is stopped and its files deleted on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
