@@ -34,11 +34,14 @@ from fastapi.responses import JSONResponse
 from bench import e2e_probe
 from bench.stack import Stack, wait_ready
 from cli.kafka.ports import free_port
-from shared.kafka import ensure_topics, make_consumer, make_producer
+from services.qualifier.config import QualifierSettings
+from shared.kafka import FetchPolicy, ensure_topics, make_consumer, make_producer
 
 TOPIC_IN, TOPIC_OUT = "bench.floor.in", "bench.floor.out"
-# The qualifier's consumer batch (shared.runtime's default).
-MAX_RECORDS = 500
+# The qualifier's consumer batch and fetch (its settings' defaults).
+_QUALIFIER = QualifierSettings.model_fields
+MAX_RECORDS: int = _QUALIFIER["consumer_max_records"].default
+FETCH = FetchPolicy(max_partition_bytes=_QUALIFIER["consumer_fetch_max_partition_bytes"].default)
 
 
 def create_app() -> FastAPI:
@@ -74,7 +77,9 @@ async def forward(bootstrap: str) -> None:
     """Consume `TOPIC_IN`, send each record to `TOPIC_OUT`, commit; until SIGTERM."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    consumer = make_consumer(bootstrap, "bench-floor", (TOPIC_IN,), "bench-floor-forwarder")
+    consumer = make_consumer(
+        bootstrap, "bench-floor", (TOPIC_IN,), "bench-floor-forwarder", fetch=FETCH
+    )
     producer = make_producer(bootstrap, "bench-floor-forwarder")
     await producer.start()
     await consumer.start()
