@@ -2,7 +2,7 @@
 100,000, 1,000,000 and 10,000,000 leads, on stores built by a bulk loader of their own.
 
     .venv/bin/python -m bench.scale [--leads 100000 1000000 10000000] [--sample 20000]
-        [--keep DIR]
+        [--keep DIR] [--explain MS]
 
 Folding ten million leads would take hours, so each store is built in bulk, not folded:
 
@@ -23,6 +23,11 @@ afterwards. Results: bench/results/scale.json (BENCH_RESULTS_DIR), and printed.
 `--keep DIR` builds the stores under DIR and keeps them; a later run with the same DIR
 reads a store already built there instead of building it again (to measure a read's
 change on a ten-million-lead store without 20 minutes of loading each time).
+
+`--explain MS` has the server log the plan (EXPLAIN ANALYZE, BUFFERS: auto_explain) of
+every statement of the reads slower than MS milliseconds, copied to
+`scale-explain-<leads>.txt` beside the results. Measuring each plan slows every
+statement, so that run's timings are not the curve's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -204,8 +210,49 @@ async def build_store(url: str, dsn: str, leads: int, sample: int) -> dict[str, 
     }
 
 
+EXPLAIN_SETTINGS = {
+    "session_preload_libraries": "auto_explain",
+    "auto_explain.log_analyze": "on",
+    "auto_explain.log_buffers": "on",
+    "auto_explain.log_nested_statements": "on",
+}
+
+
+async def set_explain(dsn: str, min_ms: int | None) -> None:
+    """Plans of statements slower than `min_ms` to the server's log (None: back to none)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("ALTER DATABASE kpi RESET ALL")
+        if min_ms is not None:
+            for name, value in {
+                **EXPLAIN_SETTINGS,
+                "auto_explain.log_min_duration": f"{min_ms}ms",
+            }.items():
+                await conn.execute(f"ALTER DATABASE kpi SET {name} = '{value}'")
+    finally:
+        await conn.close()
+
+
+def plans_logged(log_file: Path) -> str:
+    """The plans auto_explain wrote to the server's log (its entries start with a time)."""
+    text = log_file.read_text(encoding="utf-8", errors="replace")
+    entries = re.split(r"\n(?=\d{4}-\d{2}-\d{2} )", text)
+    return "\n".join(e for e in entries if "duration:" in e and "plan:" in e) + "\n"
+
+
+def save_plans(leads: int, log_file: Path) -> None:
+    out = Path(os.environ.get("BENCH_RESULTS_DIR", RESULTS))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"scale-explain-{leads}.txt").write_text(plans_logged(log_file))
+
+
 async def one_scale(
-    root: Path, leads: int, sample: int, requests: int, keep: bool = False
+    root: Path,
+    leads: int,
+    sample: int,
+    requests: int,
+    keep: bool = False,
+    explain_ms: int | None = None,
 ) -> dict[str, Any]:
     from bench.__main__ import percentile, summary_timings
 
@@ -221,6 +268,7 @@ async def one_scale(
             load = await build_store(url, dsn, leads, sample)
             if keep:
                 built.write_text(json.dumps(load) + "\n")
+        await set_explain(dsn, explain_ms)
         port = free_port()
         env = {
             **os.environ,
@@ -243,6 +291,9 @@ async def one_scale(
             proc.terminate()
             proc.wait(30)
             log.close()
+        if explain_ms is not None:
+            await set_explain(dsn, None)
+            await asyncio.to_thread(save_plans, leads, server.log_file)
     finally:
         await asyncio.to_thread(postgres_server.stop, server)
         if not keep:
@@ -281,7 +332,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         out = []
         for leads in args.leads:
-            out.append(await one_scale(root, leads, args.sample, args.requests, keep))
+            out.append(await one_scale(root, leads, args.sample, args.requests, keep, args.explain))
             say(f"{leads} leads: summary p99 {out[-1]['summary_p99_ms']} ms")
         return out
     finally:
@@ -295,6 +346,7 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--keep", type=Path, help="build the stores here, keep them, reuse them")
+    parser.add_argument("--explain", type=int, metavar="MS", help="log plans slower than MS")
     args = parser.parse_args()
     # SIGTERM as Ctrl-C: the store's server is stopped and its files deleted on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
