@@ -38,10 +38,15 @@ from services.qualifier.config import QualifierSettings
 from shared.kafka import FetchPolicy, ensure_topics, make_consumer, make_producer
 
 TOPIC_IN, TOPIC_OUT = "bench.floor.in", "bench.floor.out"
-# The qualifier's consumer batch and fetch (its settings' defaults).
+# The qualifier's consumer batch and fetch (its settings' defaults; bench_ab may run this
+# against an older tree, whose qualifier took shared.runtime's 500 and aiokafka's 1 MB).
 _QUALIFIER = QualifierSettings.model_fields
-MAX_RECORDS: int = _QUALIFIER["consumer_max_records"].default
-FETCH = FetchPolicy(max_partition_bytes=_QUALIFIER["consumer_fetch_max_partition_bytes"].default)
+MAX_RECORDS: int = getattr(_QUALIFIER.get("consumer_max_records"), "default", 500)
+FETCH = FetchPolicy(
+    max_partition_bytes=getattr(
+        _QUALIFIER.get("consumer_fetch_max_partition_bytes"), "default", 1024 * 1024
+    )
+)
 
 
 def create_app() -> FastAPI:
