@@ -52,8 +52,10 @@ class KpiSettings(ServiceSettings):
     rebuild_poll_seconds: float = Field(default=5.0, gt=0)
     # Events a rebuild folds in memory before writing them (fold/window.py): each lead is
     # then written once per window, not once per read. 10,000 and 20,000 rebuilt at the same
-    # rate (8,381 and 7,967 events/s); 10,000 peaked at 191 MB against 218.
-    rebuild_window_events: int = Field(default=10_000, ge=1)
+    # rate (8,381 and 7,967 events/s); 10,000 peaked at 191 MB against 218. 5,000: the quick
+    # bench's KPI at 141-142 MB after a rebuild against 150-151 at 10,000, in the same time
+    # (docs/benchmarks.md, round 11).
+    rebuild_window_events: int = Field(default=5_000, ge=1)
     # A rebuild stages its aggregate increments and adds them in one statement, beside the
     # next windows, once this many are staged, and the rest at the switch
     # (store/writes.compact_fact_deltas).

@@ -20,6 +20,9 @@ KEYS = [
     "e2e.p99_ms",
     "e2e.floor_p99_ms",
     "e2e.ratio_to_floor",
+    # The qualifier's stage and the subscriber's, from the records' timestamps.
+    "e2e.stages.qualifier.p50_ms",
+    "e2e.stages.delivery.p99_ms",
     "kpi_fold.events_per_s",
     "kpi_fold.floor_events_per_s",
     "kpi_fold.ratio_to_floor",
