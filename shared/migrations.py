@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 # Alembic is imported where it runs: `leadflow serve` imports this module (for SERVICES),
-# and Alembic with Mako and Pygments would stay in every service's memory (about 5 MB).
+# and Alembic with Mako and Pygments would stay in every service's memory (about 8 MB).
 
 SERVICES = ("intake", "qualifier", "kpi")
 _ROOT = Path(__file__).resolve().parents[1]
