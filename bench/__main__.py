@@ -171,24 +171,22 @@ async def intake_and_e2e(stack: Stack, plan: Plan, results: dict[str, Any]) -> N
             e2e_probe.post, stack.url("intake"), plan.e2e_rate, plan.e2e_seconds, answers
         )
         deadline = time.monotonic() + 60
-        routed_at = e2e_probe.read_arrivals(arrivals)
-        while not answered.keys() <= routed_at.keys() and time.monotonic() < deadline:
+        routed = e2e_probe.read_records(arrivals)
+        while not answered.keys() <= routed.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
-            routed_at = e2e_probe.read_arrivals(arrivals)
+            routed = e2e_probe.read_records(arrivals)
     finally:
         for process in (subscriber, stages):
             process.terminate()
             process.wait(30)
-    latencies = [(routed_at[k] - t) * 1000 for k, t in answered.items() if k in routed_at]
+    latencies = [(routed[k][0] - t) * 1000 for k, t in answered.items() if k in routed]
     results["e2e"] = {
         "p50_ms": round(percentile(latencies, 0.5), 1),
         "p99_ms": round(percentile(latencies, 0.99), 1),
         "rate_per_s": plan.e2e_rate,
         "leads": len(answered),
         "routed": len(latencies),
-        "stages": e2e_stages(
-            answered, e2e_probe.read_records(received), e2e_probe.read_records(arrivals)
-        ),
+        "stages": e2e_stages(answered, e2e_probe.read_records(received), routed),
     }
     results["rss_mb"]["qualifier"] = stack.rss_mb("qualifier")
     results["rss_mb"]["kpi"] = stack.rss_mb("kpi")
