@@ -118,6 +118,14 @@ class Stack:
     def rss_mb(self, name: str) -> float:
         return rss_mb(self.processes[name].pid)
 
+    def pids(self) -> dict[str, int]:
+        """Each running service's process id."""
+        return {name: proc.pid for name, proc in self.processes.items()}
+
+    def databases(self) -> dict[str, str]:
+        """Each database's name (as PostgreSQL's backends show it) -> its service."""
+        return {make_url(url).database or "": name for name, url in self.db_urls.items()}
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -23,6 +23,11 @@ KEYS = [
     # The qualifier's stage and the subscriber's, from the records' timestamps.
     "e2e.stages.qualifier.p50_ms",
     "e2e.stages.delivery.p99_ms",
+    # What each part of the stack spent of the CPU while the leads were posted.
+    "e2e.cpu_ms_per_lead.intake",
+    "e2e.cpu_ms_per_lead.qualifier",
+    "e2e.cpu_ms_per_lead.kafka",
+    "e2e.cpu_ms_per_lead.machine_busy",
     "kpi_fold.events_per_s",
     "kpi_fold.floor_events_per_s",
     "kpi_fold.ratio_to_floor",
