@@ -13,12 +13,13 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 
+from services.qualifier.deliveries.repository import take_owed
 from services.qualifier.leads.erasure import erase_lead
 from services.qualifier.routing.service import qualify_leads, record_webinar_attendance
 from services.qualifier.tables import inbox
 from shared.db import utcnow
 from shared.delivery import BatchHandler, Delivered
-from shared.events import Decision, LeadErased, LeadReceived, LeadWebinarAttended
+from shared.events import LeadErased, LeadReceived, LeadWebinarAttended
 from shared.inbox import claim_events
 from shared.runtime import Runtime
 
@@ -33,8 +34,8 @@ def make_handler(
     after_commit: Callable[[], None] | None = None,
     kill_after_commit: int | None = None,
 ) -> BatchHandler:
-    """`after_commit` runs once a batch's transaction has committed a decision or an
-    erasure that owes deliveries (to wake the deliverer).
+    """`after_commit` runs once a batch's transaction has committed deliveries owed (a
+    partner's webhook, a subscription's, a CRM push or erasure): it wakes the deliverer.
 
     `kill_after_commit=N` is the exactly-once test's fault (dev mode only, refused in
     production by the settings): the process SIGKILLs itself right after the N-th batch's
@@ -45,11 +46,11 @@ def make_handler(
     async def handle(batch: Sequence[Delivered]) -> None:
         nonlocal committed
         mine = [d for d in batch if isinstance(d.event, _APPLIED)]
-        decided: list[Decision | None] = []
-        owes_webhooks = False
+        owed = 0
         if mine:
             now = utcnow()
             async with runtime.consumer_db.begin() as conn:
+                take_owed(conn)
                 new = await claim_events(
                     conn, inbox, [(d.event.id, d.event.type, d.topic) for d in mine]
                 )
@@ -64,16 +65,17 @@ def make_handler(
                         received.append(event)
                         continue
                     if received:
-                        decided += await qualify_leads(conn, received, now=now)
+                        await qualify_leads(conn, received, now=now)
                         received = []
                     if isinstance(event, LeadWebinarAttended):
-                        decided.append(await record_webinar_attendance(conn, event, now=now))
+                        await record_webinar_attendance(conn, event, now=now)
                     elif isinstance(event, LeadErased):
-                        owes_webhooks |= await erase_lead(conn, event, now=now)
+                        await erase_lead(conn, event, now=now)
                         if runtime.keys is not None:  # intake destroyed it: no copy stays
                             runtime.keys.forget(event.data.lead_id)
                 if received:
-                    decided += await qualify_leads(conn, received, now=now)
+                    await qualify_leads(conn, received, now=now)
+                owed = take_owed(conn)
             committed += 1
             if kill_after_commit is not None and committed >= kill_after_commit:
                 log.warning(
@@ -83,9 +85,7 @@ def make_handler(
                 )
                 os.kill(os.getpid(), signal.SIGKILL)
         runtime.wake_relay()
-        # A decision may owe a partner's webhook, a subscription's or a CRM push; waking
-        # the deliverer for nothing costs it one query.
-        if after_commit is not None and (owes_webhooks or any(d is not None for d in decided)):
+        if after_commit is not None and owed:
             after_commit()
 
     return handle

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from services.qualifier.consumer import make_handler
 from services.qualifier.deliveries import repository
@@ -224,13 +225,30 @@ async def test_an_erasure_cancels_what_holds_the_person_whatever_the_kind(q: Har
     assert (await q.http.post(f"/v1/deliveries/{hook}/retry")).status_code == 409
 
 
-async def test_a_consumer_batch_that_decides_wakes_the_deliverer(q: Harness) -> None:
-    """Any decision may owe deliveries (a subscription's webhook, a CRM push), not only a
-    partner's: the batch wakes the deliverer once committed."""
+async def test_a_consumer_batch_wakes_the_deliverer_only_when_it_owes_deliveries(
+    q: Harness,
+) -> None:
+    """A decision that owes nothing leaves the deliverer asleep (a wake costs it two
+    queries); one that owes a subscription's webhook wakes it once committed, whatever
+    the route (no partner here); a redelivered batch owes nothing new."""
     woken: list[bool] = []
     handle = make_handler(q.runtime, after_commit=lambda: woken.append(True))
-    lead = received()  # routed to sales, no partner
+    await handle([Delivered(received(), TOPIC_RECEIVED, 0, 0)])  # routed to sales
+    assert woken == []
+    r = await q.http.post(
+        "/v1/webhooks/subscriptions",
+        json={"url": "https://tool.example/hook", "event_types": ["lead.routed"]},
+    )
+    assert r.status_code == 201, r.text
+    lead = received()
     await handle([Delivered(lead, TOPIC_RECEIVED, 0, 0)])
     assert woken == [True]
+    async with q.runtime.engine.connect() as conn:
+        owed = (
+            await conn.execute(
+                sa.select(deliveries.c.kind).where(deliveries.c.lead_id == lead.data.lead_id)
+            )
+        ).all()
+    assert [row.kind for row in owed] == ["webhook"]
     await handle([Delivered(lead, TOPIC_RECEIVED, 0, 0)])  # redelivered: nothing new
     assert woken == [True]

@@ -51,10 +51,28 @@ def delivery_row(
     }
 
 
+# Where a connection counts the deliveries written through it (see `take_owed`).
+_OWED = "leadflow.deliveries_owed"
+
+
 async def insert_deliveries(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Deliveries owed; one already owed (a replayed decision) is kept as it is."""
     if rows:
         await conn.execute(postgresql.insert(deliveries).on_conflict_do_nothing(), list(rows))
+        conn.info[_OWED] = conn.info.get(_OWED, 0) + len(rows)
+
+
+def take_owed(conn: AsyncConnection) -> int:
+    """How many deliveries were written through this connection since the last take.
+
+    A batch of decisions asks before it commits, so the deliverer is woken only when there
+    is something to deliver: most decisions owe nothing, and a wake for nothing costs it
+    two queries. The count lives with the pooled connection (`Connection.info`), so a
+    writer takes it once before its transaction too: what a rolled-back one left there
+    would only wake the deliverer for nothing, as before.
+    """
+    owed: int = conn.info.pop(_OWED, 0)
+    return owed
 
 
 async def due_deliveries(conn: AsyncConnection, now: datetime, limit: int) -> list[AnyRow]:

@@ -29,19 +29,18 @@ from shared.events import (
 )
 
 
-async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime) -> bool:
+async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime) -> None:
     """Forget the person; keep the decisions, the route, the stages and the counts.
 
     Partners that may have the lead (a delivery was attempted) are owed a signed
-    `lead.erased` webhook, through the same queue as leads. True when one is owed.
+    `lead.erased` webhook, through the same queue as leads.
     """
     lead_id = cause.data.lead_id
     await repository.record_erasure(conn, lead_id, cause.data.at, cause.id)
     row = await repository.lock_lead(conn, lead_id)
     if row is None:
-        return False  # the tombstone erases it on arrival
+        return  # the tombstone erases it on arrival
     owed: list[dict[str, Any]] = []
-    notified = 0
     if row.erased_at is None:
         await repository.update_lead(
             conn,
@@ -53,7 +52,7 @@ async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime)
         )
         owed = await _erasure_webhooks(conn, cause, now=now)
         # Subscriptions wanting `lead.erased` get the erasure itself (it holds no person).
-        notified = await subscriptions.owe(conn, [cause], now=now)
+        await subscriptions.owe(conn, [cause], now=now)
     await repository.erase_history_text(conn, lead_id)
     # Every kind: partner and webhook bodies with the person, CRM pushes (their erase rows,
     # which hold nothing of the person, stay).
@@ -66,7 +65,6 @@ async def erase_lead(conn: AsyncConnection, cause: LeadErased, *, now: datetime)
         scrubbed = _without_person(decode_event(pending.payload))
         if scrubbed is not None:
             await repository.replace_pending_payload(conn, pending.id, encode_event(scrubbed))
-    return bool(owed) or notified > 0
 
 
 async def _erasure_webhooks(
