@@ -143,3 +143,71 @@ async def test_the_leader_relays_on_its_own_connection(
         await relay._drop_leadership()
         await producer.stop()
         await engine.dispose()
+
+
+async def test_commits_within_the_least_interval_go_out_in_one_batch(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    """With `min_interval`, a wake soon after a batch started waits for the rest of the
+    interval, and what is committed meanwhile goes out with it: three leads committed one
+    at a time, each with its wake, take two batches ([A], then [B, C]) instead of three."""
+    await ensure_topics(kafka_bootstrap, 6)
+    engine = await _relay_setup(database_url)
+    producer = make_producer(kafka_bootstrap, "test-relay-spaced")
+    await producer.start()
+    deleted: list[list[int]] = []
+    first_committed, all_deleted = asyncio.Event(), asyncio.Event()
+
+    def on_execute(_c: Any, _cur: Any, text: str, params: Any, _ctx: Any, _many: bool) -> None:
+        if text.startswith("DELETE FROM outbox"):
+            deleted.append(sorted(params[0]))
+            if sum(map(len, deleted)) >= 3:
+                all_deleted.set()
+
+    def on_commit(_c: Any) -> None:
+        if deleted:  # nothing else commits between A's delete and its batch's commit
+            first_committed.set()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+    event.listen(engine.sync_engine, "commit", on_commit)
+    in_first, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first_batch() -> None:
+        if not in_first.is_set():
+            in_first.set()
+            await release.wait()
+
+    relay = OutboxRelay(
+        service="test",
+        engine=engine,
+        table=outbox,
+        producer=producer,
+        # Far longer than the steps below take, so B and C are both committed within it.
+        min_interval=5.0,
+        before_send=hold_the_first_batch,
+    )
+
+    async def commit_one() -> int:
+        async with engine.begin() as conn:
+            await add_to_outbox(conn, outbox, [received()])
+            row_id: int = await conn.scalar(sa.select(sa.func.max(outbox.c.id)))
+        relay.wake()
+        return row_id
+
+    task = asyncio.create_task(relay.run())
+    try:
+        a = await commit_one()
+        await asyncio.wait_for(in_first.wait(), 30)
+        b = await commit_one()  # while A's batch is being sent
+        release.set()
+        await asyncio.wait_for(first_committed.wait(), 30)
+        # Without the interval, B's wake has sent B alone by now.
+        await asyncio.sleep(0.5)
+        c = await commit_one()  # still well within the interval
+        await asyncio.wait_for(all_deleted.wait(), 30)
+        assert deleted == [[a], [b, c]]
+    finally:
+        relay.request_stop()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
+        await engine.dispose()
