@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -117,7 +115,6 @@ class OutboxRelay:
         producer: ProducerHolder | AIOKafkaProducer,
         batch_size: int = 500,
         poll_interval: float = 1.0,
-        min_interval: float = 0.0,
         before_send: Callable[[], Awaitable[None]] | None = None,
         keys: KeySource | None = None,
     ) -> None:
@@ -125,13 +122,7 @@ class OutboxRelay:
         replaced). `before_send`: a test's hook, awaited between reading a batch and
         sending it. `keys`: where leads' keys come from; the outbox keeps events in clear
         (the service's own database), their personal fields are sealed as they are sent,
-        and left out for a lead without a key (see shared.crypto).
-
-        `min_interval`: the least time, in seconds, from one woken batch's start to the
-        next one's. A service whose commits come one lead at a time (intake at a steady
-        rate) would otherwise pay a transaction and a produce request for every lead; the
-        first wake after a quiet spell goes at once, and a backlog's full batches follow
-        each other without it."""
+        and left out for a lead without a key (see shared.crypto)."""
         self._service = service
         self._keys = keys
         self._before_send = before_send
@@ -139,8 +130,6 @@ class OutboxRelay:
         self._producers = as_holder(producer, service)
         self._batch_size = batch_size
         self._poll_interval = poll_interval
-        self._min_interval = min_interval
-        self._last_start = -math.inf
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._leader_conn: AsyncConnection | None = None
@@ -184,19 +173,9 @@ class OutboxRelay:
                         await self._wakeup.wait()
                 except TimeoutError:
                     pass
-                await self._spaced()
                 self._wakeup.clear()
         finally:
             await self._drop_leadership()
-
-    async def _spaced(self) -> None:
-        """Wait out what is left of `min_interval` since the last batch started; what is
-        committed meanwhile joins the next batch."""
-        left = self._last_start + self._min_interval - time.monotonic()
-        if left > 0 and not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self._stopping.wait()
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; return how many events went out.
@@ -212,7 +191,6 @@ class OutboxRelay:
         A version check at the delete could not do it: by then the old bytes are out.
         """
         rows: Sequence[Any]
-        self._last_start = time.monotonic()
         # Before the read: a producer that failed is replaced outside the transaction.
         producer = await self._producers.ready()
         async with self._connection() as conn:

@@ -88,7 +88,6 @@ class Runtime:
         handler: Callable[[Runtime], BatchHandler] | None = None,
         relay_batch_size: int = 500,
         relay_poll_seconds: float = 1.0,
-        relay_min_interval_seconds: float = 0.0,
         consumer_max_records: int = 500,
         consumer_in_flight: int = 1,
         consumer_fetch: FetchPolicy = FetchPolicy(),
@@ -119,7 +118,6 @@ class Runtime:
                 producer=self.producers,
                 batch_size=relay_batch_size,
                 poll_interval=relay_poll_seconds,
-                min_interval=relay_min_interval_seconds,
                 keys=self.keys,
             )
             if outbox is not None

@@ -47,11 +47,6 @@ class IntakeSettings(ServiceSettings):
     group_commit_writers: int = Field(default=2, ge=1, le=8)
     relay_batch_size: int = 500
     relay_poll_seconds: float = 1.0
-    # The least time between the starts of two relay batches (shared.outbox.OutboxRelay
-    # `min_interval`): at a steady trickle each commit holds one lead, and a batch (a
-    # transaction and a Kafka request) per lead cost intake 15-25% more CPU at 200 leads/s
-    # (docs/benchmarks.md, round 12). 0 sends each commit's leads at once.
-    relay_min_interval_ms: int = Field(default=10, ge=0, le=1000)
     # Master keys wrapping each lead's data key (crypto-shredding): JSON map id -> 32 bytes
     # in base64url; new keys are wrapped by `master_key_id` (rotation: add one, point this
     # at it). Unset: dev mode uses the documented dev key, production refuses to start.

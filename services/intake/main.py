@@ -52,7 +52,6 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             if settings.group_commit
             else None,
             relay_poll_seconds=settings.relay_poll_seconds,
-            relay_min_interval_seconds=settings.relay_min_interval_ms / 1000,
             background=[("idempotency-purge", purge_idempotency_keys)],
             keys=lambda rt: StoreKeySource(rt.engine),
         )
