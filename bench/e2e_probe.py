@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -88,6 +89,41 @@ def read_records(path: Path) -> dict[str, tuple[float, float]]:
             if len(parts) == 3:
                 records.setdefault(parts[0], (float(parts[1]), float(parts[2])))
     return records
+
+
+async def sent_times(
+    bootstrap: str, topic: str, since_ms: int, keys: Collection[str]
+) -> dict[str, float]:
+    """Each of these keys' first record on `topic` from `since_ms` (a wall-clock time in
+    ms) on: when it was appended (the record's timestamp, in seconds). Read after a run,
+    so that no reader adds to what the run measured."""
+    wanted = set(keys)
+    found: dict[str, float] = {}
+    # Without a group, a consumer of the topic is given all its partitions on start.
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.assignment())
+        starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            start = starts.get(tp)
+            consumer.seek(tp, start.offset if start is not None else ends[tp])
+        left = {tp for tp in partitions if (await consumer.position(tp)) < ends[tp]}
+        deadline = time.monotonic() + 120
+        while left and not wanted <= found.keys() and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(*left, timeout_ms=1000)).items():
+                for record in records:
+                    key = record.key.decode() if record.key else None
+                    if key in wanted:
+                        found.setdefault(key, record.timestamp / 1000)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
 
 
 def main(argv: list[str]) -> None:
