@@ -33,6 +33,11 @@ def _cpu_and_start(stat: str) -> tuple[float, int]:
     return (int(fields[11]) + int(fields[12])) / _TICK, int(fields[19])
 
 
+def cpu_seconds(pid: int) -> float:
+    """One process's CPU time so far (user and system)."""
+    return _cpu_and_start(Path(f"/proc/{pid}/stat").read_text())[0]
+
+
 def snapshot(proc: Path = Path("/proc")) -> Snapshot:
     processes: dict[int, tuple[float, int, str]] = {}
     for entry in proc.iterdir():

@@ -48,6 +48,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench.cpu import cpu_seconds
 from bench.stack import Stack, close_stack, new_stack, rss_mb, wait_ready
 from cli.kafka.ports import free_port
 
@@ -89,11 +90,6 @@ def overlay(rev: str, paths: list[str], dest: Path) -> None:
     data = _git("archive", rev, *paths)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         tar.extractall(dest, filter="data")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def server_cpu_seconds(stack: Stack) -> float:
