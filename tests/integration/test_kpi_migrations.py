@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
 
+from services.kpi.fold.durations import bin_and_sub, bin_edges, bin_of
 from services.kpi.reads import sql
-from services.kpi.store import tables
+from services.kpi.store import tables, writes
+from shared.db import create_engine
+from shared.migrations import alembic_config, migrate
 from tests.fixtures.kpi.harness import Harness
 from tests.support import schema_differences
 
@@ -19,30 +28,39 @@ async def test_folded_tables_leave_room_for_in_place_updates(kpi: Harness) -> No
         rows = await conn.execute(
             sa.text(
                 "SELECT relname, reloptions FROM pg_class WHERE relname IN "
-                "('kpi_aggregates', 'kpi_leads', 'kpi_facts')"
+                "('kpi_aggregates', 'kpi_leads', 'kpi_facts', 'kpi_fine_counts')"
             )
         )
         options = {r.relname: r.reloptions for r in rows}
     assert options == {
         "kpi_aggregates": ["fillfactor=70"],
         "kpi_leads": ["fillfactor=70"],
+        "kpi_fine_counts": ["fillfactor=70"],
         "kpi_facts": None,  # its updates change indexed columns: no HOT to make room for
     }
 
 
-async def test_the_bin_index_holds_durations_and_percentile_reads_use_it(kpi: Harness) -> None:
+async def test_the_part_index_holds_durations_and_percentile_reads_use_it(kpi: Harness) -> None:
     async with kpi.runtime.engine.connect() as conn:
         definition = await conn.scalar(
-            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_kpi_facts_bin_values'")
+            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_kpi_facts_sub_values'")
         )
+        assert "(generation, metric, bin, sub, at, value)" in str(definition)
         assert str(definition).endswith("WHERE (bin > 0)")
-        # The read must say `bin > 0` for the planner to take a partial index.
+        # The reads must say `bin > 0` for the planner to take a partial index.
         await conn.execute(sa.text("SET enable_seqscan = off"))
+        for part in (3, sql.EVERY_PART):
+            plan = await conn.exec_driver_sql(
+                "EXPLAIN " + sql._durations_sql((), None),
+                (1, [0], ["proposal_time"], [5], [part], [T], [T], [""], [0], [2]),
+            )
+            assert "ix_kpi_facts_sub_values" in "\n".join(r[0] for r in plan)
         plan = await conn.exec_driver_sql(
-            "EXPLAIN " + sql._durations_sql((), None),
-            (1, [0], ["proposal_time"], [5], [T], [T], [""], [0], [2]),
+            "EXPLAIN " + sql._PART_COUNTS_SQL,
+            (1, [0, 0], ["proposal_time"] * 2, [5, 5], [True, False], [T, T], [T, T]),
         )
-        assert "ix_kpi_facts_bin_values" in "\n".join(r[0] for r in plan)
+        text = "\n".join(r[0] for r in plan)
+        assert "ix_kpi_facts_sub_values" in text and "kpi_fine_counts_pkey" in text
 
 
 async def test_the_migrations_make_the_schema_the_tables_describe(kpi: Harness) -> None:
@@ -51,3 +69,98 @@ async def test_the_migrations_make_the_schema_the_tables_describe(kpi: Harness) 
     # has and the other lacks.
     async with kpi.runtime.engine.connect() as conn:
         assert await schema_differences(conn, "kpi", tables.metadata) == []
+
+
+async def test_0007_gives_existing_facts_their_parts_and_counts_them(database_url: str) -> None:
+    # Facts folded before 0007, by both fold versions' bins, and a staged delta.
+    await asyncio.to_thread(migrate, "kpi", database_url, "0006")
+    rng = random.Random(7)
+    edges_of = {1: bin_edges(1), 2: bin_edges(2)}
+    values = [Decimal(0), Decimal(1), Decimal(edges_of[2][-1] + 5), *map(Decimal, edges_of[2][:50])]
+    values += [Decimal(rng.randrange(0, 10**12)) / 10**6 for _ in range(400)]
+    rows: list[dict[str, Any]] = []
+    for generation, version in ((1, 2), (2, 1)):
+        for n, value in enumerate(values):
+            at = T - timedelta(hours=rng.randrange(24 * 100))
+            rows.append(_fact(generation, f"l{n}", "proposal_time", at, value, version))
+            rows.append(_fact(generation, f"l{n}", "leads_received", at, Decimal(1), None))
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            # Generation 1 (made by migration 0002) by v2, and a rebuild's by v1.
+            await conn.execute(sa.text("UPDATE kpi_generations SET fold_version = 2"))
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO kpi_generations (generation, status, fold_version, created_at) "
+                    "VALUES (2, 'building', 1, now())"
+                )
+            )
+            await conn.execute(sa.text(_INSERT_FACT), rows)
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO kpi_fact_deltas VALUES (2, 'proposal_time', :at, 5, 1, "
+                    "'web_form', '', '', 'sales', '1')"
+                ),
+                {"at": T},
+            )
+        await asyncio.to_thread(migrate, "kpi", database_url)
+        async with engine.connect() as conn:
+            stored = await conn.execute(
+                sa.text(
+                    "SELECT f.generation, g.fold_version, f.metric, f.at, f.value, f.bin, f.sub "
+                    "FROM kpi_facts f JOIN kpi_generations g USING (generation)"
+                )
+            )
+            expected_counts: Counter[tuple[Any, ...]] = Counter()
+            for generation, version, metric, at, value, bin_, sub in stored:
+                if bin_ == 0:
+                    assert sub == 0
+                    continue
+                assert (bin_, sub) == bin_and_sub(value, edges_of[version])  # as the fold's
+                month = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+                expected_counts[(generation, metric, bin_, month, sub)] += 1
+            counts = await conn.execute(
+                sa.text(
+                    "SELECT generation, metric, bin, bucket_start, sub, value FROM kpi_fine_counts"
+                )
+            )
+            assert {tuple(r[:-1]): r[-1] for r in counts} == dict(expected_counts)
+            assert len(expected_counts) > 300
+            # The staged delta's facts are counted already: it has no part, and adds none.
+            assert await conn.scalar(sa.text("SELECT sub FROM kpi_fact_deltas")) is None
+        async with engine.begin() as conn:
+            await writes.compact_fact_deltas(conn, 2)
+        async with engine.connect() as conn:
+            after = await conn.scalar(sa.text("SELECT sum(value) FROM kpi_fine_counts"))
+            assert after == sum(expected_counts.values())
+            assert await conn.scalar(
+                sa.text("SELECT sum(value) FROM kpi_aggregates WHERE generation = 2")
+            )
+        # Down to 0006 and up again.
+        await asyncio.to_thread(command.downgrade, alembic_config("kpi", database_url), "0006")
+        await asyncio.to_thread(migrate, "kpi", database_url)
+        async with engine.connect() as conn:
+            assert await schema_differences(conn, "kpi", tables.metadata) == []
+    finally:
+        await engine.dispose()
+
+
+_INSERT_FACT = (
+    "INSERT INTO kpi_facts (generation, lead_id, metric, item, at, value, bin, source, "
+    "channel, campaign, route, definition_version) VALUES (:generation, :lead_id, :metric, "
+    "'', :at, :value, :bin, 'web_form', '', '', 'sales', '1')"
+)
+
+
+def _fact(
+    generation: int, lead: str, metric: str, at: datetime, value: Decimal, version: int | None
+) -> dict[str, Any]:
+    bin_ = 0 if version is None else bin_of(value, bin_edges(version))
+    return {
+        "generation": generation,
+        "lead_id": lead,
+        "metric": metric,
+        "at": at,
+        "value": value,
+        "bin": bin_,
+    }

@@ -114,13 +114,14 @@ async def test_both_halves_read_the_readers_snapshot(
                         "at": lo,
                         "value": 0,
                         "bin": bin_,
+                        "sub": max(sub, 0),
                         "source": "web_form",
                         "channel": "",
                         "campaign": "",
                         "route": "sales",
                         "definition_version": "1",
                     }
-                    for n, (metric, bin_, lo, *_rest) in enumerate(runs)
+                    for n, (metric, bin_, sub, lo, *_rest) in enumerate(runs)
                 ],
             )
         split = await sql.duration_runs(reader, generation, runs, {}, None)

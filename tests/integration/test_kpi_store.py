@@ -28,7 +28,7 @@ from services.kpi.fold.apply import FOLD_VERSION, fold_into
 from services.kpi.fold.consumer import in_transaction
 from services.kpi.fold.window import FoldWindow
 from services.kpi.store import writes
-from services.kpi.store.tables import aggregates, fact_deltas, facts, leads
+from services.kpi.store.tables import aggregates, fact_deltas, facts, fine_counts, leads
 from shared.db import create_engine
 from shared.events import Event
 from shared.migrations import migrate
@@ -51,7 +51,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def _tables(engine: AsyncEngine, generation: int) -> dict[str, Any]:
     async with engine.connect() as conn:
         out: dict[str, Any] = {}
-        for table in (aggregates, facts, leads):
+        for table in (aggregates, fine_counts, facts, leads):
             cols = [c for c in table.columns if c.name != "generation"]
             rows = await conn.execute(sa.select(*cols).where(table.c.generation == generation))
             # A lead's state is a JSON object: compared as its canonical text.
@@ -62,7 +62,7 @@ async def _tables(engine: AsyncEngine, generation: int) -> dict[str, Any]:
                 )
                 for r in rows
             }
-            if table is aggregates:
+            if table is aggregates or table is fine_counts:
                 found = {r for r in found if Decimal(r[-1]) != 0}  # a row back at zero is none
             out[table.name] = found
         return out
@@ -211,6 +211,17 @@ async def test_the_stored_aggregates_are_the_pure_folds_expansion(engine: AsyncE
         for k, v in model.sums().items()
     }
     assert len(expected) > 500
-    rows = (await _tables(engine, generation))["kpi_aggregates"]
-    stored = {(*r[:-1], Decimal(r[-1])) for r in rows}
+    tables = await _tables(engine, generation)
+    stored = {(*r[:-1], Decimal(r[-1])) for r in tables["kpi_aggregates"]}
     assert stored == expected
+    # The counts of each duration bin's part: the pure fold's too, and its facts' (a
+    # percentile finds the part that holds its rank by them, then reads its facts).
+    counts = {(k.metric, k.bin, k.bucket_start, k.sub, v) for k, v in model.counts().items()}
+    assert len(counts) > 50
+    assert tables["kpi_fine_counts"] == counts
+    async with engine.connect() as conn:
+        from_facts = await conn.exec_driver_sql(
+            "SELECT metric, bin, date_trunc('month', at, 'UTC'), sub, count(*) FROM kpi_facts "
+            f"WHERE generation = {generation} AND bin > 0 GROUP BY 1, 2, 3, 4"
+        )
+        assert set(map(tuple, from_facts)) == counts

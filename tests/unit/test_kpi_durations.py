@@ -16,6 +16,9 @@ from services.kpi.fold.apply import FOLD_VERSION
 from services.kpi.fold.durations import (
     BIN_EDGES,
     BIN_EDGES_BY_FOLD_VERSION,
+    SUBS,
+    bin_and_sub,
+    bin_bounds,
     bin_edges,
     bin_of,
     locate,
@@ -23,6 +26,7 @@ from services.kpi.fold.durations import (
     seconds_between,
     stats,
     stats_from_ranks,
+    sub_of,
 )
 
 
@@ -92,3 +96,42 @@ def test_ranks_found_through_bins_give_the_direct_percentiles(micros: list[int])
         return sorted(by_bin[b])[index]
 
     assert stats_from_ranks(len(values), at) == stats(values)
+
+
+@pytest.mark.parametrize("fold_version", sorted(BIN_EDGES_BY_FOLD_VERSION))
+@settings(max_examples=300, deadline=None)
+@given(a=st.integers(0, 2 * 10**15), b=st.integers(0, 2 * 10**15))
+def test_a_bins_parts_are_its_equal_cuts_in_order(fold_version: int, a: int, b: int) -> None:
+    edges = bin_edges(fold_version)
+    low, high = sorted((Decimal(a) / 10**6, Decimal(b) / 10**6))
+    bin_, sub = bin_and_sub(low, edges)
+    assert bin_ == bin_of(low, edges) and 0 <= sub < SUBS
+    lo, hi = bin_bounds(bin_, edges)
+    assert lo <= low and (hi is None or low < hi)
+    if hi is None:
+        assert sub == 0  # the last bin, unbounded, is one part
+    else:
+        # Part k holds [lo + k * width, lo + (k + 1) * width), width = (hi - lo) / SUBS.
+        assert lo + sub * Decimal(hi - lo) / SUBS <= low < lo + (sub + 1) * Decimal(hi - lo) / SUBS
+    # Parts sort as their values do: a larger duration is never in an earlier bin or part.
+    assert bin_and_sub(low, edges) <= bin_and_sub(high, edges)
+
+
+def test_a_part_starts_exactly_at_its_cut() -> None:
+    bin_ = bin_of(Decimal(3600))
+    lo, hi = bin_bounds(bin_)
+    assert hi is not None
+    micro = Decimal("0.000001")
+    for k in range(SUBS):
+        # (hi - lo) / 32 ends within five decimals: every cut is a stored duration.
+        start = lo + k * Decimal(hi - lo) / SUBS
+        assert start == start.quantize(micro)
+        assert sub_of(start, bin_) == k
+        if k:
+            assert sub_of(start - micro, bin_) == k - 1
+    assert sub_of(Decimal(hi) - micro, bin_) == SUBS - 1
+    assert bin_bounds(1) == (0, 1)
+    with pytest.raises(ValueError, match="no duration bin 0"):
+        bin_bounds(0)
+    with pytest.raises(ValueError, match="no duration bin"):
+        bin_bounds(len(BIN_EDGES) + 2)

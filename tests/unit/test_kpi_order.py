@@ -17,7 +17,17 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kpi.fold.facts import AggKey, Fact, aggregate_keys, facts_of, fold, merge_events
+from services.kpi.fold.facts import (
+    MONTH,
+    AggKey,
+    Fact,
+    FineKey,
+    aggregate_keys,
+    facts_of,
+    floor_to,
+    fold,
+    merge_events,
+)
 from services.kpi.fold.lead_state import LeadState, join
 from shared.events import Event, Route, Stage
 from tests.fixtures.kpi import events as ev
@@ -80,12 +90,14 @@ def histories(draw: st.DrawFn) -> list[Event]:
 
 
 class Store:
-    """What the tables hold, modelled: lead states, fact rows, and aggregate sums."""
+    """What the tables hold, modelled: lead states, fact rows, aggregate sums and the
+    counts of each duration bin's parts."""
 
     def __init__(self) -> None:
         self.states: dict[str, LeadState] = {}
         self.facts: dict[tuple[str, str, str], Fact] = {}
         self.aggregates: defaultdict[AggKey, Decimal] = defaultdict(Decimal)
+        self.fine_counts: defaultdict[FineKey, int] = defaultdict(int)
 
     def apply(self, batch: Sequence[Event]) -> None:
         touched = {e.subject for e in batch}
@@ -97,9 +109,14 @@ class Store:
             self.facts[(lead_id, metric, item)] = fact
         for agg, amount in changes.aggregates.items():
             self.aggregates[agg] += amount
+        for fine, count in changes.fine_counts.items():
+            self.fine_counts[fine] += count
 
     def sums(self) -> dict[AggKey, Decimal]:
         return {k: v for k, v in self.aggregates.items() if v}
+
+    def counts(self) -> dict[FineKey, int]:
+        return {k: v for k, v in self.fine_counts.items() if v}
 
 
 def _in_business_order(events: list[Event]) -> Store:
@@ -124,6 +141,7 @@ def test_any_order_batching_and_redelivery_gives_the_same_tables(
     assert store.states == expected.states
     assert store.facts == expected.facts
     assert store.sums() == expected.sums()
+    assert store.counts() == expected.counts()
 
 
 @settings(max_examples=200, deadline=None)
@@ -139,6 +157,12 @@ def test_the_aggregates_always_sum_the_facts_of_the_current_states(events: list[
                     recomputed[key] += amount
         assert store.sums() == {k: v for k, v in recomputed.items() if v}
         assert all(v >= 0 for v in store.aggregates.values())
+        # Each duration fact counted once, in its month and its bin's part.
+        parts: defaultdict[FineKey, int] = defaultdict(int)
+        for (_, metric, _), fact in store.facts.items():
+            if fact.bin:
+                parts[FineKey(floor_to(fact.at, MONTH), metric, fact.bin, fact.sub)] += 1
+        assert store.counts() == parts
 
 
 def _merged(events: Sequence[Event]) -> dict[str, LeadState]:

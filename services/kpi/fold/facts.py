@@ -32,7 +32,12 @@ from services.kpi.catalogue import (
     ROUTE_METRICS,
     STAGE_METRICS,
 )
-from services.kpi.fold.durations import BIN_EDGES, NOT_A_DURATION, bin_of, seconds_between
+from services.kpi.fold.durations import (
+    BIN_EDGES,
+    NOT_A_DURATION,
+    bin_and_sub,
+    seconds_between,
+)
 from services.kpi.fold.lead_state import LeadState, concerns_kpi, merge
 from shared.events import Event
 
@@ -61,12 +66,14 @@ class Dims(NamedTuple):
 
 
 class Fact(NamedTuple):
-    """One contribution of a lead: a count (1), a payment amount, or a duration in seconds."""
+    """One contribution of a lead: a count (1), a payment amount, or a duration in seconds
+    (with its value bin, and the part of the bin: durations.sub_of)."""
 
     at: datetime
     value: Decimal
     dims: Dims
     bin: int = NOT_A_DURATION
+    sub: int = 0
 
 
 # (metric, item): item is the payment id for payments, '' for once-per-lead facts.
@@ -134,30 +141,30 @@ def facts_of(state: LeadState, edges: tuple[int, ...] = BIN_EDGES) -> dict[FactK
     facts: dict[FactKey, Fact] = {}
     received, firsts = state.received_at, state.firsts
     if received is not None:
-        facts[("leads_received", "")] = new(Fact, (received, ONE, dims, NOT_A_DURATION))
+        facts[("leads_received", "")] = new(Fact, (received, ONE, dims, NOT_A_DURATION, 0))
     for metric, step in _FIRST_STEPS:
         at = firsts.get(step)
         if at is not None:
-            facts[(metric, "")] = new(Fact, (at, ONE, dims, NOT_A_DURATION))
+            facts[(metric, "")] = new(Fact, (at, ONE, dims, NOT_A_DURATION, 0))
     for route, choice in state.routes.items():
         routed = ROUTE_METRICS.get(route)
         if routed is not None:
             own = Dims(dims.source, dims.channel, dims.campaign, route, str(choice.version))
-            facts[(routed, "")] = new(Fact, (choice.at, ONE, own, NOT_A_DURATION))
+            facts[(routed, "")] = new(Fact, (choice.at, ONE, own, NOT_A_DURATION, 0))
 
     def duration(metric: str, start: datetime | None, end: datetime | None) -> None:
         if start is not None and end is not None:
             seconds = seconds_between(start, end)
-            facts[(metric, "")] = new(Fact, (end, seconds, dims, bin_of(seconds, edges)))
+            facts[(metric, "")] = new(Fact, (end, seconds, dims, *bin_and_sub(seconds, edges)))
 
     if state.payments:
         for payment_id, p in state.payments.items():
-            facts[("payments_count", payment_id)] = new(Fact, (p.at, ONE, dims, NOT_A_DURATION))
-            facts[("revenue", payment_id)] = new(Fact, (p.at, p.amount, dims, NOT_A_DURATION))
+            facts[("payments_count", payment_id)] = new(Fact, (p.at, ONE, dims, NOT_A_DURATION, 0))
+            facts[("revenue", payment_id)] = new(Fact, (p.at, p.amount, dims, NOT_A_DURATION, 0))
         first_payment = min(p.at for p in state.payments.values())
         total = sum((p.amount for p in state.payments.values()), Decimal(0))
-        facts[(LTV_CLIENTS, "")] = new(Fact, (first_payment, ONE, dims, NOT_A_DURATION))
-        facts[(LTV_REVENUE, "")] = new(Fact, (first_payment, total, dims, NOT_A_DURATION))
+        facts[(LTV_CLIENTS, "")] = new(Fact, (first_payment, ONE, dims, NOT_A_DURATION, 0))
+        facts[(LTV_REVENUE, "")] = new(Fact, (first_payment, total, dims, NOT_A_DURATION, 0))
         duration("lead_lifetime", received, first_payment)
     duration("first_response_time", received, firsts.get("contacted"))
     for metric, first, then in _STEP_DURATIONS:
@@ -207,14 +214,32 @@ def aggregate_deltas(deltas: Iterable[FactDelta]) -> dict[AggKey, Decimal]:
     return {k: v for k, v in out.items() if v}
 
 
+class FineKey(NamedTuple):
+    bucket_start: datetime  # the UTC month
+    metric: str
+    bin: int
+    sub: int
+
+
+def fine_count_deltas(deltas: Iterable[FactDelta]) -> dict[FineKey, int]:
+    """The increments of the per-month counts of each duration bin's parts (kpi_fine_counts,
+    totals only), rows summing to 0 left out."""
+    out: defaultdict[FineKey, int] = defaultdict(int)
+    for metric, fact, sign in deltas:
+        if fact.bin != NOT_A_DURATION:
+            month = floor_to(fact.at, MONTH)
+            out[FineKey(month, metric, fact.bin, fact.sub)] += sign
+    return {k: v for k, v in out.items() if v}
+
+
 @dataclass
 class Changes:
     """What a batch changes in one generation's tables.
 
     The aggregate increments are kept as the facts that changed (`fact_deltas`), five
     times fewer rows than the aggregate rows they touch: the database expands them itself
-    (writes.write_changes); `aggregates` expands them here, the same way (the model
-    the tests check the database against).
+    (writes.write_changes); `aggregates` and `fine_counts` expand them here, the same way
+    (the model the tests check the database against).
     """
 
     states: dict[str, LeadState] = field(default_factory=dict)
@@ -225,6 +250,10 @@ class Changes:
     @property
     def aggregates(self) -> dict[AggKey, Decimal]:
         return aggregate_deltas(self.fact_deltas)
+
+    @property
+    def fine_counts(self) -> dict[FineKey, int]:
+        return fine_count_deltas(self.fact_deltas)
 
 
 def diff(

@@ -19,11 +19,15 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kpi.fold.facts import DIMENSIONS
+from services.kpi.fold.durations import SUBS
+from services.kpi.fold.facts import DIMENSIONS, MONTH
+from services.kpi.reads.coverage import cover
 from shared.db import as_columns
 
 # (point, metric, value bin, group or None, amount)
 Row = tuple[int, str, int, str | None, Decimal]
+# (metric, value bin, part of it or EVERY_PART, lo, hi, group, first index, count)
+Runs = Sequence[tuple[str, int, int, datetime, datetime, str | None, int, int]]
 
 
 def _checked(names: Sequence[str]) -> None:
@@ -133,20 +137,71 @@ async def edge_facts(
 @lru_cache(maxsize=64)
 def _durations_sql(filters: tuple[str, ...], group_by: str | None, besides: bool = False) -> str:
     # `besides`: the durations of every group but those of an array parameter after the
-    # filters, as one group (an answer's "(other)").
+    # filters, as one group (an answer's "(other)"). A run reads one part of its bin
+    # (durations.sub_of), or with part EVERY_PART all of them: one index scan per part, so
+    # the index (.., bin, sub, at, value) is read for the period's rows only.
     group = f" AND f.{group_by} = w.grp" if group_by else ""
     if besides and group_by:
-        group = f" AND NOT (f.{group_by} = ANY(${10 + len(filters)}::text[]))"
+        group = f" AND NOT (f.{group_by} = ANY(${11 + len(filters)}::text[]))"
     return (
         "SELECT w.n, v.vals "
-        "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::timestamptz[], $6::timestamptz[], "
-        "$7::text[], $8::int4[], $9::int4[]) AS w(n, metric, bin, lo, hi, grp, off, cnt) "
+        "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[], "
+        "$7::timestamptz[], $8::text[], $9::int4[], $10::int4[]) "
+        "AS w(n, metric, bin, sub, lo, hi, grp, off, cnt) "
         "CROSS JOIN LATERAL (SELECT array_agg(x.value ORDER BY x.value) AS vals FROM ("
         "SELECT f.value FROM kpi_facts AS f WHERE f.generation = $1 "
-        "AND f.metric = w.metric AND f.bin = w.bin AND f.bin > 0 AND f.at >= w.lo AND f.at < w.hi"
-        f"{_filters('f', filters, 10)}{group} "
+        "AND f.metric = w.metric AND f.bin = w.bin AND f.bin > 0 "
+        f"AND f.sub = ANY(CASE WHEN w.sub = {EVERY_PART} THEN '{_ALL_PARTS}'::int2[] "
+        "ELSE ARRAY[w.sub] END) AND f.at >= w.lo AND f.at < w.hi"
+        f"{_filters('f', filters, 11)}{group} "
         "ORDER BY f.value LIMIT w.cnt OFFSET w.off) AS x) AS v"
     )
+
+
+EVERY_PART = -1
+_ALL_PARTS = "{" + ",".join(str(p) for p in range(SUBS)) + "}"
+
+# How many durations each part of a bin holds in a period: the months' counts from
+# kpi_fine_counts, the rest (w.stored false: days or hours at the period's edges) counted
+# from the facts, one index scan per part.
+_PART_COUNTS_SQL = (
+    "SELECT w.n, c.sub, sum(c.cnt)::int8 "
+    "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::bool[], $6::timestamptz[], "
+    "$7::timestamptz[]) AS w(n, metric, bin, stored, lo, hi) "
+    "CROSS JOIN LATERAL ("
+    "SELECT k.sub, k.value AS cnt FROM kpi_fine_counts AS k WHERE w.stored "
+    "AND k.generation = $1 AND k.metric = w.metric AND k.bin = w.bin "
+    "AND k.bucket_start >= w.lo AND k.bucket_start < w.hi "
+    "UNION ALL "
+    "SELECT f.sub, count(*) FROM kpi_facts AS f WHERE NOT w.stored "
+    "AND f.generation = $1 AND f.metric = w.metric AND f.bin = w.bin AND f.bin > 0 "
+    f"AND f.sub = ANY('{_ALL_PARTS}'::int2[]) AND f.at >= w.lo AND f.at < w.hi "
+    "GROUP BY f.sub) AS c "
+    "GROUP BY 1, 2"
+)
+
+
+async def part_counts(
+    conn: AsyncConnection,
+    generation: int,
+    reads: Sequence[tuple[str, int, datetime, datetime]],
+) -> dict[int, dict[int, int]]:
+    """For each (metric, bin, lo, hi), by its position in `reads`: how many of the bin's
+    durations closing in [lo, hi) each of its parts holds (in total: no dimensions)."""
+    rows: list[tuple[int, str, int, bool, datetime, datetime]] = []
+    for n, (metric, bin_, lo, hi) in enumerate(reads):
+        cov = cover(lo, hi, (MONTH,))
+        rows.extend((n, metric, bin_, True, b_lo, b_hi) for _, b_lo, b_hi in cov.buckets)
+        rows.extend((n, metric, bin_, False, f_lo, f_hi) for f_lo, f_hi in cov.facts)
+    out: dict[int, dict[int, int]] = {}
+    if not rows:
+        return out
+    result = await conn.exec_driver_sql(_PART_COUNTS_SQL, (generation, *as_columns(rows, 6)))
+    found: list[Any] = list(result)
+    for n, sub, count in found:
+        if count:
+            out.setdefault(int(n), {})[int(sub)] = int(count)
+    return out
 
 
 # A read of this many runs or more is split between the reading connection and a second
@@ -160,15 +215,15 @@ SPLIT_RUNS_FROM = 8
 async def duration_runs(
     conn: AsyncConnection,
     generation: int,
-    runs: Sequence[tuple[str, int, datetime, datetime, str | None, int, int]],
+    runs: Runs,
     filters: dict[str, str],
     group_by: str | None,
     groups_not_in: Sequence[str] | None = None,
 ) -> dict[int, list[Decimal]]:
-    """For each run (metric, bin, lo, hi, group, first index, count), by its position in
-    `runs`: the durations from the first index (from 0) on, in order, of that bin closing in
-    [lo, hi), in the group (with `groups_not_in`: in none of those groups). One sorted read
-    gives every rank of a run (a median's two)."""
+    """For each run (metric, bin, part, lo, hi, group, first index, count), by its position
+    in `runs`: the durations from the first index (from 0) on, in order, of that bin's part
+    (EVERY_PART: of the bin) closing in [lo, hi), in the group (with `groups_not_in`: in none
+    of those groups). One sorted read gives every rank of a run (a median's two)."""
     names = tuple(sorted(filters))
     _checked([*names, *([group_by] if group_by else [])])
     besides = groups_not_in is not None and group_by is not None
@@ -205,15 +260,12 @@ def _snapshot_id(text: str) -> str:
     return text
 
 
-Runs = Sequence[tuple[str, int, datetime, datetime, str | None, int, int]]
-
-
 def _run_params(generation: int, runs: Runs, first_n: int, filters: Sequence[Any]) -> list[Any]:
     rows: list[tuple[Any, ...]] = [
-        (first_n + i, metric, bin_, lo, hi, group or "", first, count)
-        for i, (metric, bin_, lo, hi, group, first, count) in enumerate(runs)
+        (first_n + i, metric, bin_, sub, lo, hi, group or "", first, count)
+        for i, (metric, bin_, sub, lo, hi, group, first, count) in enumerate(runs)
     ]
-    return [generation, *as_columns(rows, 8), *filters]
+    return [generation, *as_columns(rows, 9), *filters]
 
 
 def _found(rows: Sequence[Any]) -> dict[int, list[Decimal]]:

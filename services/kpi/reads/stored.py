@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.kpi.fold import durations
 from services.kpi.fold.facts import BY_DIMENSIONS, ROLLUP_GRAINS, TOTAL
 from services.kpi.reads import sql
 from services.kpi.reads.coverage import Coverage
@@ -187,16 +188,19 @@ async def rank_groups(
 
 # One duration to find: (metric, value bin, period start, period end, group, index in bin).
 Wanted = tuple[str, int, datetime, datetime, str | None, int]
-# Consecutive durations of one bin and period: (..., first index, count).
-Run = tuple[str, int, datetime, datetime, str | None, int, int]
+# Consecutive durations of one part of a bin (sql.EVERY_PART: of the bin) and period:
+# (metric, bin, part, start, end, group, first index in the part, count).
+Run = tuple[str, int, int, datetime, datetime, str | None, int, int]
+# Where a wanted duration is read: (metric, bin, part, start, end, group, index in the part).
+Place = tuple[str, int, int, datetime, datetime, str | None, int]
 # Indexes this close share a read: reading the few between costs less than sorting again.
 RUN_GAP = 32
 
 
-def _runs(wanted: Sequence[Wanted]) -> list[Run]:
-    by_read: dict[tuple[str, int, datetime, datetime, str | None], list[int]] = {}
-    for metric, bin_, start, end, group, index in wanted:
-        by_read.setdefault((metric, bin_, start, end, group), []).append(index)
+def _runs(places: Iterable[Place]) -> list[Run]:
+    by_read: dict[tuple[str, int, int, datetime, datetime, str | None], list[int]] = {}
+    for metric, bin_, sub, start, end, group, index in places:
+        by_read.setdefault((metric, bin_, sub, start, end, group), []).append(index)
     runs: list[Run] = []
     for read, indexes in by_read.items():
         indexes.sort()
@@ -210,6 +214,32 @@ def _runs(wanted: Sequence[Wanted]) -> list[Run]:
     return runs
 
 
+async def _places(
+    conn: AsyncConnection, generation: int, wanted: Sequence[Wanted], where: Slice
+) -> dict[Wanted, Place]:
+    """Which part of its bin holds each wanted duration, and its index there. The parts are
+    counted in total only (kpi_fine_counts), so a read by dimension reads the whole bin."""
+    every = {w: (w[0], w[1], sql.EVERY_PART, *w[2:]) for w in wanted}
+    if where.rollup != TOTAL or not wanted:
+        return every
+    reads = list(dict.fromkeys((m, b, start, end) for m, b, start, end, _, _ in wanted))
+    counts = await sql.part_counts(conn, generation, reads)
+    at = {read: n for n, read in enumerate(reads)}
+    out: dict[Wanted, Place] = {}
+    for w in wanted:
+        metric, bin_, start, end, group, index = w
+        try:
+            sub, inner = durations.locate(counts.get(at[(metric, bin_, start, end)], {}), [index])[
+                index
+            ]
+        except ValueError:
+            # Counts short of the rank (a store whose counts and facts disagree): the whole bin.
+            out[w] = every[w]
+            continue
+        out[w] = (metric, bin_, sub, start, end, group, inner)
+    return out
+
+
 async def duration_values(
     conn: AsyncConnection, generation: int, wanted: Sequence[Wanted], where: Slice
 ) -> dict[Wanted, Decimal]:
@@ -217,19 +247,21 @@ async def duration_values(
     durations in value bin `bin` that close within [start, end) (and are in `group` of
     `where.group_by`, or, with `where.groups_not_in`, in none of those groups).
 
-    The database picks them (ORDER BY ... LIMIT count OFFSET first): it reads only that
-    bin's rows within the period, and only the few values asked for travel back; close
-    indexes of one bin and period (a median's two ranks) come from one sorted read.
+    The database picks them (ORDER BY ... LIMIT count OFFSET first): it reads only the
+    rows within the period of the part of the bin that holds the rank (every part, for a
+    read by dimension), and only the few values asked for travel back; close indexes of one
+    part and period (a median's two ranks) come from one sorted read.
     """
-    out: dict[Wanted, Decimal] = {}
     unique = list(dict.fromkeys(wanted))
-    runs = _runs(unique)
+    places = await _places(conn, generation, unique, where)
+    runs = _runs(places.values())
+    found_at: dict[Place, Decimal] = {}
     if runs:
         found = await sql.duration_runs(
             conn, generation, runs, dict(where.filters), where.group_by, where.groups_not_in
         )
         for n, values in found.items():
-            metric, bin_, start, end, group, first, _ = runs[n]
+            metric, bin_, sub, start, end, group, first, _ = runs[n]
             for i, value in enumerate(values):
-                out[(metric, bin_, start, end, group, first + i)] = value
-    return {w: out[w] for w in unique if w in out}
+                found_at[(metric, bin_, sub, start, end, group, first + i)] = value
+    return {w: found_at[places[w]] for w in unique if places[w] in found_at}

@@ -16,6 +16,7 @@ from services.kpi.store.tables import (
     aggregates,
     fact_deltas,
     facts,
+    fine_counts,
     generations,
     leads,
     rebuild_progress,
@@ -212,7 +213,7 @@ async def generations_to_purge(conn: AsyncConnection, retired_before: datetime) 
 
 async def purge(conn: AsyncConnection, generation: int, now: datetime) -> None:
     """Delete a retired generation's rows (its row stays, as history)."""
-    for table in (aggregates, fact_deltas, facts, leads, rebuild_progress):
+    for table in (aggregates, fine_counts, fact_deltas, facts, leads, rebuild_progress):
         await conn.execute(table.delete().where(table.c.generation == generation))
     await conn.execute(
         generations.update().where(generations.c.generation == generation).values(purged_at=now)

@@ -87,17 +87,20 @@ facts = sa.Table(
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("value", sa.Numeric(20, 6), nullable=False),
     sa.Column("bin", sa.SmallInteger, nullable=False),
+    # The part of its bin a duration is in (fold/durations.sub_of); 0 for other facts.
+    sa.Column("sub", sa.SmallInteger, nullable=False, server_default="0"),
     *_dimension_columns(),
 )
 sa.Index("ix_kpi_facts_at", facts.c.generation, facts.c.at)
-# The value too: a percentile reads one bin's durations in a period in order, from the index.
-# Durations only (bin >= 1; reads say `bin > 0` so the planner may use it): most facts are
-# counts, never read by bin (migration 0005).
+# The value too: a percentile reads one part of a bin's durations in a period in order, from
+# the index. Durations only (bin >= 1; reads say `bin > 0` so the planner may use it): most
+# facts are counts, never read by bin (migrations 0005, 0007).
 sa.Index(
-    "ix_kpi_facts_bin_values",
+    "ix_kpi_facts_sub_values",
     facts.c.generation,
     facts.c.metric,
     facts.c.bin,
+    facts.c.sub,
     facts.c.at,
     facts.c.value,
     postgresql_where=facts.c.bin > 0,
@@ -130,8 +133,24 @@ fact_deltas = sa.Table(
     sa.Column("metric", sa.String(32), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("bin", sa.SmallInteger, nullable=False),
+    # NULL in the rows staged before migration 0007, whose parts it counted from the facts.
+    sa.Column("sub", sa.SmallInteger),
     sa.Column("amount", sa.Numeric(24, 6), nullable=False),
     *_dimension_columns(),
+)
+
+# How many durations each part of a bin (fold/durations.sub_of) holds, per UTC month, in total
+# (no dimensions): which part holds a percentile's rank, so only that part's durations are
+# read. Maintained beside the aggregates, from the same fact deltas.
+fine_counts = sa.Table(
+    "kpi_fine_counts",
+    metadata,
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("bin", sa.SmallInteger, primary_key=True),
+    sa.Column("bucket_start", UtcDateTime, primary_key=True),
+    sa.Column("sub", sa.SmallInteger, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
 )
 
 plans = sa.Table(

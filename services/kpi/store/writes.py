@@ -132,6 +132,7 @@ _FACT_COLUMNS = (
     "at",
     "value",
     "bin",
+    "sub",
     "source",
     "channel",
     "campaign",
@@ -172,7 +173,7 @@ async def write_lead_rows(conn: AsyncConnection, generation: int, changes: Chang
         facts,
         _FACT_COLUMNS,
         [
-            (generation, lid, metric, item, f.at, f.value, f.bin, *f.dims)
+            (generation, lid, metric, item, f.at, f.value, f.bin, f.sub, *f.dims)
             for lid, metric, item, f in changes.upsert_facts
         ],
         conflict=_FACT_KEYS,
@@ -199,23 +200,33 @@ def _aggregate_rows_sql() -> str:
 
 # The key columns but the generation (a constant), by their position in the SELECT list.
 _AGG_KEY_POSITIONS = ", ".join(str(i) for i in range(2, len(_AGG_KEYS) + 1))
+_FINE_KEYS = ("generation", "metric", "bin", "bucket_start", "sub")
 # A fact delta's columns (u: a relation of them), as arrays in parameters $2 onwards.
-_DELTA_COLUMNS = ("metric", "at", "bin", "amount", *DIMENSIONS)
-_DELTA_ARRAYS = "$2::text[], $3::timestamptz[], $4::int2[], $5::numeric[], " + ", ".join(
-    f"${i}::text[]" for i in range(6, 6 + len(DIMENSIONS))
+_DELTA_COLUMNS = ("metric", "at", "bin", "sub", "amount", *DIMENSIONS)
+_DELTA_ARRAYS = "$2::text[], $3::timestamptz[], $4::int2[], $5::int2[], $6::numeric[], " + (
+    ", ".join(f"${i}::text[]" for i in range(7, 7 + len(DIMENSIONS)))
 )
 
 
-def _add_aggregates_from(source: str) -> str:
-    """Expand the fact deltas of `source` (a FROM item aliased u) into their aggregate rows,
-    sum them per row and add the sums, in key order (so writers cannot deadlock). $1: the
-    generation."""
+def _add_deltas_from(source: str) -> str:
+    """Add the fact deltas that the statement `source` yields (a WITH query's body) to the
+    aggregates, their rows expanded and summed, and the durations among them to the counts
+    of their bin's part per month (kpi_fine_counts). Each table's rows are taken in key
+    order, in one statement of one shape, so writers cannot deadlock. $1: the generation."""
     return (
+        f"WITH u AS ({source}), "
+        f"fine AS (INSERT INTO kpi_fine_counts ({', '.join(_FINE_KEYS)}, value) "
+        "SELECT $1, u.metric, u.bin, date_trunc('month', u.at, 'UTC'), u.sub, sum(u.amount) "
+        # A duration's delta is 1 or -1 (fold.aggregate_amount); a NULL part was counted by
+        # migration 0007 from the facts.
+        "FROM u WHERE u.bin > 0 AND u.sub IS NOT NULL GROUP BY 2, 3, 4, 5 "
+        "HAVING sum(u.amount) <> 0 ORDER BY 2, 3, 4, 5 "
+        f"ON CONFLICT ({', '.join(_FINE_KEYS)}) "
+        "DO UPDATE SET value = kpi_fine_counts.value + excluded.value) "
         f"INSERT INTO kpi_aggregates ({', '.join(_AGG_KEYS)}, value) "
         f"SELECT $1, k.rollup, k.grain, k.bucket_start, u.metric, u.bin, "
         f"{', '.join(f'k.{d}' for d in DIMENSIONS)}, sum(u.amount) "
-        f"FROM {source} "
-        f"CROSS JOIN LATERAL (VALUES {_aggregate_rows_sql()}) "
+        f"FROM u CROSS JOIN LATERAL (VALUES {_aggregate_rows_sql()}) "
         f"AS k(rollup, grain, bucket_start, {', '.join(DIMENSIONS)}) "
         f"GROUP BY {_AGG_KEY_POSITIONS} HAVING sum(u.amount) <> 0 ORDER BY {_AGG_KEY_POSITIONS} "
         f"ON CONFLICT ({', '.join(_AGG_KEYS)}) "
@@ -225,16 +236,15 @@ def _add_aggregates_from(source: str) -> str:
 
 # The batch's changed facts go to the database as arrays; five times fewer values travel
 # and are encoded than the aggregate rows they make.
-_ADD_FACT_DELTAS = _add_aggregates_from(
-    f"unnest({_DELTA_ARRAYS}) AS u({', '.join(_DELTA_COLUMNS)})"
+_ADD_FACT_DELTAS = _add_deltas_from(
+    f"SELECT * FROM unnest({_DELTA_ARRAYS}) AS u({', '.join(_DELTA_COLUMNS)})"
 )
 _STAGE_FACT_DELTAS = (
     f"INSERT INTO kpi_fact_deltas (generation, {', '.join(_DELTA_COLUMNS)}) "
     f"SELECT $1, u.* FROM unnest({_DELTA_ARRAYS}) AS u"
 )
-_COMPACT_FACT_DELTAS = (
-    f"WITH moved AS (DELETE FROM kpi_fact_deltas WHERE generation = $1 "
-    f"RETURNING {', '.join(_DELTA_COLUMNS)}) " + _add_aggregates_from("moved AS u")
+_COMPACT_FACT_DELTAS = _add_deltas_from(
+    f"DELETE FROM kpi_fact_deltas WHERE generation = $1 RETURNING {', '.join(_DELTA_COLUMNS)}"
 )
 
 
@@ -242,6 +252,7 @@ def _delta_arrays(deltas: Sequence[FactDelta]) -> list[list[Any]]:
     metric: list[str] = []
     at: list[datetime] = []
     bins: list[int] = []
+    subs: list[int] = []
     amount: list[Decimal] = []
     dims: list[Dims] = []
     for m, fact, sign in deltas:
@@ -249,16 +260,17 @@ def _delta_arrays(deltas: Sequence[FactDelta]) -> list[list[Any]]:
         metric.append(m)
         at.append(fact.at)
         bins.append(fact.bin)
+        subs.append(fact.sub)
         amount.append(a if sign > 0 else -a)
         dims.append(fact.dims)
-    return [metric, at, bins, amount, *(list(column) for column in zip(*dims, strict=True))]
+    return [metric, at, bins, subs, amount, *(list(column) for column in zip(*dims, strict=True))]
 
 
 async def add_fact_deltas(
     conn: AsyncConnection, generation: int, deltas: Sequence[FactDelta]
 ) -> None:
-    """Add what the facts that changed make to their aggregate rows, in one statement (so
-    in key order: writers cannot deadlock on aggregate rows)."""
+    """Add what the facts that changed make to their aggregate rows and fine counts, in one
+    statement (so in key order: writers cannot deadlock on those rows)."""
     if deltas:
         await conn.exec_driver_sql(_ADD_FACT_DELTAS, (generation, *_delta_arrays(deltas)))
 
@@ -274,9 +286,9 @@ async def stage_fact_deltas(
 
 
 async def compact_fact_deltas(conn: AsyncConnection, generation: int) -> None:
-    """Add the staged fact deltas of `generation` to its aggregates and delete them, in one
-    statement (one aggregate over all of them, as the database's floor does). Deltas staged
-    by transactions not committed yet stay."""
+    """Add the staged fact deltas of `generation` to its aggregates and fine counts and
+    delete them, in one statement (one aggregate over all of them, as the database's floor
+    does). Deltas staged by transactions not committed yet stay."""
     await conn.exec_driver_sql(_COMPACT_FACT_DELTAS, (generation,))
 
 
