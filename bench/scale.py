@@ -115,9 +115,10 @@ def fine_counts_from_facts_sql(target: str) -> str:
     """INSERT into `target` the counts of each duration bin's part per month of generation
     $1's facts: what the fold adds up in kpi_fine_counts (services.kpi.store.writes)."""
     return (
-        f"INSERT INTO {target} (generation, metric, bin, bucket_start, sub, value) "
-        "SELECT generation, metric, bin, date_trunc('month', at, 'UTC'), sub, count(*) "
-        "FROM kpi_facts WHERE generation = $1 AND bin > 0 GROUP BY 1, 2, 3, 4, 5"
+        f"INSERT INTO {target} (generation, metric, bin, bucket_start, sub, count, total, "
+        "squares) SELECT generation, metric, bin, date_trunc('month', at, 'UTC'), sub, "
+        "count(*), sum(value), sum(value * value) FROM kpi_facts WHERE generation = $1 "
+        "AND bin > 0 GROUP BY 1, 2, 3, 4, 5"
     )
 
 
@@ -127,16 +128,16 @@ async def check_loader(dsn: str, generation: int) -> bool:
     conn = await asyncpg.connect(dsn)
     differing = 0
     try:
-        for table, sql in (
-            ("kpi_aggregates", aggregates_from_facts_sql),
-            ("kpi_fine_counts", fine_counts_from_facts_sql),
+        for table, sql, nonzero in (
+            ("kpi_aggregates", aggregates_from_facts_sql, "value <> 0"),
+            ("kpi_fine_counts", fine_counts_from_facts_sql, "(count <> 0 OR total <> 0)"),
         ):
             await conn.execute(f"CREATE TEMP TABLE recomputed (LIKE {table} INCLUDING DEFAULTS)")
             await conn.execute(sql("recomputed"), generation)
             differing += await conn.fetchval(
                 f"SELECT count(*) FROM ((SELECT * FROM recomputed EXCEPT SELECT * FROM "
-                f"{table} WHERE value <> 0) UNION ALL (SELECT * FROM {table} "
-                "WHERE value <> 0 EXCEPT SELECT * FROM recomputed)) AS d"
+                f"{table} WHERE {nonzero}) UNION ALL (SELECT * FROM {table} "
+                f"WHERE {nonzero} EXCEPT SELECT * FROM recomputed)) AS d"
             )
             await conn.execute("DROP TABLE recomputed")
     finally:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,28 +110,31 @@ async def test_0007_gives_existing_facts_their_parts_and_counts_them(database_ur
                     "FROM kpi_facts f JOIN kpi_generations g USING (generation)"
                 )
             )
-            expected_counts: Counter[tuple[Any, ...]] = Counter()
+            expected: dict[tuple[Any, ...], list[Any]] = {}
             for generation, version, metric, at, value, bin_, sub in stored:
                 if bin_ == 0:
                     assert sub == 0
                     continue
                 assert (bin_, sub) == bin_and_sub(value, edges_of[version])  # as the fold's
                 month = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-                expected_counts[(generation, metric, bin_, month, sub)] += 1
+                sums = expected.setdefault((generation, metric, bin_, month, sub), [0, 0, 0])
+                with localcontext(prec=80):  # exact
+                    sums[0], sums[1], sums[2] = sums[0] + 1, sums[1] + value, sums[2] + value**2
             counts = await conn.execute(
                 sa.text(
-                    "SELECT generation, metric, bin, bucket_start, sub, value FROM kpi_fine_counts"
+                    "SELECT generation, metric, bin, bucket_start, sub, count, total, squares "
+                    "FROM kpi_fine_counts"
                 )
             )
-            assert {tuple(r[:-1]): r[-1] for r in counts} == dict(expected_counts)
-            assert len(expected_counts) > 300
+            assert {tuple(r[:5]): list(r[5:]) for r in counts} == expected
+            assert len(expected) > 300
             # The staged delta's facts are counted already: it has no part, and adds none.
             assert await conn.scalar(sa.text("SELECT sub FROM kpi_fact_deltas")) is None
         async with engine.begin() as conn:
             await writes.compact_fact_deltas(conn, 2)
         async with engine.connect() as conn:
-            after = await conn.scalar(sa.text("SELECT sum(value) FROM kpi_fine_counts"))
-            assert after == sum(expected_counts.values())
+            after = await conn.scalar(sa.text("SELECT sum(count) FROM kpi_fine_counts"))
+            assert after == sum(sums[0] for sums in expected.values())
             assert await conn.scalar(
                 sa.text("SELECT sum(value) FROM kpi_aggregates WHERE generation = 2")
             )

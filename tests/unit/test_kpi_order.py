@@ -22,6 +22,7 @@ from services.kpi.fold.facts import (
     AggKey,
     Fact,
     FineKey,
+    FineSums,
     aggregate_keys,
     facts_of,
     floor_to,
@@ -97,7 +98,7 @@ class Store:
         self.states: dict[str, LeadState] = {}
         self.facts: dict[tuple[str, str, str], Fact] = {}
         self.aggregates: defaultdict[AggKey, Decimal] = defaultdict(Decimal)
-        self.fine_counts: defaultdict[FineKey, int] = defaultdict(int)
+        self.fine_counts: dict[FineKey, FineSums] = {}
 
     def apply(self, batch: Sequence[Event]) -> None:
         touched = {e.subject for e in batch}
@@ -109,14 +110,20 @@ class Store:
             self.facts[(lead_id, metric, item)] = fact
         for agg, amount in changes.aggregates.items():
             self.aggregates[agg] += amount
-        for fine, count in changes.fine_counts.items():
-            self.fine_counts[fine] += count
+        for fine, sums in changes.fine_counts.items():
+            self.fine_counts[fine] = _added(self.fine_counts.get(fine), sums)
 
     def sums(self) -> dict[AggKey, Decimal]:
         return {k: v for k, v in self.aggregates.items() if v}
 
-    def counts(self) -> dict[FineKey, int]:
-        return {k: v for k, v in self.fine_counts.items() if v}
+    def counts(self) -> dict[FineKey, FineSums]:
+        return {k: v for k, v in self.fine_counts.items() if v.n or v.total}
+
+
+def _added(a: FineSums | None, b: FineSums) -> FineSums:
+    if a is None:
+        return b
+    return FineSums(a.n + b.n, a.total + b.total, a.squares + b.squares)
 
 
 def _in_business_order(events: list[Event]) -> Store:
@@ -158,10 +165,12 @@ def test_the_aggregates_always_sum_the_facts_of_the_current_states(events: list[
         assert store.sums() == {k: v for k, v in recomputed.items() if v}
         assert all(v >= 0 for v in store.aggregates.values())
         # Each duration fact counted once, in its month and its bin's part.
-        parts: defaultdict[FineKey, int] = defaultdict(int)
+        parts: dict[FineKey, FineSums] = {}
         for (_, metric, _), fact in store.facts.items():
             if fact.bin:
-                parts[FineKey(floor_to(fact.at, MONTH), metric, fact.bin, fact.sub)] += 1
+                key = FineKey(floor_to(fact.at, MONTH), metric, fact.bin, fact.sub)
+                one = FineSums(1, fact.value, fact.value * fact.value)
+                parts[key] = _added(parts.get(key), one)
         assert store.counts() == parts
 
 

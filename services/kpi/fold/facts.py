@@ -221,15 +221,23 @@ class FineKey(NamedTuple):
     sub: int
 
 
-def fine_count_deltas(deltas: Iterable[FactDelta]) -> dict[FineKey, int]:
-    """The increments of the per-month counts of each duration bin's parts (kpi_fine_counts,
-    totals only), rows summing to 0 left out."""
-    out: defaultdict[FineKey, int] = defaultdict(int)
+class FineSums(NamedTuple):
+    n: int  # how many durations
+    total: Decimal  # of the seconds
+    squares: Decimal  # of the seconds squared
+
+
+def fine_count_deltas(deltas: Iterable[FactDelta]) -> dict[FineKey, FineSums]:
+    """The increments of the per-month counts, sums and sums of squares of each duration
+    bin's parts (kpi_fine_counts, totals only), rows adding nothing left out."""
+    out: dict[FineKey, FineSums] = {}
     for metric, fact, sign in deltas:
         if fact.bin != NOT_A_DURATION:
-            month = floor_to(fact.at, MONTH)
-            out[FineKey(month, metric, fact.bin, fact.sub)] += sign
-    return {k: v for k, v in out.items() if v}
+            key = FineKey(floor_to(fact.at, MONTH), metric, fact.bin, fact.sub)
+            n, total, squares = out.get(key, (0, Decimal(0), Decimal(0)))
+            v = fact.value
+            out[key] = FineSums(n + sign, total + sign * v, squares + sign * v * v)
+    return {k: v for k, v in out.items() if v.n or v.total}
 
 
 @dataclass
@@ -252,7 +260,7 @@ class Changes:
         return aggregate_deltas(self.fact_deltas)
 
     @property
-    def fine_counts(self) -> dict[FineKey, int]:
+    def fine_counts(self) -> dict[FineKey, FineSums]:
         return fine_count_deltas(self.fact_deltas)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -161,46 +161,55 @@ def _durations_sql(filters: tuple[str, ...], group_by: str | None, besides: bool
 EVERY_PART = -1
 _ALL_PARTS = "{" + ",".join(str(p) for p in range(SUBS)) + "}"
 
-# How many durations each part of a bin holds in a period: the months' counts from
-# kpi_fine_counts, the rest (w.stored false: days or hours at the period's edges) counted
-# from the facts, one index scan per part.
+# How many durations each part of a bin holds in a period, and their one value when they
+# are all equal (count * sum of squares = sum^2): the months' counts from kpi_fine_counts,
+# the rest (w.stored false: days or hours at the period's edges) counted from the facts, one
+# index scan per part.
 _PART_COUNTS_SQL = (
-    "SELECT w.n, c.sub, sum(c.cnt)::int8 "
+    "SELECT w.n, c.sub, sum(c.cnt)::int8, CASE WHEN sum(c.cnt) > 0 "
+    "AND sum(c.cnt) * sum(c.squares) = sum(c.total) * sum(c.total) "
+    "THEN round(sum(c.total) / sum(c.cnt), 6) END "
     "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::bool[], $6::timestamptz[], "
     "$7::timestamptz[]) AS w(n, metric, bin, stored, lo, hi) "
     "CROSS JOIN LATERAL ("
-    "SELECT k.sub, k.value AS cnt FROM kpi_fine_counts AS k WHERE w.stored "
-    "AND k.generation = $1 AND k.metric = w.metric AND k.bin = w.bin "
+    "SELECT k.sub, k.count AS cnt, k.total, k.squares FROM kpi_fine_counts AS k "
+    "WHERE w.stored AND k.generation = $1 AND k.metric = w.metric AND k.bin = w.bin "
     "AND k.bucket_start >= w.lo AND k.bucket_start < w.hi "
     "UNION ALL "
-    "SELECT f.sub, count(*) FROM kpi_facts AS f WHERE NOT w.stored "
-    "AND f.generation = $1 AND f.metric = w.metric AND f.bin = w.bin AND f.bin > 0 "
-    f"AND f.sub = ANY('{_ALL_PARTS}'::int2[]) AND f.at >= w.lo AND f.at < w.hi "
+    "SELECT f.sub, count(*), sum(f.value), sum(f.value * f.value) FROM kpi_facts AS f "
+    "WHERE NOT w.stored AND f.generation = $1 AND f.metric = w.metric AND f.bin = w.bin "
+    f"AND f.bin > 0 AND f.sub = ANY('{_ALL_PARTS}'::int2[]) AND f.at >= w.lo AND f.at < w.hi "
     "GROUP BY f.sub) AS c "
     "GROUP BY 1, 2"
 )
+
+
+class PartCount(NamedTuple):
+    n: int  # how many durations
+    only: Decimal | None  # the value of every duration counted, when they are all equal
 
 
 async def part_counts(
     conn: AsyncConnection,
     generation: int,
     reads: Sequence[tuple[str, int, datetime, datetime]],
-) -> dict[int, dict[int, int]]:
+) -> dict[int, dict[int, PartCount]]:
     """For each (metric, bin, lo, hi), by its position in `reads`: how many of the bin's
-    durations closing in [lo, hi) each of its parts holds (in total: no dimensions)."""
+    durations closing in [lo, hi) each of its parts holds (in total: no dimensions), and
+    their value if they are all equal."""
     rows: list[tuple[int, str, int, bool, datetime, datetime]] = []
     for n, (metric, bin_, lo, hi) in enumerate(reads):
         cov = cover(lo, hi, (MONTH,))
         rows.extend((n, metric, bin_, True, b_lo, b_hi) for _, b_lo, b_hi in cov.buckets)
         rows.extend((n, metric, bin_, False, f_lo, f_hi) for f_lo, f_hi in cov.facts)
-    out: dict[int, dict[int, int]] = {}
+    out: dict[int, dict[int, PartCount]] = {}
     if not rows:
         return out
     result = await conn.exec_driver_sql(_PART_COUNTS_SQL, (generation, *as_columns(rows, 6)))
     found: list[Any] = list(result)
-    for n, sub, count in found:
+    for n, sub, count, only in found:
         if count:
-            out.setdefault(int(n), {})[int(sub)] = int(count)
+            out.setdefault(int(n), {})[int(sub)] = PartCount(int(count), only)
     return out
 
 

@@ -216,27 +216,30 @@ def _runs(places: Iterable[Place]) -> list[Run]:
 
 async def _places(
     conn: AsyncConnection, generation: int, wanted: Sequence[Wanted], where: Slice
-) -> dict[Wanted, Place]:
-    """Which part of its bin holds each wanted duration, and its index there. The parts are
-    counted in total only (kpi_fine_counts), so a read by dimension reads the whole bin."""
-    every = {w: (w[0], w[1], sql.EVERY_PART, *w[2:]) for w in wanted}
+) -> dict[Wanted, Place | Decimal]:
+    """Which part of its bin holds each wanted duration, and its index there; or its value,
+    when every duration of that part in the period is equal. The parts are counted in total
+    only (kpi_fine_counts), so a read by dimension reads the whole bin."""
+    every: dict[Wanted, Place | Decimal] = {w: (w[0], w[1], sql.EVERY_PART, *w[2:]) for w in wanted}
     if where.rollup != TOTAL or not wanted:
         return every
     reads = list(dict.fromkeys((m, b, start, end) for m, b, start, end, _, _ in wanted))
     counts = await sql.part_counts(conn, generation, reads)
     at = {read: n for n, read in enumerate(reads)}
-    out: dict[Wanted, Place] = {}
+    out: dict[Wanted, Place | Decimal] = {}
     for w in wanted:
         metric, bin_, start, end, group, index = w
+        parts = counts.get(at[(metric, bin_, start, end)], {})
         try:
-            sub, inner = durations.locate(counts.get(at[(metric, bin_, start, end)], {}), [index])[
-                index
-            ]
+            [(sub, inner)] = durations.locate(
+                {sub: part.n for sub, part in parts.items()}, [index]
+            ).values()
         except ValueError:
             # Counts short of the rank (a store whose counts and facts disagree): the whole bin.
             out[w] = every[w]
             continue
-        out[w] = (metric, bin_, sub, start, end, group, inner)
+        only = parts[sub].only
+        out[w] = only if only is not None else (metric, bin_, sub, start, end, group, inner)
     return out
 
 
@@ -250,11 +253,12 @@ async def duration_values(
     The database picks them (ORDER BY ... LIMIT count OFFSET first): it reads only the
     rows within the period of the part of the bin that holds the rank (every part, for a
     read by dimension), and only the few values asked for travel back; close indexes of one
-    part and period (a median's two ranks) come from one sorted read.
+    part and period (a median's two ranks) come from one sorted read. A part whose
+    durations in the period are all equal needs no read: its counts give the value.
     """
     unique = list(dict.fromkeys(wanted))
     places = await _places(conn, generation, unique, where)
-    runs = _runs(places.values())
+    runs = _runs(p for p in places.values() if not isinstance(p, Decimal))
     found_at: dict[Place, Decimal] = {}
     if runs:
         found = await sql.duration_runs(
@@ -264,4 +268,11 @@ async def duration_values(
             metric, bin_, sub, start, end, group, first, _ = runs[n]
             for i, value in enumerate(values):
                 found_at[(metric, bin_, sub, start, end, group, first + i)] = value
-    return {w: found_at[places[w]] for w in unique if places[w] in found_at}
+    out: dict[Wanted, Decimal] = {}
+    for w in unique:
+        place = places[w]
+        if isinstance(place, Decimal):
+            out[w] = place
+        elif place in found_at:
+            out[w] = found_at[place]
+    return out

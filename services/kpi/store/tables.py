@@ -133,15 +133,19 @@ fact_deltas = sa.Table(
     sa.Column("metric", sa.String(32), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("bin", sa.SmallInteger, nullable=False),
-    # NULL in the rows staged before migration 0007, whose parts it counted from the facts.
+    # A duration's part of its bin and its seconds; NULL in the rows staged before migration
+    # 0007, whose durations it counted from the facts.
     sa.Column("sub", sa.SmallInteger),
+    sa.Column("seconds", sa.Numeric(20, 6)),
     sa.Column("amount", sa.Numeric(24, 6), nullable=False),
     *_dimension_columns(),
 )
 
 # How many durations each part of a bin (fold/durations.sub_of) holds, per UTC month, in total
 # (no dimensions): which part holds a percentile's rank, so only that part's durations are
-# read. Maintained beside the aggregates, from the same fact deltas.
+# read. With their sum and sum of squares: a part whose durations in a period are all equal
+# (count * squares = total^2; whole minutes or days make many) answers without reading any.
+# Maintained beside the aggregates, from the same fact deltas.
 fine_counts = sa.Table(
     "kpi_fine_counts",
     metadata,
@@ -150,7 +154,9 @@ fine_counts = sa.Table(
     sa.Column("bin", sa.SmallInteger, primary_key=True),
     sa.Column("bucket_start", UtcDateTime, primary_key=True),
     sa.Column("sub", sa.SmallInteger, primary_key=True),
-    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("total", sa.Numeric, nullable=False),
+    sa.Column("squares", sa.Numeric, nullable=False),
 )
 
 plans = sa.Table(

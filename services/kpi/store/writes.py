@@ -202,9 +202,10 @@ def _aggregate_rows_sql() -> str:
 _AGG_KEY_POSITIONS = ", ".join(str(i) for i in range(2, len(_AGG_KEYS) + 1))
 _FINE_KEYS = ("generation", "metric", "bin", "bucket_start", "sub")
 # A fact delta's columns (u: a relation of them), as arrays in parameters $2 onwards.
-_DELTA_COLUMNS = ("metric", "at", "bin", "sub", "amount", *DIMENSIONS)
-_DELTA_ARRAYS = "$2::text[], $3::timestamptz[], $4::int2[], $5::int2[], $6::numeric[], " + (
-    ", ".join(f"${i}::text[]" for i in range(7, 7 + len(DIMENSIONS)))
+_DELTA_COLUMNS = ("metric", "at", "bin", "sub", "seconds", "amount", *DIMENSIONS)
+_DELTA_ARRAYS = (
+    "$2::text[], $3::timestamptz[], $4::int2[], $5::int2[], $6::numeric[], $7::numeric[], "
+    + ", ".join(f"${i}::text[]" for i in range(8, 8 + len(DIMENSIONS)))
 )
 
 
@@ -215,14 +216,18 @@ def _add_deltas_from(source: str) -> str:
     order, in one statement of one shape, so writers cannot deadlock. $1: the generation."""
     return (
         f"WITH u AS ({source}), "
-        f"fine AS (INSERT INTO kpi_fine_counts ({', '.join(_FINE_KEYS)}, value) "
-        "SELECT $1, u.metric, u.bin, date_trunc('month', u.at, 'UTC'), u.sub, sum(u.amount) "
+        f"fine AS (INSERT INTO kpi_fine_counts ({', '.join(_FINE_KEYS)}, count, total, squares) "
+        "SELECT $1, u.metric, u.bin, date_trunc('month', u.at, 'UTC'), u.sub, sum(u.amount), "
+        "sum(u.amount * u.seconds), sum(u.amount * u.seconds * u.seconds) "
         # A duration's delta is 1 or -1 (fold.aggregate_amount); a NULL part was counted by
-        # migration 0007 from the facts.
+        # migration 0007 from the facts. A duration moved within its part changes the sums,
+        # not the count.
         "FROM u WHERE u.bin > 0 AND u.sub IS NOT NULL GROUP BY 2, 3, 4, 5 "
-        "HAVING sum(u.amount) <> 0 ORDER BY 2, 3, 4, 5 "
+        "HAVING sum(u.amount) <> 0 OR sum(u.amount * u.seconds) <> 0 ORDER BY 2, 3, 4, 5 "
         f"ON CONFLICT ({', '.join(_FINE_KEYS)}) "
-        "DO UPDATE SET value = kpi_fine_counts.value + excluded.value) "
+        "DO UPDATE SET count = kpi_fine_counts.count + excluded.count, "
+        "total = kpi_fine_counts.total + excluded.total, "
+        "squares = kpi_fine_counts.squares + excluded.squares) "
         f"INSERT INTO kpi_aggregates ({', '.join(_AGG_KEYS)}, value) "
         f"SELECT $1, k.rollup, k.grain, k.bucket_start, u.metric, u.bin, "
         f"{', '.join(f'k.{d}' for d in DIMENSIONS)}, sum(u.amount) "
@@ -253,6 +258,7 @@ def _delta_arrays(deltas: Sequence[FactDelta]) -> list[list[Any]]:
     at: list[datetime] = []
     bins: list[int] = []
     subs: list[int] = []
+    seconds: list[Decimal | None] = []
     amount: list[Decimal] = []
     dims: list[Dims] = []
     for m, fact, sign in deltas:
@@ -261,9 +267,11 @@ def _delta_arrays(deltas: Sequence[FactDelta]) -> list[list[Any]]:
         at.append(fact.at)
         bins.append(fact.bin)
         subs.append(fact.sub)
+        seconds.append(fact.value if fact.bin else None)
         amount.append(a if sign > 0 else -a)
         dims.append(fact.dims)
-    return [metric, at, bins, subs, amount, *(list(column) for column in zip(*dims, strict=True))]
+    columns = (list(column) for column in zip(*dims, strict=True))
+    return [metric, at, bins, subs, seconds, amount, *columns]
 
 
 async def add_fact_deltas(

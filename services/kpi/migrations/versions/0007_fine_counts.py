@@ -3,13 +3,14 @@
 A percentile reads, in order, the durations of the bin that holds its rank in the period;
 at ten million leads a quarter's 2% bin holds some 60,000 of them. Each bin is now cut in
 32 equal parts of its seconds (fold/durations.sub_of), each fact records its part, and
-kpi_fine_counts counts each part's durations per UTC month, so a read finds the part that
-holds the rank and reads only that.
+kpi_fine_counts counts each part's durations per UTC month (with their sum and sum of
+squares, which tell a part of equal durations), so a read finds the part that holds the
+rank and reads only that, or nothing when the part's durations are all equal.
 
 Existing facts get their part from their seconds and their generation's bins (the same
 integer arithmetic as the fold's); the counts are built from the facts. Fact deltas a
 rebuild staged before this migration have no part (NULL): their facts are already counted
-here, so compacting them adds nothing to kpi_fine_counts.
+here, so compacting them adds nothing to kpi_fine_counts (the deltas' seconds are NULL too).
 
 Revision ID: 0007
 Revises: 0006
@@ -43,6 +44,9 @@ def upgrade() -> None:
         "kpi_facts", sa.Column("sub", sa.SmallInteger(), nullable=False, server_default="0")
     )
     op.add_column("kpi_fact_deltas", sa.Column("sub", sa.SmallInteger(), nullable=True))
+    op.add_column(
+        "kpi_fact_deltas", sa.Column("seconds", sa.Numeric(precision=20, scale=6), nullable=True)
+    )
     op.drop_index("ix_kpi_facts_bin_values", table_name="kpi_facts")
 
     # Each bounded bin of each fold version: [lo, hi) seconds (the last bin is one part).
@@ -85,16 +89,18 @@ def upgrade() -> None:
         sa.Column("bin", sa.SmallInteger(), nullable=False),
         sa.Column("bucket_start", UtcDateTime(timezone=True), nullable=False),
         sa.Column("sub", sa.SmallInteger(), nullable=False),
-        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("total", sa.Numeric(), nullable=False),
+        sa.Column("squares", sa.Numeric(), nullable=False),
         sa.PrimaryKeyConstraint("generation", "metric", "bin", "bucket_start", "sub"),
     )
     # Folding updates the counts in place: room for HOT updates, as migration 0004 gave
     # kpi_aggregates.
     op.execute("ALTER TABLE kpi_fine_counts SET (fillfactor = 70)")
     op.execute(
-        "INSERT INTO kpi_fine_counts (generation, metric, bin, bucket_start, sub, value) "
-        "SELECT generation, metric, bin, date_trunc('month', at, 'UTC'), sub, count(*) "
-        "FROM kpi_facts WHERE bin > 0 GROUP BY 1, 2, 3, 4, 5"
+        "INSERT INTO kpi_fine_counts (generation, metric, bin, bucket_start, sub, count, total, "
+        "squares) SELECT generation, metric, bin, date_trunc('month', at, 'UTC'), sub, count(*), "
+        "sum(value), sum(value * value) FROM kpi_facts WHERE bin > 0 GROUP BY 1, 2, 3, 4, 5"
     )
 
 
@@ -108,5 +114,6 @@ def downgrade() -> None:
         unique=False,
         postgresql_where=sa.text("bin > 0"),
     )
+    op.drop_column("kpi_fact_deltas", "seconds")
     op.drop_column("kpi_fact_deltas", "sub")
     op.drop_column("kpi_facts", "sub")
