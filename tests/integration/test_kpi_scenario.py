@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from services.kpi.config import KpiSettings
 from services.kpi.fold.apply import foldable
 from services.kpi.main import create_app
-from services.kpi.store.tables import aggregates, facts, generations, inbox, leads
+from services.kpi.store.tables import aggregates, facts, fine_counts, generations, inbox, leads
 from shared.events import _Envelope
 from shared.migrations import migrate
 from shared.settings import CommonSettings
@@ -279,9 +279,9 @@ async def test_every_metric_matches_an_independent_computation_before_and_after_
                         await conn.scalar(
                             sa.select(sa.func.count()).select_from(t).where(t.c.generation == 1)
                         )
-                        for t in (aggregates, facts, leads)
+                        for t in (aggregates, fine_counts, facts, leads)
                     ]
-                return state == {1: ("retired", True), 2: ("active", False)} and left == [0, 0, 0]
+                return state == {1: ("retired", True), 2: ("active", False)} and left == [0] * 4
 
             await _wait_for(purged, "generation 1 purged")
 
