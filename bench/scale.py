@@ -112,13 +112,15 @@ def aggregates_from_facts_sql(target: str) -> str:
 
 
 def fine_counts_from_facts_sql(target: str) -> str:
-    """INSERT into `target` the counts of each duration bin's part per month of generation
-    $1's facts: what the fold adds up in kpi_fine_counts (services.kpi.store.writes)."""
+    """INSERT into `target` the counts of each duration bin's part per day and month of
+    generation $1's facts: what the fold adds up in kpi_fine_counts (services.kpi.store.writes)."""
     return (
-        f"INSERT INTO {target} (generation, metric, bin, bucket_start, sub, count, total, "
-        "squares) SELECT generation, metric, bin, date_trunc('month', at, 'UTC'), sub, "
-        "count(*), sum(value), sum(value * value) FROM kpi_facts WHERE generation = $1 "
-        "AND bin > 0 GROUP BY 1, 2, 3, 4, 5"
+        f"INSERT INTO {target} (generation, metric, bin, grain, bucket_start, sub, count, "
+        "total, squares) SELECT f.generation, f.metric, f.bin, g.grain, "
+        "date_trunc(g.unit, f.at, 'UTC'), f.sub, count(*), sum(f.value), "
+        "sum(f.value * f.value) FROM kpi_facts AS f "
+        "CROSS JOIN (VALUES ('d', 'day'), ('m', 'month')) AS g(grain, unit) "
+        "WHERE f.generation = $1 AND f.bin > 0 GROUP BY 1, 2, 3, 4, 5, 6"
     )
 
 

@@ -56,7 +56,7 @@ async def test_the_part_index_holds_durations_and_percentile_reads_use_it(kpi: H
             assert "ix_kpi_facts_sub_values" in "\n".join(r[0] for r in plan)
         plan = await conn.exec_driver_sql(
             "EXPLAIN " + sql._PART_COUNTS_SQL,
-            (1, [0, 0], ["proposal_time"] * 2, [5, 5], [True, False], [T, T], [T, T]),
+            (1, [0, 0], ["proposal_time"] * 2, [5, 5], ["m", ""], [T, T], [T, T]),
         )
         text = "\n".join(r[0] for r in plan)
         assert "ix_kpi_facts_sub_values" in text and "kpi_fine_counts_pkey" in text
@@ -70,12 +70,13 @@ async def test_the_migrations_make_the_schema_the_tables_describe(kpi: Harness) 
         assert await schema_differences(conn, "kpi", tables.metadata) == []
 
 
-async def test_0007_gives_existing_facts_their_parts_and_counts_them(database_url: str) -> None:
+async def test_0007_and_0008_give_existing_facts_their_parts_and_count_them(
+    database_url: str,
+) -> None:
     # Facts folded before 0007, by both fold versions' bins, and a staged delta.
     await asyncio.to_thread(migrate, "kpi", database_url, "0006")
     rng = random.Random(7)
-    edges_of = {1: bin_edges(1), 2: bin_edges(2)}
-    values = [Decimal(0), Decimal(1), Decimal(edges_of[2][-1] + 5), *map(Decimal, edges_of[2][:50])]
+    values = [Decimal(0), Decimal(1), Decimal(EDGES[2][-1] + 5), *map(Decimal, EDGES[2][:50])]
     values += [Decimal(rng.randrange(0, 10**12)) / 10**6 for _ in range(400)]
     rows: list[dict[str, Any]] = []
     for generation, version in ((1, 2), (2, 1)):
@@ -102,34 +103,41 @@ async def test_0007_gives_existing_facts_their_parts_and_counts_them(database_ur
                 ),
                 {"at": T},
             )
-        await asyncio.to_thread(migrate, "kpi", database_url)
+        await asyncio.to_thread(migrate, "kpi", database_url, "0007")
         async with engine.connect() as conn:
-            stored = await conn.execute(
-                sa.text(
-                    "SELECT f.generation, g.fold_version, f.metric, f.at, f.value, f.bin, f.sub "
-                    "FROM kpi_facts f JOIN kpi_generations g USING (generation)"
-                )
-            )
-            expected: dict[tuple[Any, ...], list[Any]] = {}
-            for generation, version, metric, at, value, bin_, sub in stored:
-                if bin_ == 0:
-                    assert sub == 0
-                    continue
-                assert (bin_, sub) == bin_and_sub(value, edges_of[version])  # as the fold's
-                month = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-                sums = expected.setdefault((generation, metric, bin_, month, sub), [0, 0, 0])
-                with localcontext(prec=80):  # exact
-                    sums[0], sums[1], sums[2] = sums[0] + 1, sums[1] + value, sums[2] + value**2
+            expected = await _counted_facts(conn, ("month",))
             counts = await conn.execute(
                 sa.text(
                     "SELECT generation, metric, bin, bucket_start, sub, count, total, squares "
                     "FROM kpi_fine_counts"
                 )
             )
-            assert {tuple(r[:5]): list(r[5:]) for r in counts} == expected
+            assert {(*r[:3], "month", *r[3:5]): list(r[5:]) for r in counts} == expected
             assert len(expected) > 300
             # The staged delta's facts are counted already: it has no part, and adds none.
             assert await conn.scalar(sa.text("SELECT sub FROM kpi_fact_deltas")) is None
+        async with engine.begin() as conn:
+            # One staged by a rebuild between 0007 and 0008, with its part: counted by 0008.
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO kpi_fact_deltas VALUES (2, 'proposal_time', :at, 5, 1, "
+                    "'web_form', '', '', 'sales', '1', 3, 14.5)"
+                ),
+                {"at": T},
+            )
+        await asyncio.to_thread(migrate, "kpi", database_url)
+        async with engine.connect() as conn:
+            expected = await _counted_facts(conn, ("day", "month"))
+            counts = await conn.execute(
+                sa.text(
+                    "SELECT generation, metric, bin, grain, bucket_start, sub, count, total, "
+                    "squares FROM kpi_fine_counts"
+                )
+            )
+            grains = {"d": "day", "m": "month"}
+            assert {(*r[:3], grains[r[3]], *r[4:6]): list(r[6:]) for r in counts} == expected
+            staged = await conn.execute(sa.text("SELECT sub, seconds FROM kpi_fact_deltas"))
+            assert list(staged) == [(None, None)] * 2
         async with engine.begin() as conn:
             await writes.compact_fact_deltas(conn, 2)
         async with engine.connect() as conn:
@@ -145,6 +153,35 @@ async def test_0007_gives_existing_facts_their_parts_and_counts_them(database_ur
             assert await schema_differences(conn, "kpi", tables.metadata) == []
     finally:
         await engine.dispose()
+
+
+EDGES = {1: bin_edges(1), 2: bin_edges(2)}
+
+
+async def _counted_facts(conn: Any, units: tuple[str, ...]) -> dict[tuple[Any, ...], list[Any]]:
+    """The counts, sums and sums of squares of each part per UTC day and/or month, from the
+    facts; each fact's part checked against the fold's."""
+    stored = await conn.execute(
+        sa.text(
+            "SELECT f.generation, g.fold_version, f.metric, f.at, f.value, f.bin, f.sub "
+            "FROM kpi_facts f JOIN kpi_generations g USING (generation)"
+        )
+    )
+    expected: dict[tuple[Any, ...], list[Any]] = {}
+    for generation, version, metric, at, value, bin_, sub in stored:
+        if bin_ == 0:
+            assert sub == 0
+            continue
+        assert (bin_, sub) == bin_and_sub(value, EDGES[version])  # as the fold's
+        day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        starts = {"day": day, "month": day.replace(day=1)}
+        for unit in units:
+            sums = expected.setdefault(
+                (generation, metric, bin_, unit, starts[unit], sub), [0, 0, 0]
+            )
+            with localcontext(prec=80):  # exact
+                sums[0], sums[1], sums[2] = sums[0] + 1, sums[1] + value, sums[2] + value**2
+    return expected
 
 
 _INSERT_FACT = (

@@ -218,13 +218,16 @@ async def test_the_stored_aggregates_are_the_pure_folds_expansion(engine: AsyncE
     assert stored == expected
     # The counts of each duration bin's part: the pure fold's too, and its facts' (a
     # percentile finds the part that holds its rank by them, then reads its facts).
-    counts = {(k.metric, k.bin, k.bucket_start, k.sub, *v) for k, v in model.counts().items()}
+    counts = {
+        (k.metric, k.bin, k.grain, k.bucket_start, k.sub, *v) for k, v in model.counts().items()
+    }
     assert len(counts) > 50
     assert tables["kpi_fine_counts"] == counts
     async with engine.connect() as conn:
         from_facts = await conn.exec_driver_sql(
-            "SELECT metric, bin, date_trunc('month', at, 'UTC'), sub, count(*), sum(value), "
-            f"sum(value * value) FROM kpi_facts WHERE generation = {generation} AND bin > 0 "
-            "GROUP BY 1, 2, 3, 4"
+            "SELECT metric, bin, g.grain, date_trunc(g.unit, at, 'UTC'), sub, count(*), "
+            "sum(value), sum(value * value) FROM kpi_facts "
+            "CROSS JOIN (VALUES ('d', 'day'), ('m', 'month')) AS g(grain, unit) "
+            f"WHERE generation = {generation} AND bin > 0 GROUP BY 1, 2, 3, 4, 5"
         )
         assert set(map(tuple, from_facts)) == counts

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.kpi.fold.facts import (
+    DAY,
     MONTH,
     AggKey,
     Fact,
@@ -168,9 +169,10 @@ def test_the_aggregates_always_sum_the_facts_of_the_current_states(events: list[
         parts: dict[FineKey, FineSums] = {}
         for (_, metric, _), fact in store.facts.items():
             if fact.bin:
-                key = FineKey(floor_to(fact.at, MONTH), metric, fact.bin, fact.sub)
                 one = FineSums(1, fact.value, fact.value * fact.value)
-                parts[key] = _added(parts.get(key), one)
+                for grain in (DAY, MONTH):
+                    key = FineKey(grain, floor_to(fact.at, grain), metric, fact.bin, fact.sub)
+                    parts[key] = _added(parts.get(key), one)
         assert store.counts() == parts
 
 

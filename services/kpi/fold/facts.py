@@ -215,7 +215,8 @@ def aggregate_deltas(deltas: Iterable[FactDelta]) -> dict[AggKey, Decimal]:
 
 
 class FineKey(NamedTuple):
-    bucket_start: datetime  # the UTC month
+    grain: str  # DAY or MONTH
+    bucket_start: datetime  # the UTC day or month
     metric: str
     bin: int
     sub: int
@@ -228,15 +229,16 @@ class FineSums(NamedTuple):
 
 
 def fine_count_deltas(deltas: Iterable[FactDelta]) -> dict[FineKey, FineSums]:
-    """The increments of the per-month counts, sums and sums of squares of each duration
-    bin's parts (kpi_fine_counts, totals only), rows adding nothing left out."""
+    """The increments of the per-day and per-month counts, sums and sums of squares of each
+    duration bin's parts (kpi_fine_counts, totals only), rows adding nothing left out."""
     out: dict[FineKey, FineSums] = {}
     for metric, fact, sign in deltas:
         if fact.bin != NOT_A_DURATION:
-            key = FineKey(floor_to(fact.at, MONTH), metric, fact.bin, fact.sub)
-            n, total, squares = out.get(key, (0, Decimal(0), Decimal(0)))
             v = fact.value
-            out[key] = FineSums(n + sign, total + sign * v, squares + sign * v * v)
+            for grain in (DAY, MONTH):
+                key = FineKey(grain, floor_to(fact.at, grain), metric, fact.bin, fact.sub)
+                n, total, squares = out.get(key, (0, Decimal(0), Decimal(0)))
+                out[key] = FineSums(n + sign, total + sign * v, squares + sign * v * v)
     return {k: v for k, v in out.items() if v.n or v.total}
 
 

@@ -20,7 +20,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kpi.fold.durations import SUBS
-from services.kpi.fold.facts import DIMENSIONS, MONTH
+from services.kpi.fold.facts import DAY, DIMENSIONS, MONTH
 from services.kpi.reads.coverage import cover
 from shared.db import as_columns
 
@@ -162,22 +162,22 @@ EVERY_PART = -1
 _ALL_PARTS = "{" + ",".join(str(p) for p in range(SUBS)) + "}"
 
 # How many durations each part of a bin holds in a period, and their one value when they
-# are all equal (count * sum of squares = sum^2): the months' counts from kpi_fine_counts,
-# the rest (w.stored false: days or hours at the period's edges) counted from the facts, one
-# index scan per part.
+# are all equal (count * sum of squares = sum^2): the days' and months' counts from
+# kpi_fine_counts (w.grain), the rest (w.grain '': the hours or minutes at the period's
+# edges) counted from the facts, one index scan per part.
 _PART_COUNTS_SQL = (
     "SELECT w.n, c.sub, sum(c.cnt)::int8, CASE WHEN sum(c.cnt) > 0 "
     "AND sum(c.cnt) * sum(c.squares) = sum(c.total) * sum(c.total) "
     "THEN round(sum(c.total) / sum(c.cnt), 6) END "
-    "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::bool[], $6::timestamptz[], "
-    "$7::timestamptz[]) AS w(n, metric, bin, stored, lo, hi) "
+    "FROM unnest($2::int4[], $3::text[], $4::int2[], $5::text[], $6::timestamptz[], "
+    "$7::timestamptz[]) AS w(n, metric, bin, grain, lo, hi) "
     "CROSS JOIN LATERAL ("
     "SELECT k.sub, k.count AS cnt, k.total, k.squares FROM kpi_fine_counts AS k "
-    "WHERE w.stored AND k.generation = $1 AND k.metric = w.metric AND k.bin = w.bin "
-    "AND k.bucket_start >= w.lo AND k.bucket_start < w.hi "
+    "WHERE w.grain <> '' AND k.generation = $1 AND k.metric = w.metric AND k.bin = w.bin "
+    "AND k.grain = w.grain AND k.bucket_start >= w.lo AND k.bucket_start < w.hi "
     "UNION ALL "
     "SELECT f.sub, count(*), sum(f.value), sum(f.value * f.value) FROM kpi_facts AS f "
-    "WHERE NOT w.stored AND f.generation = $1 AND f.metric = w.metric AND f.bin = w.bin "
+    "WHERE w.grain = '' AND f.generation = $1 AND f.metric = w.metric AND f.bin = w.bin "
     f"AND f.bin > 0 AND f.sub = ANY('{_ALL_PARTS}'::int2[]) AND f.at >= w.lo AND f.at < w.hi "
     "GROUP BY f.sub) AS c "
     "GROUP BY 1, 2"
@@ -197,11 +197,11 @@ async def part_counts(
     """For each (metric, bin, lo, hi), by its position in `reads`: how many of the bin's
     durations closing in [lo, hi) each of its parts holds (in total: no dimensions), and
     their value if they are all equal."""
-    rows: list[tuple[int, str, int, bool, datetime, datetime]] = []
+    rows: list[tuple[int, str, int, str, datetime, datetime]] = []
     for n, (metric, bin_, lo, hi) in enumerate(reads):
-        cov = cover(lo, hi, (MONTH,))
-        rows.extend((n, metric, bin_, True, b_lo, b_hi) for _, b_lo, b_hi in cov.buckets)
-        rows.extend((n, metric, bin_, False, f_lo, f_hi) for f_lo, f_hi in cov.facts)
+        cov = cover(lo, hi, (DAY, MONTH))
+        rows.extend((n, metric, bin_, grain, b_lo, b_hi) for grain, b_lo, b_hi in cov.buckets)
+        rows.extend((n, metric, bin_, "", f_lo, f_hi) for f_lo, f_hi in cov.facts)
     out: dict[int, dict[int, PartCount]] = {}
     if not rows:
         return out

@@ -141,17 +141,18 @@ fact_deltas = sa.Table(
     *_dimension_columns(),
 )
 
-# How many durations each part of a bin (fold/durations.sub_of) holds, per UTC month, in total
-# (no dimensions): which part holds a percentile's rank, so only that part's durations are
-# read. With their sum and sum of squares: a part whose durations in a period are all equal
-# (count * squares = total^2; whole minutes or days make many) answers without reading any.
-# Maintained beside the aggregates, from the same fact deltas.
+# How many durations each part of a bin (fold/durations.sub_of) holds, per UTC day and month
+# (grain 'd', 'm'), in total (no dimensions): which part holds a percentile's rank, so only
+# that part's durations are read. With their sum and sum of squares: a part whose durations
+# in a period are all equal (count * squares = total^2; whole minutes or days make many)
+# answers without reading any. Maintained beside the aggregates, from the same fact deltas.
 fine_counts = sa.Table(
     "kpi_fine_counts",
     metadata,
     sa.Column("generation", sa.Integer, primary_key=True),
     sa.Column("metric", sa.String(32), primary_key=True),
     sa.Column("bin", sa.SmallInteger, primary_key=True),
+    sa.Column("grain", sa.String(1), primary_key=True),
     sa.Column("bucket_start", UtcDateTime, primary_key=True),
     sa.Column("sub", sa.SmallInteger, primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),

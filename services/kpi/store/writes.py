@@ -200,7 +200,7 @@ def _aggregate_rows_sql() -> str:
 
 # The key columns but the generation (a constant), by their position in the SELECT list.
 _AGG_KEY_POSITIONS = ", ".join(str(i) for i in range(2, len(_AGG_KEYS) + 1))
-_FINE_KEYS = ("generation", "metric", "bin", "bucket_start", "sub")
+_FINE_KEYS = ("generation", "metric", "bin", "grain", "bucket_start", "sub")
 # A fact delta's columns (u: a relation of them), as arrays in parameters $2 onwards.
 _DELTA_COLUMNS = ("metric", "at", "bin", "sub", "seconds", "amount", *DIMENSIONS)
 _DELTA_ARRAYS = (
@@ -212,18 +212,19 @@ _DELTA_ARRAYS = (
 def _add_deltas_from(source: str) -> str:
     """Add the fact deltas that the statement `source` yields (a WITH query's body) to the
     aggregates, their rows expanded and summed, and the durations among them to the counts
-    of their bin's part per month (kpi_fine_counts). Each table's rows are taken in key
+    of their bin's part per day and month (kpi_fine_counts). Each table's rows are taken in key
     order, in one statement of one shape, so writers cannot deadlock. $1: the generation."""
     return (
         f"WITH u AS ({source}), "
         f"fine AS (INSERT INTO kpi_fine_counts ({', '.join(_FINE_KEYS)}, count, total, squares) "
-        "SELECT $1, u.metric, u.bin, date_trunc('month', u.at, 'UTC'), u.sub, sum(u.amount), "
-        "sum(u.amount * u.seconds), sum(u.amount * u.seconds * u.seconds) "
+        "SELECT $1, u.metric, u.bin, g.grain, date_trunc(g.unit, u.at, 'UTC'), u.sub, "
+        "sum(u.amount), sum(u.amount * u.seconds), sum(u.amount * u.seconds * u.seconds) "
         # A duration's delta is 1 or -1 (fold.aggregate_amount); a NULL part was counted by
-        # migration 0007 from the facts. A duration moved within its part changes the sums,
+        # migration 0008 from the facts. A duration moved within its part changes the sums,
         # not the count.
-        "FROM u WHERE u.bin > 0 AND u.sub IS NOT NULL GROUP BY 2, 3, 4, 5 "
-        "HAVING sum(u.amount) <> 0 OR sum(u.amount * u.seconds) <> 0 ORDER BY 2, 3, 4, 5 "
+        f"FROM u CROSS JOIN (VALUES ('{DAY}', 'day'), ('{MONTH}', 'month')) AS g(grain, unit) "
+        "WHERE u.bin > 0 AND u.sub IS NOT NULL GROUP BY 2, 3, 4, 5, 6 "
+        "HAVING sum(u.amount) <> 0 OR sum(u.amount * u.seconds) <> 0 ORDER BY 2, 3, 4, 5, 6 "
         f"ON CONFLICT ({', '.join(_FINE_KEYS)}) "
         "DO UPDATE SET count = kpi_fine_counts.count + excluded.count, "
         "total = kpi_fine_counts.total + excluded.total, "
