@@ -58,10 +58,11 @@ def bin_of(seconds: Decimal, edges: tuple[int, ...] = BIN_EDGES) -> int:
 
 
 # Each bin is cut in SUBS equal parts of its seconds: a percentile whose rank falls in a bin
-# reads the one part that holds it (reads/stored.duration_values), from per-month counts of
-# each part (kpi_fine_counts). At ten million leads a quarter's 2% bin holds some 60,000
-# durations, too many to read for one rank. Not a fold rule: a sub-bin is a function of the
-# seconds and the bin's edges, the same for every fold version (migration 0007 fills it in).
+# reads the one part that holds it (reads/stored.duration_values), found by per-day and
+# per-month counts of each part (kpi_fine_counts). At ten million leads a quarter's 2% bin
+# holds some 60,000 durations, too many to read for one rank. Not a fold rule: a part is a
+# function of the seconds and the bin's edges, the same for every fold version (migration
+# 0007 gave existing facts theirs).
 SUBS = 32
 
 
