@@ -12,6 +12,7 @@ to the whole bin too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -66,11 +67,12 @@ async def _write(engine: AsyncEngine, durations: list[tuple[datetime, Decimal, s
             await writes.write_changes(conn, GENERATION, part)
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[tuple[AsyncEngine, list[Any]]]:
+@contextlib.asynccontextmanager
+async def _stored(
+    database_url: str, durations: list[tuple[datetime, Decimal, str]]
+) -> AsyncIterator[tuple[AsyncEngine, list[Any]]]:
     await asyncio.to_thread(migrate, "kpi", database_url)
     engine = create_engine(database_url)
-    durations = _durations(random.Random(21))
     await _write(engine, durations)
     try:
         yield engine, durations
@@ -79,11 +81,15 @@ async def store(database_url: str) -> AsyncIterator[tuple[AsyncEngine, list[Any]
 
 
 @pytest.fixture
+async def store(database_url: str) -> AsyncIterator[tuple[AsyncEngine, list[Any]]]:
+    async with _stored(database_url, _durations(random.Random(21))) as stored_:
+        yield stored_
+
+
+@pytest.fixture
 async def minutes(database_url: str) -> AsyncIterator[tuple[AsyncEngine, list[Any]]]:
     """Durations of whole minutes (50 to 70), as people and the bench's history answer: each
     part of these 2% bins holds one value at most."""
-    await asyncio.to_thread(migrate, "kpi", database_url)
-    engine = create_engine(database_url)
     rng = random.Random(5)
     durations = [
         (
@@ -93,11 +99,8 @@ async def minutes(database_url: str) -> AsyncIterator[tuple[AsyncEngine, list[An
         )
         for _ in range(8000)
     ]
-    await _write(engine, durations)
-    try:
-        yield engine, durations
-    finally:
-        await engine.dispose()
+    async with _stored(database_url, durations) as stored_:
+        yield stored_
 
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -108,6 +111,7 @@ PERIODS = [
     (datetime(2026, 1, 20, 7, tzinfo=UTC), datetime(2026, 3, 3, 5, tzinfo=UTC)),  # both
     (datetime(2026, 2, 1, tzinfo=KOLKATA), datetime(2026, 4, 1, tzinfo=KOLKATA)),  # :30 zone
 ]
+PERIOD_IDS = ["quarter", "month", "week", "cut", "kolkata"]
 
 
 def _wanted(
@@ -125,6 +129,13 @@ def _wanted(
     return list(expected), expected
 
 
+async def _read(
+    engine: AsyncEngine, wanted: list[stored.Wanted], where: Slice
+) -> dict[stored.Wanted, Decimal]:
+    async with engine.connect() as conn:
+        return await stored.duration_values(conn, GENERATION, wanted, where)
+
+
 def _watch_runs(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     runs: list[Any] = []
     read = sql.duration_runs
@@ -137,7 +148,7 @@ def _watch_runs(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return runs
 
 
-@pytest.mark.parametrize("period", PERIODS, ids=["quarter", "month", "week", "cut", "kolkata"])
+@pytest.mark.parametrize("period", PERIODS, ids=PERIOD_IDS)
 async def test_every_rank_read_through_its_part_is_the_periods_sorted_value(
     store: tuple[AsyncEngine, list[Any]],
     period: tuple[datetime, datetime],
@@ -146,15 +157,14 @@ async def test_every_rank_read_through_its_part_is_the_periods_sorted_value(
     engine, durations = store
     wanted, expected = _wanted(durations, *period, None)
     runs = _watch_runs(monkeypatch)
-    async with engine.connect() as conn:
-        found = await stored.duration_values(conn, GENERATION, wanted, Slice({}))
+    found = await _read(engine, wanted, Slice({}))
     assert found == expected
     # Each read was of one part, and the parts split the bins: many reads, none of a bin.
     assert runs and all(run[2] != sql.EVERY_PART for run in runs)
     assert len({(run[1], run[2]) for run in runs}) > 3 * 20
 
 
-@pytest.mark.parametrize("period", PERIODS, ids=["quarter", "month", "week", "cut", "kolkata"])
+@pytest.mark.parametrize("period", PERIODS, ids=PERIOD_IDS)
 async def test_a_part_of_equal_durations_answers_from_its_counts(
     minutes: tuple[AsyncEngine, list[Any]],
     period: tuple[datetime, datetime],
@@ -163,14 +173,12 @@ async def test_a_part_of_equal_durations_answers_from_its_counts(
     engine, durations = minutes
     wanted, expected = _wanted(durations, *period, None)
     runs = _watch_runs(monkeypatch)
-    async with engine.connect() as conn:
-        found = await stored.duration_values(conn, GENERATION, wanted, Slice({}))
+    found = await _read(engine, wanted, Slice({}))
     assert found == expected
     assert runs == []  # no duration read: every part held one value
     # By dimension, the same values, read from the facts.
     wanted, expected = _wanted(durations, *period, "webinar")
-    async with engine.connect() as conn:
-        found = await stored.duration_values(conn, GENERATION, wanted, Slice({"source": "webinar"}))
+    found = await _read(engine, wanted, Slice({"source": "webinar"}))
     assert found == expected and runs
 
 
@@ -181,8 +189,7 @@ async def test_a_read_by_dimension_reads_whole_bins(
     lo, hi = PERIODS[3]
     wanted, expected = _wanted(durations, lo, hi, "webinar")
     runs = _watch_runs(monkeypatch)
-    async with engine.connect() as conn:
-        found = await stored.duration_values(conn, GENERATION, wanted, Slice({"source": "webinar"}))
+    found = await _read(engine, wanted, Slice({"source": "webinar"}))
     assert found == expected
     assert runs and all(run[2] == sql.EVERY_PART for run in runs)
 
@@ -200,8 +207,7 @@ async def test_counts_short_of_a_rank_fall_back_to_the_whole_bin(
             "DELETE FROM kpi_fine_counts WHERE bin = $1 AND bucket_start = $2", (top_bin, lo)
         )
     runs = _watch_runs(monkeypatch)
-    async with engine.connect() as conn:
-        found = await stored.duration_values(conn, GENERATION, wanted, Slice({}))
+    found = await _read(engine, wanted, Slice({}))
     assert found == expected
     parts = Counter(run[2] == sql.EVERY_PART for run in runs)
     assert parts[True] and parts[False]  # the damaged bin whole, the others by part

@@ -134,6 +134,11 @@ async def edge_facts(
     return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
+# A run's part that stands for all of them: a read by dimension reads whole bins.
+EVERY_PART = -1
+_ALL_PARTS = "{" + ",".join(str(p) for p in range(SUBS)) + "}"
+
+
 @lru_cache(maxsize=64)
 def _durations_sql(filters: tuple[str, ...], group_by: str | None, besides: bool = False) -> str:
     # `besides`: the durations of every group but those of an array parameter after the
@@ -157,9 +162,6 @@ def _durations_sql(filters: tuple[str, ...], group_by: str | None, besides: bool
         "ORDER BY f.value LIMIT w.cnt OFFSET w.off) AS x) AS v"
     )
 
-
-EVERY_PART = -1
-_ALL_PARTS = "{" + ",".join(str(p) for p in range(SUBS)) + "}"
 
 # How many durations each part of a bin holds in a period, and their one value when they
 # are all equal (count * sum of squares = sum^2): the days' and months' counts from
