@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import random
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kpi.fold.apply import FOLD_VERSION, fold_into
 from services.kpi.fold.consumer import in_transaction
+from services.kpi.fold.durations import bin_and_sub
+from services.kpi.fold.facts import Fact, FactDelta
 from services.kpi.fold.window import FoldWindow
 from services.kpi.store import writes
 from services.kpi.store.tables import aggregates, fact_deltas, facts, fine_counts, leads
@@ -65,7 +67,7 @@ async def _tables(engine: AsyncEngine, generation: int) -> dict[str, Any]:
             if table is aggregates:
                 found = {r for r in found if Decimal(r[-1]) != 0}  # a row back at zero is none
             if table is fine_counts:
-                found = {r for r in found if r[-3] or r[-2]}
+                found = {r for r in found if r[-3] or r[-2] or r[-1]}
             out[table.name] = found
         return out
 
@@ -231,3 +233,36 @@ async def test_the_stored_aggregates_are_the_pure_folds_expansion(engine: AsyncE
             f"WHERE generation = {generation} AND bin > 0 GROUP BY 1, 2, 3, 4, 5"
         )
         assert set(map(tuple, from_facts)) == counts
+
+
+async def test_durations_trading_places_in_a_part_change_its_sum_of_squares(
+    engine: AsyncEngine,
+) -> None:
+    # Two leads' durations in one part of a bin become equal: the part's count and sum stay,
+    # its sum of squares falls. A percentile answers from the counts alone when count *
+    # squares = sum^2 (every duration equal), so a stale sum of squares would answer wrong.
+    at = datetime(2026, 3, 2, 10, tzinfo=UTC)
+
+    def fact(seconds: int) -> Fact:
+        bin_, sub = bin_and_sub(Decimal(seconds))
+        return Fact(at, Decimal(seconds), ("web", "form", "", "sales", "v1"), bin_, sub)
+
+    low, high, middle = fact(1_000_000), fact(1_000_020), fact(1_000_010)
+    assert low.bin == high.bin == middle.bin and low.sub == high.sub == middle.sub
+    generation = next(_generations)
+    metric = "lead_lifetime"
+    async with engine.begin() as conn:
+        await writes.add_fact_deltas(
+            conn, generation, [FactDelta(metric, low, 1), FactDelta(metric, high, 1)]
+        )
+    async with engine.begin() as conn:
+        moved = [(low, -1), (middle, 1), (high, -1), (middle, 1)]
+        await writes.add_fact_deltas(conn, generation, [FactDelta(metric, f, s) for f, s in moved])
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(fine_counts.c.grain, fine_counts.c.count, fine_counts.c.total)
+            .add_columns(fine_counts.c.squares)
+            .where(fine_counts.c.generation == generation)
+        )
+        found = {(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows}
+    assert found == {(g, 2, 2_000_020, 2 * 1_000_010**2) for g in ("d", "m")}

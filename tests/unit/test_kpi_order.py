@@ -118,7 +118,7 @@ class Store:
         return {k: v for k, v in self.aggregates.items() if v}
 
     def counts(self) -> dict[FineKey, FineSums]:
-        return {k: v for k, v in self.fine_counts.items() if v.n or v.total}
+        return {k: v for k, v in self.fine_counts.items() if v.n or v.total or v.squares}
 
 
 def _added(a: FineSums | None, b: FineSums) -> FineSums:

@@ -239,7 +239,7 @@ def fine_count_deltas(deltas: Iterable[FactDelta]) -> dict[FineKey, FineSums]:
                 key = FineKey(grain, floor_to(fact.at, grain), metric, fact.bin, fact.sub)
                 n, total, squares = out.get(key, (0, Decimal(0), Decimal(0)))
                 out[key] = FineSums(n + sign, total + sign * v, squares + sign * v * v)
-    return {k: v for k, v in out.items() if v.n or v.total}
+    return {k: v for k, v in out.items() if v.n or v.total or v.squares}
 
 
 @dataclass

@@ -220,11 +220,12 @@ def _add_deltas_from(source: str) -> str:
         "SELECT $1, u.metric, u.bin, g.grain, date_trunc(g.unit, u.at, 'UTC'), u.sub, "
         "sum(u.amount), sum(u.amount * u.seconds), sum(u.amount * u.seconds * u.seconds) "
         # A duration's delta is 1 or -1 (fold.aggregate_amount); a NULL part was counted by
-        # migration 0008 from the facts. A duration moved within its part changes the sums,
-        # not the count.
+        # migration 0008 from the facts. Durations moved within their part can leave its
+        # count and sum as they were and change only its sum of squares.
         f"FROM u CROSS JOIN (VALUES ('{DAY}', 'day'), ('{MONTH}', 'month')) AS g(grain, unit) "
         "WHERE u.bin > 0 AND u.sub IS NOT NULL GROUP BY 2, 3, 4, 5, 6 "
-        "HAVING sum(u.amount) <> 0 OR sum(u.amount * u.seconds) <> 0 ORDER BY 2, 3, 4, 5, 6 "
+        "HAVING sum(u.amount) <> 0 OR sum(u.amount * u.seconds) <> 0 "
+        "OR sum(u.amount * u.seconds * u.seconds) <> 0 ORDER BY 2, 3, 4, 5, 6 "
         f"ON CONFLICT ({', '.join(_FINE_KEYS)}) "
         "DO UPDATE SET count = kpi_fine_counts.count + excluded.count, "
         "total = kpi_fine_counts.total + excluded.total, "
