@@ -52,6 +52,12 @@ FIGURES = [
     "rss_mb.kpi_fold",
     "rss_mb.kpi_query",
     "rss_mb.kpi_rebuild",
+    "peak_rss_mb.intake",
+    "peak_rss_mb.qualifier",
+    "peak_rss_mb.kpi",
+    "peak_rss_mb.kpi_fold",
+    "peak_rss_mb.kpi_query",
+    "peak_rss_mb.kpi_rebuild",
 ]
 MODES = {"quick": {"BENCH_QUICK": "1"}, "smoke": {"BENCH_SMOKE": "1"}, "full": {}}
 

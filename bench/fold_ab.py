@@ -49,7 +49,7 @@ import asyncpg
 import httpx
 
 from bench.cpu import cpu_seconds
-from bench.stack import Stack, close_stack, new_stack, rss_mb, wait_ready
+from bench.stack import Stack, close_stack, new_stack, peak_rss_mb, rss_mb, wait_ready
 from cli.kafka.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,13 +104,6 @@ def server_cpu_seconds(stack: Stack) -> float:
         with contextlib.suppress(FileNotFoundError):  # gone meanwhile: counted once reaped
             total += cpu_seconds(int(child))
     return total
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
 
 
 def load_average() -> float:

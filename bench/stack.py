@@ -118,6 +118,12 @@ class Stack:
     def rss_mb(self, name: str) -> float:
         return rss_mb(self.processes[name].pid)
 
+    def peak_rss_mb(self, name: str) -> float:
+        return peak_rss_mb(self.processes[name].pid)
+
+    def reset_peak(self, name: str) -> None:
+        reset_peak(self.processes[name].pid)
+
     def pids(self) -> dict[str, int]:
         """Each running service's process id."""
         return {name: proc.pid for name, proc in self.processes.items()}
@@ -132,6 +138,20 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most the process has held since it started, or since `reset_peak` (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def reset_peak(pid: int) -> None:
+    """Start the process's peak (VmHWM) over from what it holds now, so that a phase's peak
+    is its own (`/proc/PID/clear_refs`, Linux 4.0 on; the process's owner or root)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:

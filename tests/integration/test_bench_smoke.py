@@ -41,6 +41,12 @@ KEYS = [
     "rss_mb.kpi_fold",
     "rss_mb.kpi_query",
     "rss_mb.kpi_rebuild",
+    "peak_rss_mb.intake",
+    "peak_rss_mb.qualifier",
+    "peak_rss_mb.kpi",
+    "peak_rss_mb.kpi_fold",
+    "peak_rss_mb.kpi_query",
+    "peak_rss_mb.kpi_rebuild",
 ]
 
 
@@ -67,5 +73,7 @@ def test_the_harness_writes_every_result(tmp_path: Path) -> None:
     assert results["e2e"]["floor"]["arrived"] == results["e2e"]["floor"]["leads"] > 0
     assert results["kpi_fold"]["floor"]["events"] == results["kpi_fold"]["events"]
     assert results["intake"]["not_accepted"] == 0
+    for phase, peak in results["peak_rss_mb"].items():  # a phase's peak, then its end
+        assert peak >= results["rss_mb"][phase], phase
     table = (tmp_path / "latest.md").read_text()
     assert "| `intake.leads_per_s` |" in table
