@@ -13,6 +13,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.crypto import SEALED_FIELDS, LeadKey, open_event, seal_payload, sealed_subject
 from shared.delivery import TransientFailure
@@ -29,9 +30,13 @@ class KeysUnavailable(TransientFailure):
 
 
 class KeySource(Protocol):
-    async def fetch(self, lead_ids: Collection[str]) -> dict[str, LeadKey]:
+    async def fetch(
+        self, lead_ids: Collection[str], *, within: AsyncConnection | None = None
+    ) -> dict[str, LeadKey]:
         """The live keys of these leads; a lead left out has none (erased, or unknown).
-        Raises `KeysUnavailable` when the store cannot say."""
+        Raises `KeysUnavailable` when the store cannot say. `within`: the caller's
+        connection to its own database, for a source that reads keys there (intake's
+        store) to read them in the caller's transaction; any other source ignores it."""
         ...
 
     def forget(self, lead_id: str) -> None:
@@ -63,7 +68,9 @@ class HttpKeySource:
         # Oldest first: every entry lives `ttl`, so insertion order is expiry order.
         self._cache: OrderedDict[str, tuple[float, LeadKey]] = OrderedDict()
 
-    async def fetch(self, lead_ids: Collection[str]) -> dict[str, LeadKey]:
+    async def fetch(
+        self, lead_ids: Collection[str], *, within: AsyncConnection | None = None
+    ) -> dict[str, LeadKey]:
         now = time.monotonic()
         found: dict[str, LeadKey] = {}
         missing: list[str] = []
@@ -119,12 +126,15 @@ def parse_keys(body: Any) -> dict[str, LeadKey]:
     }
 
 
-async def seal_rows(source: KeySource | None, rows: Sequence[Any]) -> list[bytes]:
+async def seal_rows(
+    source: KeySource | None, rows: Sequence[Any], *, within: AsyncConnection | None = None
+) -> list[bytes]:
     """The payloads of outbox rows (`key`: lead id, `event_type`, `payload`) as they go on
     the topics: personal fields sealed with their lead's key, or left out when it has none.
-    Without a source (a relay not given one), personal fields are left out."""
+    Without a source (a relay not given one), personal fields are left out. `within`: the
+    relay's connection, in the transaction that read the rows (see KeySource.fetch)."""
     personal = {r.key for r in rows if r.event_type in SEALED_FIELDS}
-    keys = await source.fetch(personal) if source is not None and personal else {}
+    keys = await source.fetch(personal, within=within) if source is not None and personal else {}
     return [
         seal_payload(r.payload, keys.get(r.key)) if r.event_type in SEALED_FIELDS else r.payload
         for r in rows

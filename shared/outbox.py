@@ -196,7 +196,7 @@ class OutboxRelay:
         async with self._connection() as conn:
             rows = (await conn.exec_driver_sql(self._read_batch, (self._batch_size,))).all()
             if rows:
-                await self._send(producer, rows)
+                await self._send(producer, rows, conn)
                 await conn.exec_driver_sql(self._delete_batch, ([r.id for r in rows],))
             await conn.commit()
         if not rows:
@@ -206,10 +206,12 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.labels(self._service, topic).inc(count)
         return len(rows)
 
-    async def _send(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> None:
+    async def _send(
+        self, producer: AIOKafkaProducer, rows: Sequence[Any], conn: AsyncConnection
+    ) -> None:
         if self._before_send is not None:
             await self._before_send()
-        payloads = await seal_rows(self._keys, rows)
+        payloads = await seal_rows(self._keys, rows, within=conn)
         try:
             await send_all(
                 producer,

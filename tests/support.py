@@ -180,7 +180,9 @@ class StaticKeys:
     def __init__(self, keys: Mapping[str, LeadKey]) -> None:
         self.keys = dict(keys)
 
-    async def fetch(self, lead_ids: Collection[str]) -> dict[str, LeadKey]:
+    async def fetch(
+        self, lead_ids: Collection[str], *, within: AsyncConnection | None = None
+    ) -> dict[str, LeadKey]:
         return {i: self.keys[i] for i in lead_ids if i in self.keys}
 
     def forget(self, lead_id: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake.keys import ring
 from services.intake.keys.repository import live_keys
@@ -18,7 +18,14 @@ class StoreKeySource:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def fetch(self, lead_ids: Collection[str]) -> dict[str, LeadKey]:
+    async def fetch(
+        self, lead_ids: Collection[str], *, within: AsyncConnection | None = None
+    ) -> dict[str, LeadKey]:
+        """`within`: the relay's connection to this database, read in its transaction (a
+        connection of the pool's own costs its ping, BEGIN and ROLLBACK per batch)."""
+        if within is not None:
+            live, _ = await live_keys(within, ring.ring(), lead_ids)
+            return live
         async with self._engine.connect() as conn:
             live, _ = await live_keys(conn, ring.ring(), lead_ids)
         return live
