@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.keys.ring import KeyRing
@@ -24,20 +25,19 @@ def new_key_columns(ring: KeyRing, lead_ids: Sequence[str]) -> tuple[list[str], 
     return kids, wrapped
 
 
-# Fixed text, the ids as one array: the relay reads keys for every batch it sends.
-_LIVE_KEYS = (
-    f"SELECT lead_id, kid, master_kid, wrapped FROM {lead_keys.name} "
-    "WHERE lead_id = ANY($1::text[])"
-)
-
-
 async def live_keys(
     conn: AsyncConnection, ring: KeyRing, lead_ids: Collection[str]
 ) -> tuple[dict[str, LeadKey], set[str]]:
     """The live keys of these leads, and which of them had a key that was destroyed."""
+    # An IN list (one id, the relay's usual batch at a steady rate, is an equality on the
+    # primary key): with `= ANY($1::text[])` instead, a table not analyzed yet was read by
+    # a sequential scan for every batch (20 million rows in a minute of 200 leads/s).
+    query = sa.select(
+        lead_keys.c.lead_id, lead_keys.c.kid, lead_keys.c.master_kid, lead_keys.c.wrapped
+    ).where(lead_keys.c.lead_id.in_(list(lead_ids)))
     live: dict[str, LeadKey] = {}
     destroyed: set[str] = set()
-    for row in (await conn.exec_driver_sql(_LIVE_KEYS, (list(lead_ids),))).all():
+    for row in (await conn.execute(query)).all():
         key = (
             ring.unwrap(row.lead_id, row.kid, row.master_kid, row.wrapped)
             if row.wrapped is not None
