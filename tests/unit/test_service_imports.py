@@ -41,8 +41,8 @@ def test_migrations_still_load_alembic_when_they_run() -> None:
 @pytest.mark.parametrize("service", ["intake", "qualifier", "kpi"])
 def test_importing_a_service_takes_no_more_memory_than_it_keeps(service: str) -> None:
     # A moment's peak counts against the memory goal as much as what stays: intake once
-    # compiled phonenumbers' country names from source, 85 MB for a moment (169 MB at its
-    # peak against 99 kept).
+    # compiled phonenumbers' country names from source, 85 MB for a moment (165 MB at its
+    # peak against 97 kept).
     probe = (
         f"import sys, cli.main, services.{service}.main\n"
         "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
