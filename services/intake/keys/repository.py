@@ -31,7 +31,7 @@ async def live_keys(
     """The live keys of these leads, and which of them had a key that was destroyed."""
     # An IN list (one id, the relay's usual batch at a steady rate, is an equality on the
     # primary key): with `= ANY($1::text[])` instead, a table not analyzed yet was read by
-    # a sequential scan for every batch (20 million rows in a minute of 200 leads/s).
+    # a sequential scan for every batch (20 million rows within 45 s at 200 leads/s).
     query = sa.select(
         lead_keys.c.lead_id, lead_keys.c.kid, lead_keys.c.master_kid, lead_keys.c.wrapped
     ).where(lead_keys.c.lead_id.in_(list(lead_ids)))
