@@ -31,7 +31,15 @@ from bench import cpu, e2e_floor, e2e_probe
 from bench import events as synthetic
 from bench.floor import FloorFile, database_floor
 from bench.load import run_wrk
-from bench.stack import Stack, _asyncpg_dsn, close_stack, new_stack, wait_ready
+from bench.stack import (
+    MEMORY_FIGURES,
+    MEMORY_PHASES,
+    Stack,
+    _asyncpg_dsn,
+    close_stack,
+    new_stack,
+    wait_ready,
+)
 from cli.kafka.ports import free_port
 from shared.db import create_engine
 from shared.events import TOPIC_RECEIVED, encode_event, kafka_headers
@@ -404,9 +412,6 @@ async def timed_rebuild(url: str, events: int) -> dict[str, Any]:
     }
 
 
-# Each service's memory (rss_mb: at the end of each phase; peak_rss_mb: its peak in it).
-MEMORY_PHASES = ("intake", "qualifier", "kpi", "kpi_fold", "kpi_query", "kpi_rebuild")
-
 GOALS = [
     ("intake.leads_per_s", ">=", 1500),
     ("intake.ratio_to_trivial", ">=", 0.5),
@@ -454,7 +459,7 @@ def markdown(results: dict[str, Any]) -> str:
         "kpi_rebuild.million_leads_seconds_at_this_rate",
         "kpi_query.summary_p99_ms",
         "kpi_query.events_in_store",
-        *(f"{kind}.{phase}" for kind in ("rss_mb", "peak_rss_mb") for phase in MEMORY_PHASES),
+        *MEMORY_FIGURES,
     ]
     for path in paths:
         value = lookup(results, path)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fold_ab import RESULTS, export_tree, overlay, say
+from bench.stack import MEMORY_FIGURES
 
 FIGURES = [
     "intake.leads_per_s",
@@ -46,18 +47,7 @@ FIGURES = [
     "kpi_rebuild.events_per_s",
     "kpi_query.summary_p50_ms",
     "kpi_query.summary_p99_ms",
-    "rss_mb.intake",
-    "rss_mb.qualifier",
-    "rss_mb.kpi",
-    "rss_mb.kpi_fold",
-    "rss_mb.kpi_query",
-    "rss_mb.kpi_rebuild",
-    "peak_rss_mb.intake",
-    "peak_rss_mb.qualifier",
-    "peak_rss_mb.kpi",
-    "peak_rss_mb.kpi_fold",
-    "peak_rss_mb.kpi_query",
-    "peak_rss_mb.kpi_rebuild",
+    *MEMORY_FIGURES,
 ]
 MODES = {"quick": {"BENCH_QUICK": "1"}, "smoke": {"BENCH_SMOKE": "1"}, "full": {}}
 

@@ -140,6 +140,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+# The phases each service's memory is read in (`make bench`): `rss_mb.<phase>` at its end,
+# `peak_rss_mb.<phase>` its peak.
+MEMORY_PHASES = ("intake", "qualifier", "kpi", "kpi_fold", "kpi_query", "kpi_rebuild")
+MEMORY_FIGURES = tuple(
+    f"{kind}.{phase}" for kind in ("rss_mb", "peak_rss_mb") for phase in MEMORY_PHASES
+)
+
+
 def peak_rss_mb(pid: int) -> float:
     """The most the process has held since it started, or since `reset_peak` (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.stack import MEMORY_FIGURES
+
 KEYS = [
     "intake.leads_per_s",
     "intake.p50_ms",
@@ -35,18 +37,7 @@ KEYS = [
     "kpi_rebuild.million_leads_seconds_at_this_rate",
     "kpi_query.summary_p99_ms",
     "kpi_query.events_in_store",
-    "rss_mb.intake",
-    "rss_mb.qualifier",
-    "rss_mb.kpi",
-    "rss_mb.kpi_fold",
-    "rss_mb.kpi_query",
-    "rss_mb.kpi_rebuild",
-    "peak_rss_mb.intake",
-    "peak_rss_mb.qualifier",
-    "peak_rss_mb.kpi",
-    "peak_rss_mb.kpi_fold",
-    "peak_rss_mb.kpi_query",
-    "peak_rss_mb.kpi_rebuild",
+    *MEMORY_FIGURES,
 ]
 
 

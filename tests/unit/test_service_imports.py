@@ -13,15 +13,20 @@ import pytest
 NOT_IN_A_SERVICE = ("alembic", "mako", "rich", "pygments")
 
 
+def _printed(probe: str) -> str:
+    """What `probe` prints, run in a fresh interpreter (nothing imported yet)."""
+    return subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 @pytest.mark.parametrize("service", ["intake", "qualifier", "kpi"])
 def test_a_served_service_loads_neither_migrations_nor_httpx_command_line(service: str) -> None:
     probe = (
         f"import sys, cli.main, services.{service}.main\n"
         f"print(' '.join(m for m in {NOT_IN_A_SERVICE!r} if m in sys.modules))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    out = _printed(probe)
     assert out == ""
 
 
@@ -32,9 +37,7 @@ def test_migrations_still_load_alembic_when_they_run() -> None:
         "alembic_config('kpi', 'postgresql+asyncpg://u@h/db')\n"
         "print('alembic' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    out = _printed(probe)
     assert out == "True"
 
 
@@ -49,9 +52,7 @@ def test_importing_a_service_takes_no_more_memory_than_it_keeps(service: str) ->
         "print(int(status['VmHWM'].split()[0]) // 1024, int(status['VmRSS'].split()[0]) // 1024,"
         " 'phonenumbers.geodata' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = _printed(probe).split()
     peak_mb, kept_mb, geodata = int(out[0]), int(out[1]), out[2]
     assert peak_mb - kept_mb <= 10, (peak_mb, kept_mb)
     assert geodata == "False"  # every number prefix's place names: 85 MB for good
