@@ -52,11 +52,13 @@ def serve(
     """Run one service in the foreground (its database must be migrated)."""
     import uvicorn
 
+    from shared.malloc import pin_mmap_threshold
     from shared.runtime import freeze_after_start
 
     settings = stack.service_settings(service.value)
     settings.check_secure()
     freeze_after_start()
+    pin_mmap_threshold()
     uvicorn.run(
         f"services.{service.value}.main:create_app",
         factory=True,
