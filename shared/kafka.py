@@ -335,6 +335,8 @@ class FetchPolicy:
     # few partitions is held whole while decoded, so a backlog costs this many bytes times
     # the partitions in memory at once.
     max_partition_bytes: int = 1024 * 1024
+    # The most one fetch response holds across its partitions (aiokafka's default: 50 MB).
+    max_bytes: int = 50 * 1024 * 1024
 
 
 def make_consumer(
@@ -361,6 +363,7 @@ def make_consumer(
         fetch_max_wait_ms=fetch.max_wait_ms,
         fetch_min_bytes=fetch.min_bytes,
         max_partition_fetch_bytes=fetch.max_partition_bytes,
+        fetch_max_bytes=fetch.max_bytes,
         session_timeout_ms=10000,
         heartbeat_interval_ms=2000,
         retry_backoff_ms=200,

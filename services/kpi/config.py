@@ -26,6 +26,10 @@ class KpiSettings(ServiceSettings):
     # the batches, each with its transaction, and took a core's tenth at 200 leads/s.
     consumer_fetch_max_wait_ms: int = Field(default=500, ge=0, le=5000)
     consumer_fetch_min_bytes: int = Field(default=1024 * 1024, ge=1)
+    # The most one live fetch response holds (aiokafka's default: 50 MB). A backlog's
+    # response of 1 MB for each of 18 partitions was read and decoded whole, the largest
+    # thing the KPI's heap held while folding (bench.mem_peak kpi).
+    consumer_fetch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # A batch's leads are folded in this many concurrent transactions.
     fold_parallelism: int = Field(default=2, ge=1, le=8)
     # Batches in flight: the next batch is fetched, decoded and folded while the last one's

@@ -65,6 +65,7 @@ def create_app(settings: KpiSettings | None = None) -> FastAPI:
             consumer_fetch=FetchPolicy(
                 max_wait_ms=settings.consumer_fetch_max_wait_ms,
                 min_bytes=settings.consumer_fetch_min_bytes,
+                max_bytes=settings.consumer_fetch_max_bytes,
                 top_up_wait_ms=0,
             ),
             background=[("kpi rebuild", rebuild_job), ("kpi purge", purge_retired)],
