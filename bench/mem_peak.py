@@ -68,7 +68,28 @@ def report(capture: Path, top: int) -> str:
     lines += [f"{size / 2**20:8.2f} MB  {site}" for site, size in by_site.most_common(top)]
     lines += ["", "by stack:"]
     lines += [f"{size / 2**20:8.2f} MB  {stack}" for stack, size in by_stack.most_common(top)]
+    lines += ["", *timeline(reader)]
     return "\n".join(lines) + "\n"
+
+
+def timeline(reader: object, step_s: float = 10.0) -> list[str]:
+    """The process's RSS and tracked heap at their highest in each `step_s` of its life:
+    RSS well above the heap is memory the allocators hold but Python does not use."""
+    snapshots = list(reader.get_memory_snapshots())  # type: ignore[attr-defined]
+    if not snapshots:
+        return []
+    start = snapshots[0].time
+    spans: dict[int, tuple[int, int]] = {}
+    for snap in snapshots:
+        span = int((snap.time - start) / 1000 / step_s)
+        rss, heap = spans.get(span, (0, 0))
+        spans[span] = (max(rss, snap.rss), max(heap, snap.heap))
+    lines = [f"every {step_s:.0f} s: highest RSS / tracked heap (MB; memray's own memory in RSS)"]
+    lines += [
+        f"{span * step_s:6.0f} s  {rss / 2**20:7.1f}  {heap / 2**20:7.1f}"
+        for span, (rss, heap) in sorted(spans.items())
+    ]
+    return lines
 
 
 def main() -> int:
