@@ -17,20 +17,19 @@ pytestmark = pytest.mark.skipif(not _glibc(), reason="glibc's allocator only")
 # written, all freed but the last: how much more the process holds afterwards, in MB.
 PROBE = """
 import os, sys
+from bench.stack import rss_mb
 from shared.malloc import pin_mmap_threshold
 if sys.argv[1] == "pinned":
     assert pin_mmap_threshold()
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 block = bytearray(4 << 20)
 del block
-before = rss()
+before = rss_mb(os.getpid())
 blocks = [bytearray(1 << 20) for _ in range(40)]
 for b in blocks:
-    b[::4096] = b"\\x01" * len(range(0, len(b), 4096))
+    b[::4096] = b"\\x01" * 256  # a byte in each page
 kept = blocks[-1]
 del blocks
-print((rss() - before) / 2**20)
+print(rss_mb(os.getpid()) - before)
 """
 
 
